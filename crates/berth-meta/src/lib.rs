@@ -1,0 +1,252 @@
+//! Registry metadata for Berth: the [`MetaStore`] trait and its backends.
+//!
+//! Metadata is everything that is not blob bytes: repositories, which blobs each repository
+//! may reach (links), manifests (their bytes too: they are small and read often), tags, the
+//! references of each manifest, and upload sessions. Every change that touches several rows
+//! is one transaction, so a tag always points at a complete manifest and a manifest is never
+//! stored without its references.
+//!
+//! Backends: [`sqlite::SqliteMeta`] (the embedded default). Every backend passes
+//! [`testsuite::run`].
+
+use async_trait::async_trait;
+use berth_oci::{Digest, DigestAlgorithm, RepoName, Tag};
+
+pub mod sqlite;
+pub mod testsuite;
+
+/// Errors a metadata backend reports.
+#[derive(Debug, thiserror::Error)]
+pub enum MetaError {
+    /// A manifest names a blob that is not linked into its repository.
+    #[error("blob {0} is not in the repository")]
+    MissingBlob(Digest),
+    /// A manifest names a child manifest that is not in its repository.
+    #[error("manifest {0} is not in the repository")]
+    MissingManifest(Digest),
+    /// An upload changed underneath the caller (another request appended to it).
+    #[error("upload was changed by a concurrent request")]
+    Conflict,
+    /// The database's schema is newer than this program understands.
+    #[error(
+        "database schema version {found} is newer than this berth knows ({known}): upgrade berth"
+    )]
+    SchemaTooNew {
+        /// The version recorded in the database.
+        found: i64,
+        /// The newest version this program has.
+        known: i64,
+    },
+    /// The database cannot be reached or is busy; the request may be retried.
+    #[error("metadata store unavailable: {0}")]
+    Unavailable(String),
+    /// The backend failed.
+    #[error("metadata store: {0}")]
+    Backend(String),
+}
+
+/// A manifest to store, with the references it was validated to have.
+#[derive(Debug, Clone)]
+pub struct NewManifest {
+    /// The repository it goes in.
+    pub repo: RepoName,
+    /// The digest of `content`.
+    pub digest: Digest,
+    /// The media type it is served with.
+    pub media_type: String,
+    /// Its artifact type, for referrer listings.
+    pub artifact_type: Option<String>,
+    /// The manifest it refers to (`subject`).
+    pub subject: Option<Digest>,
+    /// Its annotations as a JSON object, for referrer listings (`None` if it has none).
+    pub annotations: Option<String>,
+    /// The exact bytes pushed.
+    pub content: Vec<u8>,
+    /// Blobs (config and layers) that must be linked in the repository.
+    pub blobs: Vec<Digest>,
+    /// Child manifests that must be in the repository.
+    pub manifests: Vec<Digest>,
+}
+
+/// A stored manifest, as served.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredManifest {
+    /// Its digest.
+    pub digest: Digest,
+    /// The media type it is served with.
+    pub media_type: String,
+    /// The exact bytes pushed.
+    pub content: Vec<u8>,
+}
+
+/// A manifest whose `subject` is a given manifest, for the referrers API.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Referrer {
+    /// The referrer's digest.
+    pub digest: Digest,
+    /// Its media type.
+    pub media_type: String,
+    /// Its size in bytes.
+    pub size: u64,
+    /// Its artifact type.
+    pub artifact_type: Option<String>,
+    /// Its annotations as a JSON object.
+    pub annotations: Option<String>,
+}
+
+/// An upload session's durable state.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Upload {
+    /// The session id (a uuid).
+    pub id: String,
+    /// The repository it uploads into.
+    pub repo: RepoName,
+    /// How many bytes it holds.
+    pub offset: u64,
+    /// The algorithm of `hash_state`.
+    pub algorithm: DigestAlgorithm,
+    /// The hasher's state after `offset` bytes, if saved.
+    pub hash_state: Option<Vec<u8>>,
+    /// When it started, in seconds since the Unix epoch.
+    pub created_at: i64,
+}
+
+/// One page of a listing.
+#[derive(Debug, Clone, Copy)]
+pub struct Page<'a> {
+    /// Return only entries after this one (lexically).
+    pub last: Option<&'a str>,
+    /// Return at most this many.
+    pub limit: usize,
+}
+
+/// Where a backend keeps metadata.
+#[async_trait]
+pub trait MetaStore: Send + Sync + 'static {
+    /// Record that `digest` (of `size` bytes) is stored and linked into `repo`, creating the
+    /// repository if needed. Idempotent.
+    ///
+    /// # Errors
+    /// [`MetaError::Unavailable`] or [`MetaError::Backend`].
+    async fn link_blob(&self, repo: &RepoName, digest: &Digest, size: u64)
+        -> Result<(), MetaError>;
+
+    /// The size of `digest` if it is linked into `repo`.
+    ///
+    /// # Errors
+    /// Backend errors.
+    async fn repo_blob(&self, repo: &RepoName, digest: &Digest) -> Result<Option<u64>, MetaError>;
+
+    /// The size of `digest` if any repository holds it.
+    ///
+    /// # Errors
+    /// Backend errors.
+    async fn blob(&self, digest: &Digest) -> Result<Option<u64>, MetaError>;
+
+    /// Repositories that link `digest` (to choose a source for an unnamed mount), at most `limit`.
+    ///
+    /// # Errors
+    /// Backend errors.
+    async fn repos_with_blob(
+        &self,
+        digest: &Digest,
+        limit: usize,
+    ) -> Result<Vec<RepoName>, MetaError>;
+
+    /// Remove the link of `digest` from `repo`. Returns whether there was one.
+    ///
+    /// # Errors
+    /// Backend errors.
+    async fn unlink_blob(&self, repo: &RepoName, digest: &Digest) -> Result<bool, MetaError>;
+
+    /// Store a manifest and point `tags` at it, in one transaction, after checking that every
+    /// blob and child manifest it references is in the repository.
+    ///
+    /// # Errors
+    /// [`MetaError::MissingBlob`] or [`MetaError::MissingManifest`] if a reference is absent;
+    /// nothing is written then.
+    async fn put_manifest(&self, manifest: NewManifest, tags: &[Tag]) -> Result<(), MetaError>;
+
+    /// The manifest `tag` points at in `repo`.
+    ///
+    /// # Errors
+    /// Backend errors.
+    async fn manifest_by_tag(
+        &self,
+        repo: &RepoName,
+        tag: &Tag,
+    ) -> Result<Option<StoredManifest>, MetaError>;
+
+    /// The manifest `digest` in `repo`.
+    ///
+    /// # Errors
+    /// Backend errors.
+    async fn manifest_by_digest(
+        &self,
+        repo: &RepoName,
+        digest: &Digest,
+    ) -> Result<Option<StoredManifest>, MetaError>;
+
+    /// Delete manifest `digest` from `repo` with every tag pointing at it. Returns whether it
+    /// existed.
+    ///
+    /// # Errors
+    /// Backend errors.
+    async fn delete_manifest(&self, repo: &RepoName, digest: &Digest) -> Result<bool, MetaError>;
+
+    /// Delete one tag (not the manifest). Returns whether it existed.
+    ///
+    /// # Errors
+    /// Backend errors.
+    async fn delete_tag(&self, repo: &RepoName, tag: &Tag) -> Result<bool, MetaError>;
+
+    /// Tags of `repo` in lexical order, or `None` if the repository is unknown.
+    ///
+    /// # Errors
+    /// Backend errors.
+    async fn list_tags(
+        &self,
+        repo: &RepoName,
+        page: Page<'_>,
+    ) -> Result<Option<Vec<String>>, MetaError>;
+
+    /// Repository names in lexical order.
+    ///
+    /// # Errors
+    /// Backend errors.
+    async fn list_repositories(&self, page: Page<'_>) -> Result<Vec<String>, MetaError>;
+
+    /// Manifests in `repo` whose subject is `subject`, ordered by digest.
+    ///
+    /// # Errors
+    /// Backend errors.
+    async fn referrers(
+        &self,
+        repo: &RepoName,
+        subject: &Digest,
+    ) -> Result<Vec<Referrer>, MetaError>;
+
+    /// Record a new upload session.
+    ///
+    /// # Errors
+    /// Backend errors.
+    async fn create_upload(&self, upload: &Upload) -> Result<(), MetaError>;
+
+    /// An upload session of `repo`.
+    ///
+    /// # Errors
+    /// Backend errors.
+    async fn upload(&self, repo: &RepoName, id: &str) -> Result<Option<Upload>, MetaError>;
+
+    /// Advance an upload from `from_offset` to `upload.offset` with its new hash state.
+    ///
+    /// # Errors
+    /// [`MetaError::Conflict`] if the stored offset is no longer `from_offset`.
+    async fn advance_upload(&self, upload: &Upload, from_offset: u64) -> Result<(), MetaError>;
+
+    /// Forget an upload session.
+    ///
+    /// # Errors
+    /// Backend errors.
+    async fn delete_upload(&self, id: &str) -> Result<(), MetaError>;
+}

@@ -1,0 +1,140 @@
+//! Blob storage for Berth: the [`BlobStore`] trait and its backends.
+//!
+//! A blob store holds two kinds of object: committed blobs, immutable and addressed by their
+//! digest, and upload sessions, append-only scratch objects named by an upload id. A blob
+//! becomes visible only through [`BlobStore::commit_upload`], an atomic step, so a reader never
+//! sees a partial blob. The store does not hash: the registry service hashes bytes as they
+//! stream past and tells the store the verified digest to commit under.
+//!
+//! Backends: [`fs::FsStore`] (the embedded default). Every backend passes [`testsuite::run`].
+
+use std::pin::Pin;
+
+use async_trait::async_trait;
+use berth_oci::Digest;
+use bytes::Bytes;
+use futures::Stream;
+
+pub mod fs;
+pub mod testsuite;
+
+/// Errors a blob store reports.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The blob or upload does not exist.
+    #[error("not found")]
+    NotFound,
+    /// An upload's stored length differs from the offset the caller expected.
+    #[error("upload holds {actual} bytes, not the expected {expected}")]
+    OffsetMismatch {
+        /// What the caller believed.
+        expected: u64,
+        /// What the store holds.
+        actual: u64,
+    },
+    /// The incoming body failed mid-stream (client went away or sent a broken body).
+    #[error("reading the request body failed: {0}")]
+    Body(String),
+    /// The backend failed.
+    #[error("storage i/o: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+/// A stream of bytes going into the store.
+pub type ByteStream = Pin<Box<dyn Stream<Item = Result<Bytes, StoreError>> + Send>>;
+
+/// The bytes of a blob (or a range of it) coming out of the store.
+pub enum BlobContent {
+    /// A region of a local file, which the server can send without copying it through a
+    /// user-space buffer.
+    File {
+        /// The open blob file.
+        file: std::fs::File,
+        /// Where the region starts.
+        offset: u64,
+        /// How many bytes it has.
+        len: u64,
+    },
+    /// Small content already in memory.
+    Bytes(Bytes),
+    /// A stream from a remote backend.
+    Stream(ByteStream),
+}
+
+impl BlobContent {
+    /// The content as a stream of chunks. A file region is memory-mapped and handed out in
+    /// slices of the mapping, so the bytes go from the page cache to the socket without a
+    /// copy through a user-space buffer.
+    ///
+    /// # Errors
+    /// If the file cannot be mapped.
+    pub fn into_stream(self) -> Result<ByteStream, StoreError> {
+        match self {
+            Self::File { file, offset, len } => fs::mapped_stream(&file, offset, len),
+            Self::Bytes(b) => Ok(Box::pin(futures::stream::once(async move { Ok(b) }))),
+            Self::Stream(s) => Ok(s),
+        }
+    }
+}
+
+/// Where a backend keeps blobs and upload sessions.
+#[async_trait]
+pub trait BlobStore: Send + Sync + 'static {
+    /// The size of a committed blob, or `None` if it is not stored.
+    ///
+    /// # Errors
+    /// [`StoreError::Io`] if the backend fails.
+    async fn stat(&self, digest: &Digest) -> Result<Option<u64>, StoreError>;
+
+    /// Read `len` bytes of a committed blob starting at `offset`.
+    ///
+    /// # Errors
+    /// [`StoreError::NotFound`] if the blob is not stored.
+    async fn read(&self, digest: &Digest, offset: u64, len: u64)
+        -> Result<BlobContent, StoreError>;
+
+    /// Remove a committed blob. Removing an absent blob is not an error.
+    ///
+    /// # Errors
+    /// [`StoreError::Io`] if the backend fails.
+    async fn delete(&self, digest: &Digest) -> Result<(), StoreError>;
+
+    /// Create an empty upload session object.
+    ///
+    /// # Errors
+    /// [`StoreError::Io`] if the backend fails.
+    async fn start_upload(&self, id: &str) -> Result<(), StoreError>;
+
+    /// Append `body` to upload `id` at `offset`. Returns how many bytes were appended.
+    ///
+    /// The metadata store is the truth about how far an upload got: bytes past `offset` (left
+    /// by a chunk whose metadata update never happened, say after a crash) are cut off first.
+    /// The bytes are durable when this returns (if the backend is configured to sync). On a
+    /// body error the upload is cut back to `offset`, so a failed chunk leaves it as it was.
+    ///
+    /// # Errors
+    /// [`StoreError::NotFound`]; [`StoreError::OffsetMismatch`] if the upload holds fewer than
+    /// `offset` bytes; [`StoreError::Body`]; I/O.
+    async fn append(&self, id: &str, offset: u64, body: ByteStream) -> Result<u64, StoreError>;
+
+    /// The bytes of an upload so far (to rebuild a hash state that was lost).
+    ///
+    /// # Errors
+    /// [`StoreError::NotFound`] if the upload does not exist.
+    async fn read_upload(&self, id: &str) -> Result<BlobContent, StoreError>;
+
+    /// Make the first `len` bytes of upload `id` the committed blob `digest`, atomically (bytes
+    /// past `len` are left over from an interrupted chunk and dropped). The caller has verified
+    /// the digest of those `len` bytes. Committing a blob that already exists is harmless.
+    ///
+    /// # Errors
+    /// [`StoreError::NotFound`] if the upload does not exist; [`StoreError::OffsetMismatch`]
+    /// if it holds fewer than `len` bytes.
+    async fn commit_upload(&self, id: &str, digest: &Digest, len: u64) -> Result<(), StoreError>;
+
+    /// Discard an upload session. Discarding an absent upload is not an error.
+    ///
+    /// # Errors
+    /// [`StoreError::Io`] if the backend fails.
+    async fn abort_upload(&self, id: &str) -> Result<(), StoreError>;
+}
