@@ -178,17 +178,19 @@ fn ensure_repo(conn: &Connection, repo: &RepoName) -> rusqlite::Result<i64> {
     Ok(conn.last_insert_rowid())
 }
 
-fn upload_from_row(
-    r: &rusqlite::Row<'_>,
-) -> rusqlite::Result<(String, String, i64, String, Option<Vec<u8>>, i64)> {
-    Ok((
-        r.get(0)?,
-        r.get(1)?,
-        r.get(2)?,
-        r.get(3)?,
-        r.get(4)?,
-        r.get(5)?,
-    ))
+fn upload_from_row(repo: &RepoName, r: &rusqlite::Row<'_>) -> rusqlite::Result<Upload> {
+    let algorithm = match r.get::<_, String>(2)?.as_str() {
+        "sha512" => DigestAlgorithm::Sha512,
+        _ => DigestAlgorithm::Sha256,
+    };
+    Ok(Upload {
+        id: r.get(0)?,
+        repo: repo.clone(),
+        offset: r.get::<_, i64>(1)? as u64,
+        algorithm,
+        hash_state: r.get(3)?,
+        created_at: r.get(4)?,
+    })
 }
 
 impl SqliteMeta {
@@ -619,32 +621,19 @@ impl MetaStore for SqliteMeta {
     }
 
     async fn upload(&self, repo: &RepoName, id: &str) -> Result<Option<Upload>, MetaError> {
-        let (repo_s, id) = (repo.to_string(), id.to_owned());
-        let row = self
-            .read(move |conn| {
-                conn.prepare_cached(
-                    "SELECT id, repo, offset, algorithm, hash_state, created_at FROM uploads \
-                     WHERE id = ?1 AND repo = ?2",
-                )
-                .and_then(|mut s| s.query_row([id, repo_s], upload_from_row).optional())
-                .map_err(backend)
+        let (repo, id) = (repo.clone(), id.to_owned());
+        self.read(move |conn| {
+            conn.prepare_cached(
+                "SELECT id, offset, algorithm, hash_state, created_at FROM uploads \
+                 WHERE id = ?1 AND repo = ?2",
+            )
+            .and_then(|mut s| {
+                s.query_row(params![id, repo.as_str()], |r| upload_from_row(&repo, r))
+                    .optional()
             })
-            .await?;
-        row.map(|(id, _, offset, alg, hash_state, created_at)| {
-            let algorithm = match alg.as_str() {
-                "sha512" => DigestAlgorithm::Sha512,
-                _ => DigestAlgorithm::Sha256,
-            };
-            Ok(Upload {
-                id,
-                repo: repo.clone(),
-                offset: offset as u64,
-                algorithm,
-                hash_state,
-                created_at,
-            })
+            .map_err(backend)
         })
-        .transpose()
+        .await
     }
 
     async fn advance_upload(&self, u: &Upload, from_offset: u64) -> Result<(), MetaError> {

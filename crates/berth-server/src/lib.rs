@@ -1,1 +1,127 @@
+//! Berth's HTTP layer. [`router`] builds the whole service: `/v2` (the OCI distribution API),
+//! `/healthz`, `/readyz` and `/metrics`. Handlers parse requests into typed values, call the
+//! [`Registry`](berth_core::Registry) and shape replies; errors become HTTP in `error.rs` only.
 
+use std::sync::Arc;
+use std::time::Instant;
+
+use axum::body::Body;
+use axum::extract::{Request, State};
+use axum::http::{HeaderValue, StatusCode};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::Router;
+use berth_core::Registry;
+use metrics_exporter_prometheus::PrometheusHandle;
+
+mod error;
+pub mod route;
+mod v2;
+
+pub use error::ApiError;
+
+/// Everything a handler can reach.
+#[derive(Clone)]
+pub struct AppState {
+    /// The registry service.
+    pub registry: Registry,
+    /// Renders `/metrics`; `None` when no recorder is installed (tests).
+    pub metrics: Option<PrometheusHandle>,
+}
+
+/// The whole HTTP service.
+pub fn router(state: AppState) -> Router {
+    Router::new()
+        .route("/v2", axum::routing::any(v2_entry))
+        .route("/v2/", axum::routing::any(v2_entry))
+        .route("/v2/{*rest}", axum::routing::any(v2_entry))
+        .route("/healthz", get(|| async { "ok" }))
+        .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics_page))
+        .layer(axum::middleware::from_fn(observe))
+        .with_state(Arc::new(state))
+}
+
+async fn v2_entry(State(state): State<Arc<AppState>>, req: Request) -> Response {
+    let (parts, body) = req.into_parts();
+    let path = parts.uri.path();
+    let rest = path
+        .strip_prefix("/v2")
+        .map(|r| r.strip_prefix('/').unwrap_or(r))
+        .unwrap_or("");
+    let route = match route::parse(rest) {
+        Ok(r) => r,
+        Err(route::RouteError::NotFound) => return ApiError::NotFound.into_response(),
+        Err(route::RouteError::Invalid(e)) => return ApiError::Core(e).into_response(),
+    };
+    let label = route.label();
+    let query = v2::Query::parse(parts.uri.query());
+    let mut resp =
+        match v2::dispatch(&state, route, &parts.method, query, &parts.headers, body).await {
+            Ok(r) => r,
+            Err(e) => e.into_response(),
+        };
+    resp.extensions_mut().insert(RouteLabel(label));
+    resp
+}
+
+async fn readyz(State(state): State<Arc<AppState>>) -> Response {
+    match state.registry.check_ready().await {
+        Ok(()) => (StatusCode::OK, "ready").into_response(),
+        Err(e) => {
+            tracing::warn!(error = %e, "not ready");
+            (StatusCode::SERVICE_UNAVAILABLE, "not ready").into_response()
+        }
+    }
+}
+
+async fn metrics_page(State(state): State<Arc<AppState>>) -> Response {
+    match &state.metrics {
+        Some(h) => ([("content-type", "text/plain; version=0.0.4")], h.render()).into_response(),
+        None => (StatusCode::NOT_FOUND, "metrics are disabled").into_response(),
+    }
+}
+
+/// The endpoint a response came from, for metrics labels.
+#[derive(Clone, Copy)]
+struct RouteLabel(&'static str);
+
+/// Count, time and log every request, and stamp the API version header.
+async fn observe(req: Request<Body>, next: Next) -> Response {
+    let start = Instant::now();
+    let method = req.method().clone();
+    let path = req.uri().path().to_owned();
+    let mut resp = next.run(req).await;
+    let status = resp.status();
+    let route = resp.extensions().get::<RouteLabel>().map_or_else(
+        || {
+            if path.starts_with("/v2") {
+                "v2"
+            } else {
+                "other"
+            }
+        },
+        |r| r.0,
+    );
+    if path.starts_with("/v2") {
+        resp.headers_mut().insert(
+            "docker-distribution-api-version",
+            HeaderValue::from_static("registry/2.0"),
+        );
+    }
+    let elapsed = start.elapsed();
+    let status_label = status.as_str().to_owned();
+    metrics::counter!("berth_http_requests_total", "route" => route, "method" => method.to_string(), "status" => status_label).increment(1);
+    metrics::histogram!("berth_http_request_duration_seconds", "route" => route, "method" => method.to_string())
+        .record(elapsed.as_secs_f64());
+    if let Some(err) = resp.extensions().get::<Arc<ApiError>>() {
+        if status.is_server_error() {
+            tracing::error!(%method, %path, status = status.as_u16(), error = ?err, "request failed");
+        } else {
+            tracing::debug!(%method, %path, status = status.as_u16(), error = ?err, "request refused");
+        }
+    }
+    tracing::debug!(target: "berth::access", %method, %path, status = status.as_u16(), micros = elapsed.as_micros() as u64, "request");
+    resp
+}

@@ -1,1 +1,62 @@
-fn main() {}
+//! `berth`: the registry binary. `berth serve` runs the registry; `berth config print` shows
+//! the effective configuration.
+
+mod config;
+mod serve;
+
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand};
+
+/// Berth: an OCI container image registry in one binary.
+#[derive(Parser)]
+#[command(version, about)]
+struct Cli {
+    /// TOML configuration file
+    #[arg(long, global = true, env = "BERTH_CONFIG")]
+    config: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the registry
+    Serve(config::Overrides),
+    /// Inspect the configuration
+    Config {
+        #[command(subcommand)]
+        command: ConfigCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum ConfigCommand {
+    /// Print the effective configuration (file, environment and flags combined) as TOML
+    Print(config::Overrides),
+}
+
+fn load(path: Option<&PathBuf>, over: &config::Overrides) -> anyhow::Result<config::Config> {
+    let raw = match path {
+        Some(p) => config::read_file(p)?,
+        None => config::RawConfig::default(),
+    };
+    config::Config::resolve(raw, over)
+}
+
+fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Serve(over) => {
+            let cfg = load(cli.config.as_ref(), &over)?;
+            serve::run(cfg)
+        }
+        Command::Config {
+            command: ConfigCommand::Print(over),
+        } => {
+            let cfg = load(cli.config.as_ref(), &over)?;
+            print!("{}", toml::to_string(&cfg)?);
+            Ok(())
+        }
+    }
+}

@@ -1,0 +1,266 @@
+//! Manifests, tags, the catalog and the referrers API.
+
+use berth_meta::{NewManifest, Page, StoredManifest};
+use berth_oci::{manifest, media, Digest, Reference, RepoName, Tag};
+use bytes::Bytes;
+
+use crate::{Error, Registry};
+
+/// The outcome of a manifest push.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ManifestPut {
+    /// The manifest's digest.
+    pub digest: Digest,
+    /// Its `subject`, if it has one (echoed in the `OCI-Subject` header).
+    pub subject: Option<Digest>,
+    /// The tags now pointing at it.
+    pub tags: Vec<Tag>,
+}
+
+/// One page of a tag or repository listing.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TagList {
+    /// The names on this page.
+    pub names: Vec<String>,
+    /// Whether more follow (the server adds a `Link` header).
+    pub more: bool,
+    /// The page size used, for the `Link` header.
+    pub limit: usize,
+}
+
+/// Whether a manifest stored as `stored` may be served to a client that sent `accept`.
+fn acceptable(stored: &str, accept: &[String]) -> bool {
+    if accept.is_empty() {
+        return true;
+    }
+    accept.iter().any(|a| {
+        a == stored
+            || a == "*/*"
+            || a.strip_suffix("/*")
+                .is_some_and(|major| stored.split('/').next() == Some(major))
+    })
+}
+
+impl Registry {
+    /// Push a manifest under `reference` (a tag or its digest) and any `extra_tags`, in one
+    /// transaction. Every blob and child manifest it references must be in the repository.
+    ///
+    /// # Errors
+    /// [`Error::TooLarge`], [`Error::DigestMismatch`], [`Error::ManifestInvalid`],
+    /// [`Error::ManifestBlobUnknown`].
+    #[tracing::instrument(skip(self, body), fields(len = body.len()))]
+    pub async fn put_manifest(
+        &self,
+        repo: &RepoName,
+        reference: &Reference,
+        extra_tags: &[Tag],
+        content_type: Option<&str>,
+        body: Bytes,
+    ) -> Result<ManifestPut, Error> {
+        if body.len() > self.limits.manifest_max_bytes {
+            return Err(Error::TooLarge(format!(
+                "manifest is larger than the {} byte limit",
+                self.limits.manifest_max_bytes
+            )));
+        }
+        let digest = match reference {
+            Reference::Digest(expected) => {
+                let actual = expected.algorithm().digest_of(&body);
+                if &actual != expected {
+                    return Err(Error::DigestMismatch {
+                        expected: expected.clone(),
+                        actual,
+                    });
+                }
+                actual
+            }
+            Reference::Tag(_) => Digest::sha256_of(&body),
+        };
+        let parsed = manifest::parse(content_type, &body)
+            .map_err(|e| Error::ManifestInvalid(e.to_string()))?;
+        let mut tags: Vec<Tag> = extra_tags.to_vec();
+        if let Reference::Tag(t) = reference {
+            tags.insert(0, t.clone());
+        }
+        tags.dedup();
+        let subject = parsed.subject.as_ref().map(|s| s.digest.clone());
+        let annotations = (!parsed.annotations.is_empty())
+            .then(|| serde_json::to_string(&parsed.annotations))
+            .transpose()
+            .map_err(|e| Error::Internal(e.to_string()))?;
+        let new = NewManifest {
+            repo: repo.clone(),
+            digest: digest.clone(),
+            media_type: parsed.media_type,
+            artifact_type: parsed.artifact_type,
+            subject: subject.clone(),
+            annotations,
+            content: body.to_vec(),
+            blobs: parsed
+                .blobs
+                .into_iter()
+                .filter(|d| !d.external)
+                .map(|d| d.digest)
+                .collect(),
+            manifests: parsed.manifests.into_iter().map(|d| d.digest).collect(),
+        };
+        self.meta.put_manifest(new, &tags).await?;
+        tracing::info!(repo = %repo, %digest, tags = tags.len(), "manifest pushed");
+        Ok(ManifestPut {
+            digest,
+            subject,
+            tags,
+        })
+    }
+
+    /// The manifest under `reference`, if the client accepts its media type.
+    ///
+    /// # Errors
+    /// [`Error::ManifestUnknown`], [`Error::ManifestNotAcceptable`].
+    pub async fn get_manifest(
+        &self,
+        repo: &RepoName,
+        reference: &Reference,
+        accept: &[String],
+    ) -> Result<StoredManifest, Error> {
+        let found = match reference {
+            Reference::Tag(t) => self.meta.manifest_by_tag(repo, t).await?,
+            Reference::Digest(d) => self.meta.manifest_by_digest(repo, d).await?,
+        };
+        let m = found.ok_or(Error::ManifestUnknown)?;
+        if !acceptable(&m.media_type, accept) {
+            return Err(Error::ManifestNotAcceptable(m.media_type));
+        }
+        Ok(m)
+    }
+
+    /// Delete by digest (the manifest and every tag on it) or by tag (only the tag).
+    ///
+    /// # Errors
+    /// [`Error::ManifestUnknown`].
+    #[tracing::instrument(skip(self))]
+    pub async fn delete_manifest(
+        &self,
+        repo: &RepoName,
+        reference: &Reference,
+    ) -> Result<(), Error> {
+        let deleted = match reference {
+            Reference::Tag(t) => self.meta.delete_tag(repo, t).await?,
+            Reference::Digest(d) => self.meta.delete_manifest(repo, d).await?,
+        };
+        if !deleted {
+            return Err(Error::ManifestUnknown);
+        }
+        tracing::info!(repo = %repo, reference = %reference, "manifest deleted");
+        Ok(())
+    }
+
+    fn page_limit(&self, n: Option<usize>) -> usize {
+        n.unwrap_or(self.limits.max_page).min(self.limits.max_page)
+    }
+
+    /// One page of `repo`'s tags, in lexical order, after `last`.
+    ///
+    /// # Errors
+    /// [`Error::NameUnknown`] if the repository does not exist.
+    pub async fn list_tags(
+        &self,
+        repo: &RepoName,
+        n: Option<usize>,
+        last: Option<&str>,
+    ) -> Result<TagList, Error> {
+        let limit = self.page_limit(n);
+        let mut names = self
+            .meta
+            .list_tags(
+                repo,
+                Page {
+                    last,
+                    limit: limit + 1,
+                },
+            )
+            .await?
+            .ok_or_else(|| Error::NameUnknown(repo.to_string()))?;
+        let more = names.len() > limit;
+        names.truncate(limit);
+        Ok(TagList { names, more, limit })
+    }
+
+    /// One page of repository names, in lexical order, after `last`.
+    ///
+    /// # Errors
+    /// Backend errors.
+    pub async fn catalog(&self, n: Option<usize>, last: Option<&str>) -> Result<TagList, Error> {
+        let limit = self.page_limit(n);
+        let mut names = self
+            .meta
+            .list_repositories(Page {
+                last,
+                limit: limit + 1,
+            })
+            .await?;
+        let more = names.len() > limit;
+        names.truncate(limit);
+        Ok(TagList { names, more, limit })
+    }
+
+    /// The referrers of `subject` as an OCI image index, filtered by `artifact_type` if given.
+    ///
+    /// # Errors
+    /// Backend errors.
+    pub async fn referrers(
+        &self,
+        repo: &RepoName,
+        subject: &Digest,
+        artifact_type: Option<&str>,
+    ) -> Result<Bytes, Error> {
+        let referrers = self.meta.referrers(repo, subject).await?;
+        let manifests: Vec<serde_json::Value> = referrers
+            .into_iter()
+            .filter(|r| artifact_type.is_none() || r.artifact_type.as_deref() == artifact_type)
+            .map(|r| {
+                let mut d = serde_json::json!({
+                    "mediaType": r.media_type,
+                    "digest": r.digest.to_string(),
+                    "size": r.size,
+                });
+                if let Some(t) = r.artifact_type {
+                    d["artifactType"] = t.into();
+                }
+                if let Some(a) = r
+                    .annotations
+                    .and_then(|a| serde_json::from_str::<serde_json::Value>(&a).ok())
+                {
+                    d["annotations"] = a;
+                }
+                d
+            })
+            .collect();
+        let index = serde_json::json!({
+            "schemaVersion": 2,
+            "mediaType": media::OCI_INDEX,
+            "manifests": manifests,
+        });
+        serde_json::to_vec(&index)
+            .map(Bytes::from)
+            .map_err(|e| Error::Internal(e.to_string()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::acceptable;
+
+    #[test]
+    fn accept_matching() {
+        let oci = "application/vnd.oci.image.manifest.v1+json";
+        assert!(acceptable(oci, &[]));
+        assert!(acceptable(oci, &[oci.to_owned()]));
+        assert!(acceptable(oci, &["*/*".to_owned()]));
+        assert!(acceptable(oci, &["application/*".to_owned()]));
+        assert!(!acceptable(
+            oci,
+            &["application/vnd.docker.distribution.manifest.v2+json".to_owned()]
+        ));
+    }
+}

@@ -1,0 +1,180 @@
+use std::sync::Arc;
+
+use berth_meta::MetaStore;
+use berth_oci::range::ByteRange;
+use berth_oci::{Digest, RepoName};
+use berth_store::{BlobContent, BlobStore};
+
+use crate::Error;
+
+/// Limits the registry enforces.
+#[derive(Debug, Clone)]
+pub struct Limits {
+    /// Largest manifest accepted, in bytes.
+    pub manifest_max_bytes: usize,
+    /// Smallest chunk the registry asks clients to send (`OCI-Chunk-Min-Length`).
+    pub chunk_min_length: u64,
+    /// Largest page a tag or catalog listing returns.
+    pub max_page: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            manifest_max_bytes: 4 << 20,
+            chunk_min_length: 0,
+            max_page: 10_000,
+        }
+    }
+}
+
+/// The registry service: every `/v2` operation, over a blob store and a metadata store.
+#[derive(Clone)]
+pub struct Registry {
+    pub(crate) store: Arc<dyn BlobStore>,
+    pub(crate) meta: Arc<dyn MetaStore>,
+    pub(crate) limits: Limits,
+    pub(crate) upload_locks: Arc<[tokio::sync::Mutex<()>]>,
+}
+
+/// A blob (or a range of it) ready to send.
+pub struct BlobRead {
+    /// The blob's digest.
+    pub digest: Digest,
+    /// The whole blob's size.
+    pub size: u64,
+    /// The inclusive byte range sent, when the request asked for one.
+    pub range: Option<(u64, u64)>,
+    /// The bytes.
+    pub content: BlobContent,
+}
+
+impl Registry {
+    /// A registry over `store` and `meta`.
+    pub fn new(store: Arc<dyn BlobStore>, meta: Arc<dyn MetaStore>, limits: Limits) -> Self {
+        let upload_locks = (0..64).map(|_| tokio::sync::Mutex::new(())).collect();
+        Self {
+            store,
+            meta,
+            limits,
+            upload_locks,
+        }
+    }
+
+    /// The limits in force.
+    pub fn limits(&self) -> &Limits {
+        &self.limits
+    }
+
+    /// The size of `digest` in `repo` (a blob `HEAD`).
+    ///
+    /// # Errors
+    /// [`Error::BlobUnknown`] if the repository does not hold the blob.
+    #[tracing::instrument(skip(self))]
+    pub async fn stat_blob(&self, repo: &RepoName, digest: &Digest) -> Result<u64, Error> {
+        self.meta
+            .repo_blob(repo, digest)
+            .await?
+            .ok_or_else(|| Error::BlobUnknown(digest.clone()))
+    }
+
+    /// Open `digest` in `repo` for reading, whole or the given range.
+    ///
+    /// # Errors
+    /// [`Error::BlobUnknown`]; [`Error::RangeNotSatisfiable`] when the range misses the blob.
+    #[tracing::instrument(skip(self))]
+    pub async fn read_blob(
+        &self,
+        repo: &RepoName,
+        digest: &Digest,
+        range: Option<ByteRange>,
+    ) -> Result<BlobRead, Error> {
+        let size = self.stat_blob(repo, digest).await?;
+        let range = range
+            .map(|r| {
+                r.resolve(size)
+                    .map_err(|_| Error::RangeNotSatisfiable { size })
+            })
+            .transpose()?;
+        let (offset, len) = range.map_or((0, size), |(s, e)| (s, e - s + 1));
+        let content = self
+            .store
+            .read(digest, offset, len)
+            .await
+            .map_err(|e| match e {
+                berth_store::StoreError::NotFound => {
+                    tracing::error!(%digest, "blob is in metadata but missing from storage");
+                    Error::BlobUnknown(digest.clone())
+                }
+                e => e.into(),
+            })?;
+        Ok(BlobRead {
+            digest: digest.clone(),
+            size,
+            range,
+            content,
+        })
+    }
+
+    /// Remove `digest` from `repo`. The bytes stay for other repositories; space is reclaimed
+    /// by garbage collection.
+    ///
+    /// # Errors
+    /// [`Error::BlobUnknown`] if the repository does not hold the blob.
+    #[tracing::instrument(skip(self))]
+    pub async fn delete_blob(&self, repo: &RepoName, digest: &Digest) -> Result<(), Error> {
+        if self.meta.unlink_blob(repo, digest).await? {
+            tracing::info!(repo = %repo, %digest, "blob unlinked");
+            Ok(())
+        } else {
+            Err(Error::BlobUnknown(digest.clone()))
+        }
+    }
+
+    /// Make `digest` available in `repo` without uploading it again: from `from` if given,
+    /// else from any repository that has it. Returns the size, or `None` when the blob cannot
+    /// be mounted (the client then uploads it).
+    ///
+    /// # Errors
+    /// Backend errors.
+    #[tracing::instrument(skip(self))]
+    pub async fn mount_blob(
+        &self,
+        repo: &RepoName,
+        digest: &Digest,
+        from: Option<&RepoName>,
+    ) -> Result<Option<u64>, Error> {
+        let size = match from {
+            Some(source) => self.meta.repo_blob(source, digest).await?,
+            None => self.meta.blob(digest).await?,
+        };
+        let Some(size) = size else { return Ok(None) };
+        // The metadata says the bytes exist; make sure storage agrees before linking.
+        if self.store.stat(digest).await?.is_none() {
+            tracing::error!(%digest, "blob is in metadata but missing from storage");
+            return Ok(None);
+        }
+        self.meta.link_blob(repo, digest, size).await?;
+        tracing::info!(repo = %repo, %digest, "blob mounted");
+        Ok(Some(size))
+    }
+}
+
+impl Registry {
+    /// Whether both backends answer (for `/readyz`).
+    ///
+    /// # Errors
+    /// The first backend error.
+    pub async fn check_ready(&self) -> Result<(), Error> {
+        self.meta
+            .list_repositories(berth_meta::Page {
+                last: None,
+                limit: 1,
+            })
+            .await?;
+        self.store
+            .stat(&Digest::sha256_of(b"berth readiness probe"))
+            .await?;
+        Ok(())
+    }
+}

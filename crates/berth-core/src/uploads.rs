@@ -1,0 +1,389 @@
+//! Blob uploads: monolithic, chunked and resumable. Bytes are hashed as they stream into the
+//! store; the hash state is saved with the session after every chunk, so an upload resumes on
+//! any instance, and after a restart, without re-reading what it already holds.
+
+use std::hash::{Hash, Hasher as _};
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use berth_meta::Upload;
+use berth_oci::{Digest, DigestAlgorithm, Hasher, RepoName};
+use berth_store::{BlobContent, ByteStream, StoreError};
+use bytes::Bytes;
+use futures::{Stream, StreamExt};
+
+use crate::{Error, Registry};
+
+/// Where an upload session stands.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UploadState {
+    /// The session id.
+    pub id: String,
+    /// How many bytes it holds.
+    pub offset: u64,
+}
+
+/// What the request says about its body's length.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BodyLength {
+    /// `Content-Length` was given: the body must have exactly this many bytes.
+    Exact(u64),
+    /// No `Content-Length` (chunked transfer encoding): whatever arrives.
+    Unknown,
+}
+
+/// A body stream that hashes what passes and enforces the declared length. A length error is
+/// raised as a stream error, so the store rolls the chunk back.
+struct Hashing {
+    inner: ByteStream,
+    hasher: Arc<Mutex<Option<Hasher>>>,
+    seen: u64,
+    expect: BodyLength,
+    done: bool,
+}
+
+impl Stream for Hashing {
+    type Item = Result<Bytes, StoreError>;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        if self.done {
+            return Poll::Ready(None);
+        }
+        match self.inner.as_mut().poll_next(cx) {
+            Poll::Ready(Some(Ok(chunk))) => {
+                self.seen += chunk.len() as u64;
+                if let BodyLength::Exact(n) = self.expect {
+                    if self.seen > n {
+                        self.done = true;
+                        return Poll::Ready(Some(Err(StoreError::Body(format!(
+                            "body is longer than its declared {n} bytes"
+                        )))));
+                    }
+                }
+                if let Some(h) = self.hasher.lock().expect("hasher lock").as_mut() {
+                    h.update(&chunk);
+                }
+                Poll::Ready(Some(Ok(chunk)))
+            }
+            Poll::Ready(None) => {
+                self.done = true;
+                match self.expect {
+                    BodyLength::Exact(n) if self.seen != n => {
+                        Poll::Ready(Some(Err(StoreError::Body(format!(
+                            "body ended after {} of its declared {n} bytes",
+                            self.seen
+                        )))))
+                    }
+                    _ => Poll::Ready(None),
+                }
+            }
+            other => other,
+        }
+    }
+}
+
+fn now() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs() as i64)
+}
+
+/// Counts request bodies streaming in, for the `berth_uploads_in_progress` gauge.
+struct InFlight;
+
+impl InFlight {
+    fn new() -> Self {
+        metrics::gauge!("berth_uploads_in_progress").increment(1.0);
+        Self
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        metrics::gauge!("berth_uploads_in_progress").decrement(1.0);
+    }
+}
+
+impl Registry {
+    fn lock_for(&self, id: &str) -> &tokio::sync::Mutex<()> {
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        id.hash(&mut h);
+        &self.upload_locks[(h.finish() % self.upload_locks.len() as u64) as usize]
+    }
+
+    /// Stream `body` into upload `id` at `offset`, hashing it into `hasher`. Returns the bytes
+    /// appended and the hasher after them.
+    async fn append_hashed(
+        &self,
+        id: &str,
+        offset: u64,
+        hasher: Hasher,
+        body: ByteStream,
+        expect: BodyLength,
+    ) -> Result<(u64, Hasher), Error> {
+        let _in_flight = InFlight::new();
+        let shared = Arc::new(Mutex::new(Some(hasher)));
+        let stream = Hashing {
+            inner: body,
+            hasher: shared.clone(),
+            seen: 0,
+            expect,
+            done: false,
+        };
+        let written = self.store.append(id, offset, Box::pin(stream)).await?;
+        metrics::counter!("berth_blob_bytes_received_total").increment(written);
+        let hasher = shared
+            .lock()
+            .expect("hasher lock")
+            .take()
+            .expect("the hasher is only taken here");
+        Ok((written, hasher))
+    }
+
+    /// Hash the first `len` bytes of upload `id` again (when no usable hash state was saved,
+    /// or the client's digest uses another algorithm than the session hashed with).
+    async fn rehash(
+        &self,
+        id: &str,
+        algorithm: DigestAlgorithm,
+        len: u64,
+    ) -> Result<Hasher, Error> {
+        let content = match self.store.read_upload(id).await? {
+            BlobContent::File { file, offset, .. } => BlobContent::File { file, offset, len },
+            other => other,
+        };
+        let mut hasher = algorithm.hasher();
+        let mut stream = content.into_stream()?;
+        let mut left = len;
+        while let Some(chunk) = stream.next().await {
+            let chunk = chunk?;
+            let take = (chunk.len() as u64).min(left) as usize;
+            hasher.update(&chunk[..take]);
+            left -= take as u64;
+            if left == 0 {
+                break;
+            }
+        }
+        if left > 0 {
+            return Err(Error::Internal(format!(
+                "upload {id} holds fewer bytes than recorded"
+            )));
+        }
+        Ok(hasher)
+    }
+
+    /// Open an upload session in `repo`.
+    ///
+    /// # Errors
+    /// Backend errors.
+    #[tracing::instrument(skip(self))]
+    pub async fn start_upload(&self, repo: &RepoName) -> Result<UploadState, Error> {
+        let id = uuid::Uuid::new_v4().to_string();
+        self.store.start_upload(&id).await?;
+        let algorithm = DigestAlgorithm::Sha256;
+        let upload = Upload {
+            id: id.clone(),
+            repo: repo.clone(),
+            offset: 0,
+            algorithm,
+            hash_state: Some(algorithm.hasher().save()),
+            created_at: now(),
+        };
+        if let Err(e) = self.meta.create_upload(&upload).await {
+            let _ = self.store.abort_upload(&id).await;
+            return Err(e.into());
+        }
+        Ok(UploadState { id, offset: 0 })
+    }
+
+    /// Upload a whole blob in one request (`POST ?digest=`, or `PUT` on a fresh session).
+    /// Returns its size. Nothing is kept unless the bytes match `digest`.
+    ///
+    /// # Errors
+    /// [`Error::DigestMismatch`], [`Error::SizeInvalid`], backend errors.
+    #[tracing::instrument(skip(self, body))]
+    pub async fn upload_blob(
+        &self,
+        repo: &RepoName,
+        digest: &Digest,
+        body: ByteStream,
+        len: BodyLength,
+    ) -> Result<u64, Error> {
+        // One request: no session row needed. A crash leaves only an orphan upload object.
+        let id = uuid::Uuid::new_v4().to_string();
+        self.store.start_upload(&id).await?;
+        let result = async {
+            let (size, hasher) = self
+                .append_hashed(&id, 0, digest.algorithm().hasher(), body, len)
+                .await?;
+            self.commit(repo, &id, digest, hasher.finish(), size)
+                .await?;
+            Ok(size)
+        }
+        .await;
+        if result.is_err() {
+            let _ = self.store.abort_upload(&id).await;
+        }
+        result
+    }
+
+    /// Verify `actual` against `expected`, then make the blob visible and link it into `repo`.
+    async fn commit(
+        &self,
+        repo: &RepoName,
+        id: &str,
+        expected: &Digest,
+        actual: Digest,
+        size: u64,
+    ) -> Result<(), Error> {
+        if &actual != expected {
+            return Err(Error::DigestMismatch {
+                expected: expected.clone(),
+                actual,
+            });
+        }
+        // Bytes first, then metadata: the metadata never names a blob storage lacks.
+        self.store.commit_upload(id, expected, size).await?;
+        self.meta.link_blob(repo, expected, size).await?;
+        tracing::info!(repo = %repo, digest = %expected, size, "blob pushed");
+        Ok(())
+    }
+
+    async fn session(&self, repo: &RepoName, id: &str) -> Result<Upload, Error> {
+        self.meta
+            .upload(repo, id)
+            .await?
+            .ok_or(Error::UploadUnknown)
+    }
+
+    /// Where upload `id` stands.
+    ///
+    /// # Errors
+    /// [`Error::UploadUnknown`].
+    pub async fn upload_status(&self, repo: &RepoName, id: &str) -> Result<UploadState, Error> {
+        let u = self.session(repo, id).await?;
+        Ok(UploadState {
+            id: u.id,
+            offset: u.offset,
+        })
+    }
+
+    /// Append a chunk to `u`, which the caller holds the lock of; returns the new session.
+    async fn append_to(
+        &self,
+        mut u: Upload,
+        range: Option<(u64, u64)>,
+        body: ByteStream,
+        len: BodyLength,
+    ) -> Result<Upload, Error> {
+        let expect = match (range, len) {
+            (Some((start, _)), _) if start != u.offset => {
+                return Err(Error::ChunkOutOfOrder { offset: u.offset })
+            }
+            (Some((start, end)), BodyLength::Exact(n)) if n != end - start + 1 => {
+                return Err(Error::SizeInvalid(format!(
+                    "Content-Length {n} does not match Content-Range {start}-{end}"
+                )))
+            }
+            (Some((start, end)), _) => BodyLength::Exact(end - start + 1),
+            (None, len) => len,
+        };
+        let hasher = match u
+            .hash_state
+            .as_deref()
+            .and_then(|s| Hasher::restore(u.algorithm, s))
+        {
+            Some(h) => h,
+            None => self.rehash(&u.id, u.algorithm, u.offset).await?,
+        };
+        let from = u.offset;
+        let (written, hasher) = self
+            .append_hashed(&u.id, from, hasher, body, expect)
+            .await?;
+        if written > 0 {
+            u.offset += written;
+            u.hash_state = Some(hasher.save());
+            self.meta.advance_upload(&u, from).await?;
+        }
+        Ok(u)
+    }
+
+    /// Append a chunk (`PATCH`). With a `Content-Range`, the chunk must start where the
+    /// upload ends.
+    ///
+    /// # Errors
+    /// [`Error::UploadUnknown`], [`Error::ChunkOutOfOrder`], [`Error::SizeInvalid`].
+    #[tracing::instrument(skip(self, body))]
+    pub async fn append_chunk(
+        &self,
+        repo: &RepoName,
+        id: &str,
+        range: Option<(u64, u64)>,
+        body: ByteStream,
+        len: BodyLength,
+    ) -> Result<UploadState, Error> {
+        let _guard = self.lock_for(id).lock().await;
+        let u = self.session(repo, id).await?;
+        let u = self.append_to(u, range, body, len).await?;
+        Ok(UploadState {
+            id: u.id,
+            offset: u.offset,
+        })
+    }
+
+    /// Finish an upload (`PUT ?digest=`), with an optional last chunk. Returns the blob's
+    /// size. On a digest mismatch the session is discarded: nothing is kept.
+    ///
+    /// # Errors
+    /// [`Error::UploadUnknown`], [`Error::DigestMismatch`], [`Error::SizeInvalid`].
+    #[tracing::instrument(skip(self, body))]
+    pub async fn finish_upload(
+        &self,
+        repo: &RepoName,
+        id: &str,
+        digest: &Digest,
+        range: Option<(u64, u64)>,
+        body: Option<ByteStream>,
+        len: BodyLength,
+    ) -> Result<u64, Error> {
+        let _guard = self.lock_for(id).lock().await;
+        let mut u = self.session(repo, id).await?;
+        if let Some(body) = body {
+            u = self.append_to(u, range, body, len).await?;
+        }
+        let restored = u
+            .hash_state
+            .as_deref()
+            .filter(|_| u.algorithm == digest.algorithm())
+            .and_then(|s| Hasher::restore(u.algorithm, s));
+        let hasher = match restored {
+            Some(h) => h,
+            None => self.rehash(&u.id, digest.algorithm(), u.offset).await?,
+        };
+        let result = self
+            .commit(repo, &u.id, digest, hasher.finish(), u.offset)
+            .await;
+        if let Err(Error::DigestMismatch { .. }) = &result {
+            let _ = self.store.abort_upload(&u.id).await;
+        }
+        if matches!(&result, Ok(()) | Err(Error::DigestMismatch { .. })) {
+            self.meta.delete_upload(&u.id).await?;
+        }
+        result.map(|()| u.offset)
+    }
+
+    /// Cancel an upload session (`DELETE`).
+    ///
+    /// # Errors
+    /// [`Error::UploadUnknown`].
+    #[tracing::instrument(skip(self))]
+    pub async fn cancel_upload(&self, repo: &RepoName, id: &str) -> Result<(), Error> {
+        let _guard = self.lock_for(id).lock().await;
+        let u = self.session(repo, id).await?;
+        self.meta.delete_upload(&u.id).await?;
+        self.store.abort_upload(&u.id).await?;
+        Ok(())
+    }
+}

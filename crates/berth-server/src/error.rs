@@ -1,0 +1,131 @@
+//! The one place where errors become HTTP responses.
+
+use std::sync::Arc;
+
+use axum::http::{HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use berth_core::Error;
+use berth_oci::ErrorCode;
+use serde::Serialize;
+
+/// An error on its way to the client.
+#[derive(Debug)]
+pub enum ApiError {
+    /// A registry error.
+    Core(Error),
+    /// No endpoint at this path.
+    NotFound,
+    /// The endpoint exists but not for this method.
+    MethodNotAllowed,
+}
+
+impl From<Error> for ApiError {
+    fn from(e: Error) -> Self {
+        Self::Core(e)
+    }
+}
+
+#[derive(Serialize)]
+struct ErrorBody<'a> {
+    errors: [ErrorEntry<'a>; 1],
+}
+
+#[derive(Serialize)]
+struct ErrorEntry<'a> {
+    code: &'a str,
+    message: String,
+    detail: serde_json::Value,
+}
+
+fn status(e: &Error) -> StatusCode {
+    match e {
+        Error::NameInvalid(_)
+        | Error::DigestMalformed(_)
+        | Error::DigestMismatch { .. }
+        | Error::UploadInvalid(_)
+        | Error::SizeInvalid(_)
+        | Error::ManifestInvalid(_)
+        | Error::ManifestBlobUnknown(_)
+        | Error::TagInvalid(_)
+        | Error::PaginationInvalid(_) => StatusCode::BAD_REQUEST,
+        Error::NameUnknown(_)
+        | Error::BlobUnknown(_)
+        | Error::UploadUnknown
+        | Error::ManifestUnknown
+        | Error::ManifestNotAcceptable(_) => StatusCode::NOT_FOUND,
+        Error::ChunkOutOfOrder { .. } | Error::RangeNotSatisfiable { .. } => {
+            StatusCode::RANGE_NOT_SATISFIABLE
+        }
+        Error::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
+        Error::Unsupported(_) => StatusCode::METHOD_NOT_ALLOWED,
+        Error::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+        Error::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+    }
+}
+
+fn body(code: ErrorCode, message: String, detail: serde_json::Value) -> String {
+    serde_json::to_string(&ErrorBody {
+        errors: [ErrorEntry {
+            code: code.as_str(),
+            message,
+            detail,
+        }],
+    })
+    .unwrap_or_default()
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let (status, code, message, detail) = match &self {
+            Self::Core(e) => {
+                let code = e.code();
+                // Internal details are logged by the middleware, never sent.
+                let message = match e {
+                    Error::Internal(_) => code.description().to_owned(),
+                    e => e.to_string(),
+                };
+                let detail = match e {
+                    Error::DigestMismatch { expected, actual } => {
+                        serde_json::json!({ "expected": expected.to_string(), "actual": actual.to_string() })
+                    }
+                    Error::ManifestBlobUnknown(d) | Error::BlobUnknown(d) => {
+                        serde_json::json!({ "digest": d.to_string() })
+                    }
+                    _ => serde_json::Value::Null,
+                };
+                (status(e), code, message, detail)
+            }
+            Self::NotFound => (
+                StatusCode::NOT_FOUND,
+                ErrorCode::Unsupported,
+                "no such endpoint".to_owned(),
+                serde_json::Value::Null,
+            ),
+            Self::MethodNotAllowed => (
+                StatusCode::METHOD_NOT_ALLOWED,
+                ErrorCode::Unsupported,
+                "method not allowed on this endpoint".to_owned(),
+                serde_json::Value::Null,
+            ),
+        };
+        let mut resp = (status, body(code, message, detail)).into_response();
+        let headers = resp.headers_mut();
+        headers.insert("content-type", HeaderValue::from_static("application/json"));
+        match &self {
+            Self::Core(Error::RangeNotSatisfiable { size }) => {
+                if let Ok(v) = HeaderValue::from_str(&format!("bytes */{size}")) {
+                    headers.insert("content-range", v);
+                }
+            }
+            Self::Core(Error::ChunkOutOfOrder { offset }) => {
+                let last = offset.saturating_sub(1);
+                if let Ok(v) = HeaderValue::from_str(&format!("0-{last}")) {
+                    headers.insert("range", v);
+                }
+            }
+            _ => {}
+        }
+        resp.extensions_mut().insert(Arc::new(self));
+        resp
+    }
+}
