@@ -281,16 +281,13 @@ async fn put_manifest(
     body: Body,
 ) -> Reply {
     let limit = state.registry.limits().manifest_max_bytes;
+    let too_large = || Error::TooLarge(format!("manifest is larger than the {limit} byte limit"));
     if let BodyLength::Exact(n) = body_length(headers)? {
-        if n > limit as u64 {
-            return Err(
-                Error::TooLarge(format!("manifest is larger than the {limit} byte limit")).into(),
-            );
+        if n > DRAIN_FACTOR * limit as u64 {
+            return Err(too_large().into());
         }
     }
-    let bytes: Bytes = axum::body::to_bytes(body, limit)
-        .await
-        .map_err(|_| Error::TooLarge(format!("manifest is larger than the {limit} byte limit")))?;
+    let bytes = read_limited(body, limit).await?.ok_or_else(too_large)?;
     let extra: Vec<Tag> = query
         .all("tag")
         .map(|t| {
@@ -318,6 +315,28 @@ async fn put_manifest(
         b = b.header("oci-tag", hv(t.as_str()));
     }
     finish(b, Body::empty())
+}
+
+/// How far past a size limit a body is still read (and discarded), so that the client gets
+/// the 413 answer instead of a connection reset in the middle of sending.
+const DRAIN_FACTOR: u64 = 4;
+
+/// Read a body of at most `limit` bytes; `None` if it is larger.
+async fn read_limited(body: Body, limit: usize) -> Result<Option<Bytes>, ApiError> {
+    let mut stream = body.into_data_stream();
+    let mut buf = bytes::BytesMut::new();
+    let mut total = 0u64;
+    while let Some(chunk) = futures::StreamExt::next(&mut stream).await {
+        let chunk =
+            chunk.map_err(|e| Error::SizeInvalid(format!("reading the body failed: {e}")))?;
+        total += chunk.len() as u64;
+        if total <= limit as u64 {
+            buf.extend_from_slice(&chunk);
+        } else if total > DRAIN_FACTOR * limit as u64 {
+            break;
+        }
+    }
+    Ok((total <= limit as u64).then(|| buf.freeze()))
 }
 
 async fn get_blob(

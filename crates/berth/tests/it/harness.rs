@@ -1,0 +1,300 @@
+//! Starting and stopping the real binary, and small helpers for the /v2 API.
+
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use reqwest::{Client, Response, StatusCode};
+use sha2::{Digest as _, Sha256};
+
+pub const OCI_MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
+pub const OCI_INDEX: &str = "application/vnd.oci.image.index.v1+json";
+
+pub fn sha256(data: &[u8]) -> String {
+    format!("sha256:{}", hex::encode(Sha256::digest(data)))
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// A running `berth serve`.
+pub struct Server {
+    child: Option<Child>,
+    pub port: u16,
+    pub dir: tempfile::TempDir,
+    pub base: String,
+    pub http: Client,
+    extra_args: Vec<String>,
+    tls: bool,
+}
+
+impl Server {
+    pub async fn start() -> Self {
+        Self::start_with(&[]).await
+    }
+
+    pub async fn start_with(args: &[&str]) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let mut s = Self {
+            child: None,
+            port: 0,
+            dir,
+            base: String::new(),
+            http: Client::builder().no_proxy().build().unwrap(),
+            extra_args: args.iter().map(|a| a.to_string()).collect(),
+            tls: false,
+        };
+        s.spawn().await;
+        s
+    }
+
+    pub fn data_dir(&self) -> PathBuf {
+        self.dir.path().join("data")
+    }
+
+    async fn spawn(&mut self) {
+        for _ in 0..5 {
+            let port = free_port();
+            let child = Command::new(env!("CARGO_BIN_EXE_berth"))
+                .arg("serve")
+                .arg("--listen")
+                .arg(format!("127.0.0.1:{port}"))
+                .arg("--data-dir")
+                .arg(self.data_dir())
+                .args(&self.extra_args)
+                .env("BERTH_LOG_LEVEL", "warn")
+                .stdout(Stdio::null())
+                .stderr(Stdio::inherit())
+                .spawn()
+                .expect("start berth");
+            self.child = Some(child);
+            self.port = port;
+            let scheme = if self.tls { "https" } else { "http" };
+            self.base = format!("{scheme}://127.0.0.1:{port}");
+            if self.wait_ready().await {
+                return;
+            }
+            self.kill9();
+        }
+        panic!("berth did not start");
+    }
+
+    async fn wait_ready(&mut self) -> bool {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < deadline {
+            if let Some(status) = self.child.as_mut().unwrap().try_wait().unwrap() {
+                eprintln!("berth exited early: {status}");
+                return false;
+            }
+            match self.http.get(self.url("/v2/")).send().await {
+                Ok(r) if r.status() == StatusCode::OK => return true,
+                Ok(r) => eprintln!("not ready: {}", r.status()),
+                Err(e) if Instant::now() + Duration::from_secs(9) < deadline => {
+                    let _ = e; // still starting
+                }
+                Err(e) => eprintln!("not ready: {e:?}"),
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        false
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().unwrap().id()
+    }
+
+    /// SIGKILL, no chance to clean up.
+    pub fn kill9(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// Start with TLS; readiness is checked over HTTPS with the given certificate.
+    pub async fn start_tls(ca: &Path, cert: &Path, key: &Path) -> Self {
+        let pem = std::fs::read(ca).unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let http = Client::builder()
+            .add_root_certificate(reqwest::Certificate::from_pem(&pem).unwrap())
+            .no_proxy()
+            .build()
+            .unwrap();
+        let mut s = Self {
+            child: None,
+            port: 0,
+            dir,
+            base: String::new(),
+            http,
+            extra_args: vec![
+                "--tls-cert".into(),
+                cert.display().to_string(),
+                "--tls-key".into(),
+                key.display().to_string(),
+            ],
+            tls: true,
+        };
+        s.spawn().await;
+        s
+    }
+
+    /// Wait for a process that was sent SIGTERM to exit.
+    pub fn terminate_wait(&mut self) -> std::process::ExitStatus {
+        self.child.take().expect("running").wait().unwrap()
+    }
+
+    pub async fn restart(&mut self) {
+        self.kill9();
+        self.spawn().await;
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{}", self.base, path)
+    }
+
+    pub async fn get(&self, path: &str) -> Response {
+        self.http.get(self.url(path)).send().await.unwrap()
+    }
+
+    /// Push a blob monolithically; returns its digest.
+    pub async fn push_blob(&self, repo: &str, data: &[u8]) -> String {
+        let d = sha256(data);
+        let r = self
+            .http
+            .post(self.url(&format!("/v2/{repo}/blobs/uploads/?digest={d}")))
+            .body(data.to_vec())
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(
+            r.status(),
+            StatusCode::CREATED,
+            "push blob: {}",
+            r.text().await.unwrap()
+        );
+        d
+    }
+
+    pub async fn put_manifest(
+        &self,
+        repo: &str,
+        reference: &str,
+        media_type: &str,
+        body: &[u8],
+    ) -> Response {
+        self.http
+            .put(self.url(&format!("/v2/{repo}/manifests/{reference}")))
+            .header("content-type", media_type)
+            .body(body.to_vec())
+            .send()
+            .await
+            .unwrap()
+    }
+
+    /// Push a config and one layer, then an image manifest under `tag`; returns the
+    /// manifest bytes and digest.
+    pub async fn push_image(&self, repo: &str, tag: &str, layer: &[u8]) -> (Vec<u8>, String) {
+        let config = format!(
+            "{{\"architecture\":\"amd64\",\"os\":\"linux\",\"n\":{}}}",
+            layer.len()
+        );
+        let cd = self.push_blob(repo, config.as_bytes()).await;
+        let ld = self.push_blob(repo, layer).await;
+        let m = image_manifest(&cd, config.len(), &[(&ld, layer.len())], None);
+        let r = self.put_manifest(repo, tag, OCI_MANIFEST, &m).await;
+        assert_eq!(
+            r.status(),
+            StatusCode::CREATED,
+            "put manifest: {}",
+            r.text().await.unwrap()
+        );
+        let d = sha256(&m);
+        (m, d)
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        self.kill9();
+    }
+}
+
+pub fn signal(pid: u32, sig: &str) {
+    let ok = Command::new("kill")
+        .arg(format!("-{sig}"))
+        .arg(pid.to_string())
+        .status()
+        .unwrap()
+        .success();
+    assert!(ok, "kill -{sig} {pid}");
+}
+
+/// An OCI image manifest with the given config and layers, and an optional subject.
+pub fn image_manifest(
+    config: &str,
+    config_len: usize,
+    layers: &[(&str, usize)],
+    subject: Option<(&str, usize)>,
+) -> Vec<u8> {
+    let layers: Vec<_> = layers
+        .iter()
+        .map(|(d, n)| serde_json::json!({"mediaType": "application/vnd.oci.image.layer.v1.tar", "digest": d, "size": n}))
+        .collect();
+    let mut m = serde_json::json!({
+        "schemaVersion": 2,
+        "mediaType": OCI_MANIFEST,
+        "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": config, "size": config_len},
+        "layers": layers,
+    });
+    if let Some((d, n)) = subject {
+        m["subject"] = serde_json::json!({"mediaType": OCI_MANIFEST, "digest": d, "size": n});
+    }
+    serde_json::to_vec(&m).unwrap()
+}
+
+/// The error code of a spec error body.
+pub async fn error_code(r: Response) -> String {
+    let v: serde_json::Value = r.json().await.expect("error body is JSON");
+    v["errors"][0]["code"]
+        .as_str()
+        .expect("errors[0].code")
+        .to_owned()
+}
+
+pub fn header<'a>(r: &'a Response, name: &str) -> &'a str {
+    r.headers()
+        .get(name)
+        .unwrap_or_else(|| panic!("missing header {name}"))
+        .to_str()
+        .unwrap()
+}
+
+/// Every committed blob file under `data/blobs` hashes to its own name.
+pub fn verify_blob_files(data: &Path) -> usize {
+    let mut n = 0;
+    let root = data.join("blobs").join("sha256");
+    let Ok(prefixes) = std::fs::read_dir(&root) else {
+        return 0;
+    };
+    for p in prefixes {
+        for f in std::fs::read_dir(p.unwrap().path()).unwrap() {
+            let f = f.unwrap();
+            let bytes = std::fs::read(f.path()).unwrap();
+            let name = f.file_name().into_string().unwrap();
+            assert_eq!(
+                sha256(&bytes),
+                format!("sha256:{name}"),
+                "corrupt blob file {}",
+                f.path().display()
+            );
+            n += 1;
+        }
+    }
+    n
+}
