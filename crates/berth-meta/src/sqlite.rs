@@ -1,6 +1,11 @@
-//! The SQLite backend, the embedded default: one file, WAL mode, one writer connection and a
-//! small pool of readers. Calls run on tokio's blocking pool so the async workers never wait
-//! on disk.
+//! The SQLite backend, the embedded default: one file, WAL mode, one writer thread and a small
+//! pool of reader connections.
+//!
+//! Writes are group-committed: the writer thread takes every write that is waiting, runs each
+//! in its own savepoint inside one transaction, and commits once, so many concurrent pushes
+//! share one fsync of the WAL. A write that fails rolls back only its own savepoint; a failed
+//! commit fails every write of the batch. No caller hears of success before the commit.
+//! Reads run on tokio's blocking pool so the async workers never wait on disk.
 
 use std::path::Path;
 use std::sync::{Arc, Mutex};
@@ -83,12 +88,70 @@ pub enum Durability {
     Normal,
 }
 
+/// Reports a write's outcome once the batch it ran in has committed (or failed to).
+type Finisher = Box<dyn FnOnce(Option<&MetaError>) + Send>;
+/// A write: runs inside the batch's transaction and returns how to report its outcome.
+type WriteOp = Box<dyn FnOnce(&Connection) -> Finisher + Send>;
+
+/// Most writes one transaction takes.
+const MAX_BATCH: usize = 256;
+
 /// Metadata in a SQLite database file.
 #[derive(Clone)]
 pub struct SqliteMeta {
-    writer: Arc<Mutex<Connection>>,
+    writer: std::sync::mpsc::Sender<WriteOp>,
     readers: Arc<Mutex<Vec<Connection>>>,
     path: Arc<Path>,
+}
+
+/// Copy an error for each write of a batch whose commit failed.
+fn copy_error(e: &MetaError) -> MetaError {
+    match e {
+        MetaError::Unavailable(m) => MetaError::Unavailable(m.clone()),
+        other => MetaError::Backend(other.to_string()),
+    }
+}
+
+/// The writer thread: batch what is queued, one transaction and one commit per batch.
+fn writer_loop(conn: Connection, ops: std::sync::mpsc::Receiver<WriteOp>) {
+    while let Ok(first) = ops.recv() {
+        let mut batch = vec![first];
+        while batch.len() < MAX_BATCH {
+            match ops.try_recv() {
+                Ok(op) => batch.push(op),
+                Err(_) => break,
+            }
+        }
+        if let Err(e) = conn.execute_batch("BEGIN IMMEDIATE") {
+            // Dropping the ops drops their reply channels: each caller gets an error.
+            tracing::error!(error = %e, "metadata write batch could not begin");
+            continue;
+        }
+        let finishers: Vec<Finisher> = batch.into_iter().map(|op| op(&conn)).collect();
+        let committed = conn.execute_batch("COMMIT").map_err(backend);
+        if committed.is_err() {
+            let _ = conn.execute_batch("ROLLBACK");
+        }
+        for finish in finishers {
+            finish(committed.as_ref().err());
+        }
+    }
+}
+
+/// Run `f` in a savepoint, so its failure undoes only its own changes.
+fn in_savepoint<T>(
+    conn: &Connection,
+    f: impl FnOnce(&Connection) -> Result<T, MetaError>,
+) -> Result<T, MetaError> {
+    conn.execute_batch("SAVEPOINT op").map_err(backend)?;
+    let result = f(conn);
+    let end = if result.is_ok() {
+        "RELEASE op"
+    } else {
+        "ROLLBACK TO op; RELEASE op"
+    };
+    conn.execute_batch(end).map_err(backend)?;
+    result
 }
 
 fn now() -> i64 {
@@ -201,8 +264,13 @@ impl SqliteMeta {
     pub fn open(path: &Path, durability: Durability) -> Result<Self, MetaError> {
         let mut writer = open_conn(path, durability)?;
         migrate(&mut writer)?;
+        let (tx, rx) = std::sync::mpsc::channel::<WriteOp>();
+        std::thread::Builder::new()
+            .name("berth-sqlite-writer".into())
+            .spawn(move || writer_loop(writer, rx))
+            .map_err(|e| MetaError::Backend(format!("starting the writer thread: {e}")))?;
         Ok(Self {
-            writer: Arc::new(Mutex::new(writer)),
+            writer: tx,
             readers: Arc::new(Mutex::new(Vec::new())),
             path: path.into(),
         })
@@ -210,17 +278,24 @@ impl SqliteMeta {
 
     async fn write<T: Send + 'static>(
         &self,
-        f: impl FnOnce(&mut Connection) -> Result<T, MetaError> + Send + 'static,
+        f: impl FnOnce(&Connection) -> Result<T, MetaError> + Send + 'static,
     ) -> Result<T, MetaError> {
-        let writer = self.writer.clone();
-        tokio::task::spawn_blocking(move || {
-            let mut conn = writer
-                .lock()
-                .map_err(|_| MetaError::Backend("writer connection poisoned".into()))?;
-            f(&mut conn)
-        })
-        .await
-        .map_err(|e| MetaError::Backend(e.to_string()))?
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        let op: WriteOp = Box::new(move |conn: &Connection| {
+            let result = in_savepoint(conn, f);
+            Box::new(move |commit_error: Option<&MetaError>| {
+                let _ = tx.send(match (result, commit_error) {
+                    (Ok(v), None) => Ok(v),
+                    (Ok(_), Some(e)) => Err(copy_error(e)),
+                    (Err(e), _) => Err(e),
+                });
+            })
+        });
+        self.writer
+            .send(op)
+            .map_err(|_| MetaError::Backend("the writer thread has stopped".into()))?;
+        rx.await
+            .map_err(|_| MetaError::Backend("a write was dropped before it committed".into()))?
     }
 
     async fn read<T: Send + 'static>(
@@ -291,11 +366,8 @@ impl MetaStore for SqliteMeta {
         size: u64,
     ) -> Result<(), MetaError> {
         let (repo, digest) = (repo.clone(), digest.to_string());
-        self.write(move |conn| {
-            let tx = conn
-                .transaction_with_behavior(TransactionBehavior::Immediate)
-                .map_err(backend)?;
-            let id = ensure_repo(&tx, &repo).map_err(backend)?;
+        self.write(move |tx| {
+            let id = ensure_repo(tx, &repo).map_err(backend)?;
             let t = now();
             tx.prepare_cached("INSERT OR IGNORE INTO blobs (digest, size, created_at) VALUES (?1, ?2, ?3)")
                 .and_then(|mut s| s.execute(params![digest, size as i64, t]))
@@ -304,8 +376,8 @@ impl MetaStore for SqliteMeta {
                 "INSERT OR IGNORE INTO repo_blobs (repo_id, digest, created_at) VALUES (?1, ?2, ?3)",
             )
             .and_then(|mut s| s.execute(params![id, digest, t]))
-            .map_err(backend)?;
-            tx.commit().map_err(backend)
+            .map(drop)
+            .map_err(backend)
         })
         .await
     }
@@ -373,11 +445,8 @@ impl MetaStore for SqliteMeta {
 
     async fn put_manifest(&self, m: NewManifest, tags: &[Tag]) -> Result<(), MetaError> {
         let tags: Vec<String> = tags.iter().map(|t| t.as_str().to_owned()).collect();
-        self.write(move |conn| {
-            let tx = conn
-                .transaction_with_behavior(TransactionBehavior::Immediate)
-                .map_err(backend)?;
-            let id = ensure_repo(&tx, &m.repo).map_err(backend)?;
+        self.write(move |tx| {
+            let id = ensure_repo(tx, &m.repo).map_err(backend)?;
             // Check references inside the transaction, so a concurrent delete cannot slip
             // between the check and the insert.
             {
@@ -446,7 +515,7 @@ impl MetaStore for SqliteMeta {
                     set_tag.execute(params![id, tag, digest, t]).map_err(backend)?;
                 }
             }
-            tx.commit().map_err(backend)
+            Ok(())
         })
         .await
     }
@@ -489,9 +558,8 @@ impl MetaStore for SqliteMeta {
 
     async fn delete_manifest(&self, repo: &RepoName, digest: &Digest) -> Result<bool, MetaError> {
         let (repo, digest) = (repo.clone(), digest.to_string());
-        self.write(move |conn| {
-            let tx = conn.transaction().map_err(backend)?;
-            let Some(id) = repo_id(&tx, &repo).map_err(backend)? else {
+        self.write(move |tx| {
+            let Some(id) = repo_id(tx, &repo).map_err(backend)? else {
                 return Ok(false);
             };
             // Tags and references go with it (ON DELETE CASCADE), in this one transaction.
@@ -501,7 +569,6 @@ impl MetaStore for SqliteMeta {
                     params![id, digest],
                 )
                 .map_err(backend)?;
-            tx.commit().map_err(backend)?;
             Ok(n > 0)
         })
         .await

@@ -41,6 +41,7 @@ const ALL: Page<'static> = Page {
 /// # Panics
 /// On the first behaviour that differs from the contract.
 pub async fn run(meta: &dyn MetaStore) {
+    concurrent_writes_are_independent(meta).await;
     blobs_and_links(meta).await;
     manifests_and_tags(meta).await;
     listings(meta).await;
@@ -218,4 +219,27 @@ async fn uploads(meta: &dyn MetaStore) {
     ));
     meta.delete_upload(&u.id).await.unwrap();
     assert!(meta.upload(&r, &u.id).await.unwrap().is_none());
+}
+
+/// Many writes at once (a backend may batch them): each one that fails leaves no trace, each
+/// one that succeeds is there.
+async fn concurrent_writes_are_independent(meta: &dyn MetaStore) {
+    let r = repo("batch/app");
+    let layer = Digest::sha256_of(b"batch-layer");
+    meta.link_blob(&r, &layer, 11).await.unwrap();
+    let writes = (0..64u32).map(|i| {
+        let blobs = if i % 2 == 0 {
+            vec![layer.clone()]
+        } else {
+            vec![Digest::sha256_of(format!("missing {i}").as_bytes())]
+        };
+        let m = manifest(&r, format!("{{\"b\":{i}}}").as_bytes(), blobs, vec![]);
+        async move { (i, meta.put_manifest(m, &[tag(&format!("t{i}"))]).await) }
+    });
+    for (i, result) in futures::future::join_all(writes).await {
+        assert_eq!(result.is_ok(), i % 2 == 0, "write {i}: {result:?}");
+    }
+    let tags = meta.list_tags(&r, ALL).await.unwrap().unwrap();
+    assert_eq!(tags.len(), 32);
+    assert!(tags.iter().all(|t| t[1..].parse::<u32>().unwrap() % 2 == 0));
 }
