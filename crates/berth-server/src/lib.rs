@@ -87,6 +87,33 @@ async fn metrics_page(State(state): State<Arc<AppState>>) -> Response {
 #[derive(Clone, Copy)]
 struct RouteLabel(&'static str);
 
+/// Label values are static strings, so counting a request allocates nothing.
+fn method_label(m: &axum::http::Method) -> &'static str {
+    use axum::http::Method;
+    match *m {
+        Method::GET => "GET",
+        Method::HEAD => "HEAD",
+        Method::PUT => "PUT",
+        Method::POST => "POST",
+        Method::PATCH => "PATCH",
+        Method::DELETE => "DELETE",
+        Method::OPTIONS => "OPTIONS",
+        _ => "OTHER",
+    }
+}
+
+fn status_label(s: StatusCode) -> &'static str {
+    static LABELS: std::sync::LazyLock<Vec<&'static str>> = std::sync::LazyLock::new(|| {
+        (0..600u16)
+            .map(|c| &*Box::leak(c.to_string().into_boxed_str()))
+            .collect()
+    });
+    LABELS
+        .get(usize::from(s.as_u16()))
+        .copied()
+        .unwrap_or("other")
+}
+
 /// Count, time and log every request, and stamp the API version header.
 async fn observe(req: Request<Body>, next: Next) -> Response {
     let start = Instant::now();
@@ -111,9 +138,9 @@ async fn observe(req: Request<Body>, next: Next) -> Response {
         );
     }
     let elapsed = start.elapsed();
-    let status_label = status.as_str().to_owned();
-    metrics::counter!("berth_http_requests_total", "route" => route, "method" => method.to_string(), "status" => status_label).increment(1);
-    metrics::histogram!("berth_http_request_duration_seconds", "route" => route, "method" => method.to_string())
+    let m = method_label(&method);
+    metrics::counter!("berth_http_requests_total", "route" => route, "method" => m, "status" => status_label(status)).increment(1);
+    metrics::histogram!("berth_http_request_duration_seconds", "route" => route, "method" => m)
         .record(elapsed.as_secs_f64());
     if let Some(err) = resp.extensions().get::<Arc<ApiError>>() {
         if status.is_server_error() {
