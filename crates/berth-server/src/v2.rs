@@ -420,11 +420,8 @@ async fn start_upload(
         return blob_created(repo, &d);
     }
     let u = state.registry.start_upload(repo).await?;
-    let mut b = upload_reply(StatusCode::ACCEPTED, repo, &u);
     let min = state.registry.limits().chunk_min_length;
-    if min > 0 {
-        b = b.header("oci-chunk-min-length", min);
-    }
+    let b = upload_reply(StatusCode::ACCEPTED, repo, &u).header("oci-chunk-min-length", min);
     finish(b, Body::empty())
 }
 
