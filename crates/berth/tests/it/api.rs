@@ -78,6 +78,8 @@ async fn post_then_put_and_chunked_uploads_with_status_and_resume() {
     assert_eq!(r.status(), StatusCode::ACCEPTED);
     let loc = header(&r, "location").to_owned();
     assert!(!header(&r, "docker-upload-uuid").is_empty());
+    assert_eq!(header(&r, "range"), "0-0");
+    assert_eq!(header(&r, "oci-chunk-min-length"), "0");
     let data = b"one shot body".to_vec();
     let d = sha256(&data);
     let r = s
