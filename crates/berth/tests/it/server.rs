@@ -197,7 +197,7 @@ fn json_logs_are_one_object_per_line() {
         .local_addr()
         .unwrap()
         .port();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_berth"))
+    let child = Command::new(env!("CARGO_BIN_EXE_berth"))
         .args([
             "serve",
             "--log-format",
