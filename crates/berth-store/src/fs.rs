@@ -48,16 +48,32 @@ const SMALL_READ: u64 = 256 << 10;
 /// Size of the slices a mapped blob is streamed in.
 const MAP_SLICE: usize = 8 << 20;
 
-/// Stream `len` bytes of `file` from `offset` as slices of one memory mapping.
+/// Stream `len` bytes of `file` from `offset`, one memory-mapped window at a time.
+///
+/// Each chunk owns its own mapping of [`MAP_SLICE`] bytes and unmaps when the server has
+/// sent it, so a large download holds only the windows in flight, not the whole blob.
 pub(crate) fn mapped_stream(file: &File, offset: u64, len: u64) -> Result<ByteStream, StoreError> {
-    if len == 0 {
-        return Ok(Box::pin(futures::stream::empty()));
-    }
-    let page = 4096u64;
-    let start = offset - offset % page;
-    let skip = (offset - start) as usize;
-    let map_len =
-        usize::try_from(len).map_err(|e| StoreError::Io(std::io::Error::other(e)))? + skip;
+    let file = std::sync::Arc::new(file.try_clone()?);
+    let end = offset + len;
+    let windows = futures::stream::unfold(offset, move |pos| {
+        let file = file.clone();
+        async move {
+            if pos >= end {
+                return None;
+            }
+            let n = (end - pos).min(MAP_SLICE as u64);
+            Some((map_window(&file, pos, n), pos + n))
+        }
+    });
+    Ok(Box::pin(windows))
+}
+
+/// Map `len` bytes of `file` at `pos` as one chunk.
+fn map_window(file: &File, pos: u64, len: u64) -> Result<Bytes, StoreError> {
+    const PAGE: u64 = 4096;
+    let start = pos - pos % PAGE;
+    let skip = (pos - start) as usize;
+    let map_len = len as usize + skip;
     // SAFETY: blob files are immutable once committed and are only ever unlinked, never
     // truncated or rewritten, so the mapping cannot change or shrink under us.
     let map = unsafe {
@@ -67,12 +83,7 @@ pub(crate) fn mapped_stream(file: &File, offset: u64, len: u64) -> Result<ByteSt
             .map(file)?
     };
     let _ = map.advise(memmap2::Advice::Sequential);
-    let whole = Bytes::from_owner(map).slice(skip..);
-    let slices: Vec<Result<Bytes, StoreError>> = (0..whole.len())
-        .step_by(MAP_SLICE)
-        .map(|i| Ok(whole.slice(i..whole.len().min(i + MAP_SLICE))))
-        .collect();
-    Ok(Box::pin(futures::stream::iter(slices)))
+    Ok(Bytes::from_owner(map).slice(skip..))
 }
 
 impl FsStore {
