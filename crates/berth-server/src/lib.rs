@@ -53,6 +53,17 @@ async fn v2_entry(State(state): State<Arc<AppState>>, req: Request) -> Response 
     let route = match route::parse(rest) {
         Ok(r) => r,
         Err(route::RouteError::NotFound) => return ApiError::NotFound.into_response(),
+        // A tag that can't exist can't be found: reads and deletes of it answer 404, as for
+        // any other missing manifest (the spec's GET/HEAD of a nonexistent manifest). A push
+        // to it is still refused with 400.
+        Err(route::RouteError::Invalid(berth_core::Error::TagInvalid(_)))
+            if matches!(
+                parts.method,
+                axum::http::Method::GET | axum::http::Method::HEAD | axum::http::Method::DELETE
+            ) =>
+        {
+            return ApiError::Core(berth_core::Error::ManifestUnknown).into_response()
+        }
         Err(route::RouteError::Invalid(e)) => return ApiError::Core(e).into_response(),
     };
     let label = route.label();

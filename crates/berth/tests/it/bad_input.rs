@@ -383,6 +383,10 @@ async fn unknown_endpoints_and_methods() {
     let r = s.http.post(s.url("/v2/a/tags/list")).send().await.unwrap();
     assert_eq!(r.status(), StatusCode::METHOD_NOT_ALLOWED);
     assert_eq!(error_code(r).await, "UNSUPPORTED");
+    // A tag that cannot exist is simply not found when read (the spec allows only 404 there).
+    let r = s.get("/v2/a/manifests/.INVALID_TAG").await;
+    assert_eq!(r.status(), StatusCode::NOT_FOUND);
+    assert_eq!(error_code(r).await, "MANIFEST_UNKNOWN");
     let r = s.get("/v2/a/tags/list?n=abc").await;
     assert_eq!(r.status(), StatusCode::BAD_REQUEST);
 }
