@@ -1,0 +1,277 @@
+//! `berth-bench`: a load generator for OCI registries. It speaks the `/v2` API to any registry
+//! URL, computes and verifies every digest itself, and prints one JSON line per measurement.
+//! `scripts/bench.sh` drives it against Berth and CNCF Distribution side by side.
+
+mod bench;
+mod client;
+mod data;
+mod machine;
+mod out;
+mod procfs;
+mod raw;
+mod report;
+mod wrk;
+
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand};
+
+fn size(s: &str) -> Result<u64, String> {
+    data::parse_size(s)
+}
+
+/// Benchmark an OCI registry over its /v2 API.
+#[derive(Parser)]
+#[command(version, about)]
+struct Cli {
+    /// key=value added to every JSON line (repeatable), e.g. registry=berth round=1
+    #[arg(long, global = true)]
+    meta: Vec<String>,
+    /// Client runtime worker threads
+    #[arg(long, global = true, default_value_t = 2)]
+    client_threads: usize,
+    #[command(subcommand)]
+    command: Command,
+}
+
+/// Where the registry is.
+#[derive(clap::Args)]
+struct Target {
+    /// Registry base URL
+    #[arg(long, default_value = "http://127.0.0.1:5000")]
+    url: String,
+    /// Repository name
+    #[arg(long, default_value = "bench/blob")]
+    repo: String,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Measure this machine: sha256 (one core) or loopback (TCP over 127.0.0.1)
+    Machine {
+        #[arg(value_parser = ["sha256", "loopback"])]
+        what: String,
+        /// Bytes per run
+        #[arg(long, value_parser = size, default_value = "1GiB")]
+        bytes: u64,
+        /// Runs
+        #[arg(long, default_value_t = 3)]
+        repeat: u32,
+    },
+    /// Report a server's resident memory now
+    Idle {
+        /// Server process id
+        #[arg(long)]
+        pid: u32,
+    },
+    /// Push one blob, monolithic or chunked, timing it and watching the server
+    PushBlob {
+        #[command(flatten)]
+        target: Target,
+        /// Blob size
+        #[arg(long, value_parser = size, default_value = "1GiB")]
+        size: u64,
+        /// Push in PATCH chunks of this size instead of one request
+        #[arg(long, value_parser = size)]
+        chunk: Option<u64>,
+        /// Seed of the generated content (distinct seeds give distinct blobs)
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+        /// Server process id, to read its CPU time and memory from /proc
+        #[arg(long)]
+        pid: Option<u32>,
+    },
+    /// Pull a blob pushed earlier with the same seed and size (verified, timed, and a Range read)
+    PullBlob {
+        #[command(flatten)]
+        target: Target,
+        /// Blob size
+        #[arg(long, value_parser = size, default_value = "1GiB")]
+        size: u64,
+        /// Seed the blob was pushed with
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+        /// Timed pulls
+        #[arg(long, default_value_t = 3)]
+        repeat: u32,
+        /// Bytes to read from the end with a Range request (0: skip)
+        #[arg(long, value_parser = size, default_value = "1MiB")]
+        range: u64,
+    },
+    /// Push an image, then load manifest GET and HEAD by tag with wrk
+    Manifest {
+        #[command(flatten)]
+        target: Target,
+        /// Tag to push and request
+        #[arg(long, default_value = "latest")]
+        tag: String,
+        /// wrk binary
+        #[arg(long, default_value = "wrk")]
+        wrk: String,
+        /// wrk threads
+        #[arg(long, default_value_t = 2)]
+        threads: u32,
+        /// Connections
+        #[arg(long, default_value_t = 64)]
+        connections: u32,
+        /// Seconds per method
+        #[arg(long, default_value_t = 10)]
+        seconds: u32,
+    },
+    /// Push many small distinct blobs concurrently, then pull them all back
+    SmallBlobs {
+        #[command(flatten)]
+        target: Target,
+        /// Number of blobs
+        #[arg(long, default_value_t = 2000)]
+        count: usize,
+        /// Bytes per blob
+        #[arg(long, value_parser = size, default_value = "32KiB")]
+        size: u64,
+        /// Concurrent clients
+        #[arg(long, default_value_t = 32)]
+        concurrency: usize,
+        /// Seed of the generated content
+        #[arg(long, default_value_t = 3)]
+        seed: u64,
+    },
+    /// Tag one manifest many times, then list the tags page by page
+    Tags {
+        #[command(flatten)]
+        target: Target,
+        /// Tags to create
+        #[arg(long, default_value_t = 10_000)]
+        count: usize,
+        /// Tags per PUT with ?tag= (Berth); 0 for one PUT per tag
+        #[arg(long, default_value_t = 0)]
+        batch: usize,
+        /// Requests in flight
+        #[arg(long, default_value_t = 16)]
+        concurrency: usize,
+        /// Page size n for the listing
+        #[arg(long, default_value_t = 1000)]
+        page: usize,
+        /// Times to list all tags
+        #[arg(long, default_value_t = 5)]
+        list_repeat: u32,
+    },
+    /// Print a free TCP port on 127.0.0.1
+    FreePort,
+    /// Summarise a JSON-lines results file: Markdown tables on stdout, JSON to --out
+    Report {
+        /// Results file (JSON lines)
+        input: PathBuf,
+        /// Summary JSON to write
+        #[arg(long, default_value = "bench-results/latest.json")]
+        out: PathBuf,
+    },
+}
+
+fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    let out = out::Out::new(&cli.meta)?;
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(cli.client_threads.max(1))
+        .enable_all()
+        .build()?;
+    rt.block_on(async move {
+        match cli.command {
+            Command::Machine {
+                what,
+                bytes,
+                repeat,
+            } => match what.as_str() {
+                "sha256" => {
+                    tokio::task::spawn_blocking(move || machine::sha256(&out, bytes, repeat))
+                        .await?;
+                    Ok(())
+                }
+                _ => machine::loopback(&out, bytes, repeat).await,
+            },
+            Command::Idle { pid } => bench::idle(&out, pid),
+            Command::PushBlob {
+                target,
+                size,
+                chunk,
+                seed,
+                pid,
+            } => {
+                let reg = client::Registry::new(&target.url)?;
+                bench::push_blob(&out, &reg, &target.repo, size, chunk, seed, pid).await
+            }
+            Command::PullBlob {
+                target,
+                size,
+                seed,
+                repeat,
+                range,
+            } => {
+                let reg = client::Registry::new(&target.url)?;
+                bench::pull_blob(&out, &reg, &target.repo, size, seed, repeat, range).await
+            }
+            Command::Manifest {
+                target,
+                tag,
+                wrk,
+                threads,
+                connections,
+                seconds,
+            } => {
+                let reg = client::Registry::new(&target.url)?;
+                let o = bench::WrkOpts {
+                    wrk,
+                    threads,
+                    connections,
+                    seconds,
+                };
+                bench::manifest(&out, &reg, &target.repo, &tag, &o).await
+            }
+            Command::SmallBlobs {
+                target,
+                count,
+                size,
+                concurrency,
+                seed,
+            } => {
+                let reg = client::Registry::new(&target.url)?;
+                bench::small_blobs(
+                    &out,
+                    &reg,
+                    &target.repo,
+                    count,
+                    size as usize,
+                    concurrency,
+                    seed,
+                )
+                .await
+            }
+            Command::Tags {
+                target,
+                count,
+                batch,
+                concurrency,
+                page,
+                list_repeat,
+            } => {
+                let reg = client::Registry::new(&target.url)?;
+                let o = bench::TagOpts {
+                    count,
+                    batch,
+                    concurrency,
+                    page,
+                    list_repeat,
+                };
+                bench::tags(&out, &reg, &target.repo, &o).await
+            }
+            Command::FreePort => {
+                let l = std::net::TcpListener::bind("127.0.0.1:0")?;
+                println!("{}", l.local_addr()?.port());
+                Ok(())
+            }
+            Command::Report { input, out: json } => {
+                print!("{}", report::report(&input, &json)?);
+                Ok(())
+            }
+        }
+    })
+}
