@@ -455,8 +455,8 @@ pub async fn tags(out: &Out, reg: &Registry, repo: &str, o: &TagOpts) -> anyhow:
                 r.put_manifest(&rp, &n[i], &[], b).await?;
             } else {
                 let want = &n[i * batch..((i + 1) * batch).min(n.len())];
-                // A raw connection: the reply carries one OCI-Tag header per tag, more
-                // header lines than reqwest (hyper) accepts.
+                // A raw connection: a registry may confirm the tags with one OCI-Tag line
+                // per tag, more header lines than reqwest (hyper) accepts.
                 let mut url = r.url(&format!("/v2/{rp}/manifests/{d}"))?;
                 {
                     let mut q = url.query_pairs_mut();

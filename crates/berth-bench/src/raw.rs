@@ -1,7 +1,8 @@
 //! A minimal HTTP/1.1 client over one kept-alive TCP connection, for two jobs reqwest cannot
 //! do here: a wrk-like closed-loop load generator that handles `HEAD` (wrk 4.1 waits for a
 //! body after a `HEAD` reply with `Content-Length`, wg/wrk#198), and reading replies with
-//! more than 100 header lines (hyper's client limit; Berth sends one `OCI-Tag` per tag).
+//! more than 100 header lines (hyper's client limit; a registry may send one `OCI-Tag` line per
+//! tag).
 
 use std::time::{Duration, Instant};
 

@@ -311,8 +311,12 @@ async fn put_manifest(
     if let Some(s) = &put.subject {
         b = b.header("oci-subject", hv(&s.to_string()));
     }
-    for t in &put.tags {
-        b = b.header("oci-tag", hv(t.as_str()));
+    if !put.tags.is_empty() {
+        // One field line with the tags comma-separated (RFC 9110 list syntax; tags cannot
+        // contain commas): a line per tag would pass the 100-header limit of common HTTP
+        // clients (hyper, reqwest) when a push names many tags.
+        let tags: Vec<&str> = put.tags.iter().map(Tag::as_str).collect();
+        b = b.header("oci-tag", hv(&tags.join(", ")));
     }
     finish(b, Body::empty())
 }
