@@ -23,12 +23,7 @@ async fn monolithic_push_then_get_head_and_ranges() {
     let data: Vec<u8> = (0..300_000u32).map(|i| (i * 7 % 256) as u8).collect();
     let d = s.push_blob("lib/app", &data).await;
 
-    let r = s
-        .http
-        .head(s.url(&format!("/v2/lib/app/blobs/{d}")))
-        .send()
-        .await
-        .unwrap();
+    let r = s.head(&format!("/v2/lib/app/blobs/{d}")).await;
     assert_eq!(r.status(), StatusCode::OK);
     assert_eq!(header(&r, "content-length"), data.len().to_string());
     assert_eq!(header(&r, "docker-content-digest"), d);
@@ -69,12 +64,7 @@ async fn monolithic_push_then_get_head_and_ranges() {
 async fn post_then_put_and_chunked_uploads_with_status_and_resume() {
     let s = Server::start().await;
     // POST then PUT with the whole body.
-    let r = s
-        .http
-        .post(s.url("/v2/a/blobs/uploads/"))
-        .send()
-        .await
-        .unwrap();
+    let r = s.post("/v2/a/blobs/uploads/").await;
     assert_eq!(r.status(), StatusCode::ACCEPTED);
     let loc = header(&r, "location").to_owned();
     assert!(!header(&r, "docker-upload-uuid").is_empty());
@@ -91,24 +81,12 @@ async fn post_then_put_and_chunked_uploads_with_status_and_resume() {
         .unwrap();
     assert_eq!(r.status(), StatusCode::CREATED);
     assert_eq!(header(&r, "location"), format!("/v2/a/blobs/{d}"));
-    assert_eq!(
-        s.get(&format!("/v2/a/blobs/{d}"))
-            .await
-            .bytes()
-            .await
-            .unwrap(),
-        data
-    );
+    assert_eq!(s.get_bytes(&format!("/v2/a/blobs/{d}")).await, data);
 
     // Chunked, with status checks between chunks.
     let whole: Vec<u8> = (0..100_000u32).map(|i| (i % 253) as u8).collect();
     let d = sha256(&whole);
-    let r = s
-        .http
-        .post(s.url("/v2/a/blobs/uploads/"))
-        .send()
-        .await
-        .unwrap();
+    let r = s.post("/v2/a/blobs/uploads/").await;
     let mut loc = header(&r, "location").to_owned();
     let mut offset = 0usize;
     for chunk in whole.chunks(30_000) {
@@ -148,14 +126,7 @@ async fn post_then_put_and_chunked_uploads_with_status_and_resume() {
         .await
         .unwrap();
     assert_eq!(r.status(), StatusCode::CREATED);
-    assert_eq!(
-        s.get(&format!("/v2/a/blobs/{d}"))
-            .await
-            .bytes()
-            .await
-            .unwrap(),
-        whole
-    );
+    assert_eq!(s.get_bytes(&format!("/v2/a/blobs/{d}")).await, whole);
     // The finished session is gone.
     assert_eq!(s.get(&loc).await.status(), StatusCode::NOT_FOUND);
 }
@@ -168,12 +139,7 @@ async fn final_put_may_carry_the_last_chunk_and_sha512_works() {
         "sha512:{}",
         hex::encode(<sha2::Sha512 as sha2::Digest>::digest(&whole))
     );
-    let r = s
-        .http
-        .post(s.url("/v2/b/blobs/uploads/"))
-        .send()
-        .await
-        .unwrap();
+    let r = s.post("/v2/b/blobs/uploads/").await;
     let loc = header(&r, "location").to_owned();
     let r = s
         .http
@@ -200,12 +166,7 @@ async fn final_put_may_carry_the_last_chunk_and_sha512_works() {
 #[tokio::test]
 async fn cancel_upload_forgets_it() {
     let s = Server::start().await;
-    let r = s
-        .http
-        .post(s.url("/v2/c/blobs/uploads/"))
-        .send()
-        .await
-        .unwrap();
+    let r = s.post("/v2/c/blobs/uploads/").await;
     let loc = header(&r, "location").to_owned();
     s.http
         .patch(s.url(&loc))
@@ -213,7 +174,7 @@ async fn cancel_upload_forgets_it() {
         .send()
         .await
         .unwrap();
-    let r = s.http.delete(s.url(&loc)).send().await.unwrap();
+    let r = s.delete(&loc).await;
     assert_eq!(r.status(), StatusCode::NO_CONTENT);
     let r = s.get(&loc).await;
     assert_eq!(r.status(), StatusCode::NOT_FOUND);
@@ -239,20 +200,11 @@ async fn cross_repository_mounts() {
     assert_eq!(r.status(), StatusCode::CREATED);
     assert_eq!(header(&r, "location"), format!("/v2/dst/app/blobs/{d}"));
     assert_eq!(
-        s.get(&format!("/v2/dst/app/blobs/{d}"))
-            .await
-            .bytes()
-            .await
-            .unwrap(),
+        s.get_bytes(&format!("/v2/dst/app/blobs/{d}")).await,
         &b"shared layer"[..]
     );
     // Without from: any repository holding it will do.
-    let r = s
-        .http
-        .post(s.url(&format!("/v2/third/blobs/uploads/?mount={d}")))
-        .send()
-        .await
-        .unwrap();
+    let r = s.post(&format!("/v2/third/blobs/uploads/?mount={d}")).await;
     assert_eq!(r.status(), StatusCode::CREATED);
     // A blob the source does not have: an ordinary upload session instead.
     let missing = sha256(b"nobody has this");
@@ -281,11 +233,8 @@ async fn manifests_by_tag_and_digest_with_accept_and_deletes() {
         assert_eq!(header(&r, "docker-content-digest"), d);
         assert_eq!(r.bytes().await.unwrap(), m);
         let r = s
-            .http
-            .head(s.url(&format!("/v2/team/app/api/manifests/{reference}")))
-            .send()
-            .await
-            .unwrap();
+            .head(&format!("/v2/team/app/api/manifests/{reference}"))
+            .await;
         assert_eq!(r.status(), StatusCode::OK);
         assert_eq!(header(&r, "docker-content-digest"), d);
         assert_eq!(header(&r, "content-length"), m.len().to_string());
@@ -317,12 +266,7 @@ async fn manifests_by_tag_and_digest_with_accept_and_deletes() {
     // Deleting a tag removes only the tag.
     let r = s.put_manifest("team/app/api", "v2", OCI_MANIFEST, &m).await;
     assert_eq!(r.status(), StatusCode::CREATED);
-    let r = s
-        .http
-        .delete(s.url("/v2/team/app/api/manifests/v1"))
-        .send()
-        .await
-        .unwrap();
+    let r = s.delete("/v2/team/app/api/manifests/v1").await;
     assert_eq!(r.status(), StatusCode::ACCEPTED);
     assert_eq!(
         s.get("/v2/team/app/api/manifests/v1").await.status(),
@@ -333,21 +277,11 @@ async fn manifests_by_tag_and_digest_with_accept_and_deletes() {
         StatusCode::OK
     );
     // Deleting by digest removes the manifest and every tag on it.
-    let r = s
-        .http
-        .delete(s.url(&format!("/v2/team/app/api/manifests/{d}")))
-        .send()
-        .await
-        .unwrap();
+    let r = s.delete(&format!("/v2/team/app/api/manifests/{d}")).await;
     assert_eq!(r.status(), StatusCode::ACCEPTED);
     let r = s.get("/v2/team/app/api/manifests/v2").await;
     assert_eq!(error_code(r).await, "MANIFEST_UNKNOWN");
-    let r = s
-        .http
-        .delete(s.url(&format!("/v2/team/app/api/manifests/{d}")))
-        .send()
-        .await
-        .unwrap();
+    let r = s.delete(&format!("/v2/team/app/api/manifests/{d}")).await;
     assert_eq!(r.status(), StatusCode::NOT_FOUND);
 }
 
@@ -545,31 +479,17 @@ async fn blob_delete_unlinks_from_one_repository_only() {
     let s = Server::start().await;
     let d = s.push_blob("del/a", b"shared").await;
     s.push_blob("del/b", b"shared").await;
-    let r = s
-        .http
-        .delete(s.url(&format!("/v2/del/a/blobs/{d}")))
-        .send()
-        .await
-        .unwrap();
+    let r = s.delete(&format!("/v2/del/a/blobs/{d}")).await;
     assert_eq!(r.status(), StatusCode::ACCEPTED);
     assert_eq!(
         s.get(&format!("/v2/del/a/blobs/{d}")).await.status(),
         StatusCode::NOT_FOUND
     );
     assert_eq!(
-        s.get(&format!("/v2/del/b/blobs/{d}"))
-            .await
-            .bytes()
-            .await
-            .unwrap(),
+        s.get_bytes(&format!("/v2/del/b/blobs/{d}")).await,
         &b"shared"[..]
     );
-    let r = s
-        .http
-        .delete(s.url(&format!("/v2/del/a/blobs/{d}")))
-        .send()
-        .await
-        .unwrap();
+    let r = s.delete(&format!("/v2/del/a/blobs/{d}")).await;
     assert_eq!(error_code(r).await, "BLOB_UNKNOWN");
 }
 

@@ -38,12 +38,7 @@ async fn wrong_digest_is_refused_and_nothing_is_kept() {
     );
 
     // Through a session: the session is discarded too.
-    let r = s
-        .http
-        .post(s.url("/v2/bad/blobs/uploads/"))
-        .send()
-        .await
-        .unwrap();
+    let r = s.post("/v2/bad/blobs/uploads/").await;
     let loc = header(&r, "location").to_owned();
     let r = s
         .http
@@ -79,12 +74,7 @@ async fn malformed_and_unsupported_digests() {
         assert_eq!(r.status(), StatusCode::BAD_REQUEST, "{d}");
     }
     // PUT without a digest.
-    let r = s
-        .http
-        .post(s.url("/v2/bad/blobs/uploads/"))
-        .send()
-        .await
-        .unwrap();
+    let r = s.post("/v2/bad/blobs/uploads/").await;
     let loc = header(&r, "location").to_owned();
     let r = s.http.put(s.url(&loc)).body("x").send().await.unwrap();
     assert_eq!(error_code(r).await, "DIGEST_INVALID");
@@ -113,7 +103,7 @@ async fn hostile_names_are_name_invalid() {
             format!("/v2/{name}/blobs/uploads/"),
         ] {
             let r = if path.ends_with("uploads/") {
-                s.http.post(s.url(&path)).send().await.unwrap()
+                s.post(&path).await
             } else {
                 s.get(&path).await
             };
@@ -152,12 +142,7 @@ fn raw_request(port: u16, req: &str) -> String {
 #[tokio::test]
 async fn truncated_body_changes_nothing() {
     let s = Server::start().await;
-    let r = s
-        .http
-        .post(s.url("/v2/trunc/blobs/uploads/"))
-        .send()
-        .await
-        .unwrap();
+    let r = s.post("/v2/trunc/blobs/uploads/").await;
     let loc = header(&r, "location").to_owned();
     let r = s
         .http
@@ -212,12 +197,7 @@ async fn truncated_body_changes_nothing() {
 #[tokio::test]
 async fn wrong_content_range_is_refused() {
     let s = Server::start().await;
-    let r = s
-        .http
-        .post(s.url("/v2/cr/blobs/uploads/"))
-        .send()
-        .await
-        .unwrap();
+    let r = s.post("/v2/cr/blobs/uploads/").await;
     let loc = header(&r, "location").to_owned();
     // Not starting at 0.
     let r = s
@@ -380,7 +360,7 @@ async fn unknown_endpoints_and_methods() {
     let s = Server::start().await;
     let r = s.get("/v2/a/unknown/thing").await;
     assert_eq!(r.status(), StatusCode::NOT_FOUND);
-    let r = s.http.post(s.url("/v2/a/tags/list")).send().await.unwrap();
+    let r = s.post("/v2/a/tags/list").await;
     assert_eq!(r.status(), StatusCode::METHOD_NOT_ALLOWED);
     assert_eq!(error_code(r).await, "UNSUPPORTED");
     // A tag that cannot exist is simply not found when read (the spec allows only 404 there).

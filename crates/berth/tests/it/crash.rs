@@ -177,12 +177,7 @@ async fn kill_9_during_pushes_never_corrupts() {
 async fn chunked_upload_resumes_after_kill_9() {
     let mut s = Server::start().await;
     let whole: Vec<u8> = (0..600_000u32).map(|i| (i % 241) as u8).collect();
-    let r = s
-        .http
-        .post(s.url("/v2/resume/blobs/uploads/"))
-        .send()
-        .await
-        .unwrap();
+    let r = s.post("/v2/resume/blobs/uploads/").await;
     let loc = header(&r, "location").to_owned();
     let r = s
         .http
@@ -226,12 +221,5 @@ async fn chunked_upload_resumes_after_kill_9() {
         .await
         .unwrap();
     assert_eq!(r.status(), StatusCode::CREATED, "{:?}", r.text().await);
-    assert_eq!(
-        s.get(&format!("/v2/resume/blobs/{d}"))
-            .await
-            .bytes()
-            .await
-            .unwrap(),
-        whole
-    );
+    assert_eq!(s.get_bytes(&format!("/v2/resume/blobs/{d}")).await, whole);
 }

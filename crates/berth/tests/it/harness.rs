@@ -162,6 +162,22 @@ impl Server {
         self.http.get(self.url(path)).send().await.unwrap()
     }
 
+    pub async fn get_bytes(&self, path: &str) -> Vec<u8> {
+        self.get(path).await.bytes().await.unwrap().to_vec()
+    }
+
+    pub async fn head(&self, path: &str) -> Response {
+        self.http.head(self.url(path)).send().await.unwrap()
+    }
+
+    pub async fn post(&self, path: &str) -> Response {
+        self.http.post(self.url(path)).send().await.unwrap()
+    }
+
+    pub async fn delete(&self, path: &str) -> Response {
+        self.http.delete(self.url(path)).send().await.unwrap()
+    }
+
     /// Push a blob monolithically; returns its digest.
     pub async fn push_blob(&self, repo: &str, data: &[u8]) -> String {
         let d = sha256(data);

@@ -60,12 +60,7 @@ async fn a_second_server_on_the_same_data_dir_refuses_to_start() {
 #[tokio::test]
 async fn sigterm_lets_an_upload_in_flight_finish() {
     let mut s = Server::start().await;
-    let r = s
-        .http
-        .post(s.url("/v2/graceful/blobs/uploads/"))
-        .send()
-        .await
-        .unwrap();
+    let r = s.post("/v2/graceful/blobs/uploads/").await;
     let loc = header(&r, "location").to_owned();
     let (tx, rx) = tokio::sync::mpsc::channel::<Result<Vec<u8>, std::io::Error>>(4);
     let body = reqwest::Body::wrap_stream(tokio_stream(rx));
