@@ -14,7 +14,7 @@ pub enum ParseNameError {
     /// The repository name is empty.
     #[error("repository name is empty")]
     Empty,
-    /// The repository name is longer than [`MAX_NAME_LEN`].
+    /// The repository name is longer than 255 characters.
     #[error("repository name is longer than {MAX_NAME_LEN} characters")]
     TooLong,
     /// The repository name does not match the spec's grammar.

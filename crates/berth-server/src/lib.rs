@@ -1,6 +1,6 @@
 //! Berth's HTTP layer. [`router`] builds the whole service: `/v2` (the OCI distribution API),
 //! `/healthz`, `/readyz` and `/metrics`. Handlers parse requests into typed values, call the
-//! [`Registry`](berth_core::Registry) and shape replies; errors become HTTP in `error.rs` only.
+//! [`Registry`] and shape replies; errors become HTTP in `error.rs` only.
 
 use std::sync::Arc;
 use std::time::Instant;
