@@ -34,7 +34,7 @@ pub struct Registry {
     pub(crate) store: Arc<dyn BlobStore>,
     pub(crate) meta: Arc<dyn MetaStore>,
     pub(crate) limits: Limits,
-    pub(crate) upload_locks: Arc<[tokio::sync::Mutex<()>]>,
+    pub(crate) upload_locks: crate::uploads::UploadLocks,
 }
 
 /// A blob (or a range of it) ready to send.
@@ -52,7 +52,7 @@ pub struct BlobRead {
 impl Registry {
     /// A registry over `store` and `meta`.
     pub fn new(store: Arc<dyn BlobStore>, meta: Arc<dyn MetaStore>, limits: Limits) -> Self {
-        let upload_locks = (0..64).map(|_| tokio::sync::Mutex::new(())).collect();
+        let upload_locks = crate::uploads::UploadLocks::default();
         Self {
             store,
             meta,

@@ -2,7 +2,7 @@
 //! store; the hash state is saved with the session after every chunk, so an upload resumes on
 //! any instance, and after a restart, without re-reading what it already holds.
 
-use std::hash::{Hash, Hasher as _};
+use std::collections::HashMap;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
@@ -90,6 +90,56 @@ fn now() -> i64 {
         .map_or(0, |d| d.as_secs() as i64)
 }
 
+/// One lock per upload session in flight, so two requests on the same upload never append
+/// at once, while requests on different uploads never wait for each other. Entries are
+/// removed when their last holder lets go.
+#[derive(Clone, Default)]
+pub(crate) struct UploadLocks(Arc<Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>>);
+
+/// Holds one upload's lock; dropping it releases the lock and forgets unused entries.
+pub(crate) struct UploadGuard {
+    guard: Option<tokio::sync::OwnedMutexGuard<()>>,
+    lock: Arc<tokio::sync::Mutex<()>>,
+    id: String,
+    locks: UploadLocks,
+}
+
+impl UploadLocks {
+    pub(crate) async fn lock(&self, id: &str) -> UploadGuard {
+        let lock = self
+            .0
+            .lock()
+            .expect("upload lock map")
+            .entry(id.to_owned())
+            .or_default()
+            .clone();
+        let guard = lock.clone().lock_owned().await;
+        UploadGuard {
+            guard: Some(guard),
+            lock,
+            id: id.to_owned(),
+            locks: self.clone(),
+        }
+    }
+
+    #[cfg(test)]
+    fn len(&self) -> usize {
+        self.0.lock().expect("upload lock map").len()
+    }
+}
+
+impl Drop for UploadGuard {
+    fn drop(&mut self) {
+        self.guard.take();
+        let mut map = self.locks.0.lock().expect("upload lock map");
+        // Clones are only made under the map lock, so two holders (the map and us) means
+        // nobody else is waiting.
+        if Arc::strong_count(&self.lock) == 2 {
+            map.remove(&self.id);
+        }
+    }
+}
+
 /// Counts request bodies streaming in, for the `berth_uploads_in_progress` gauge.
 struct InFlight;
 
@@ -107,12 +157,6 @@ impl Drop for InFlight {
 }
 
 impl Registry {
-    fn lock_for(&self, id: &str) -> &tokio::sync::Mutex<()> {
-        let mut h = std::collections::hash_map::DefaultHasher::new();
-        id.hash(&mut h);
-        &self.upload_locks[(h.finish() % self.upload_locks.len() as u64) as usize]
-    }
-
     /// Stream `body` into upload `id` at `offset`, hashing it into `hasher`. Returns the bytes
     /// appended and the hasher after them.
     async fn append_hashed(
@@ -324,7 +368,7 @@ impl Registry {
         body: ByteStream,
         len: BodyLength,
     ) -> Result<UploadState, Error> {
-        let _guard = self.lock_for(id).lock().await;
+        let _guard = self.upload_locks.lock(id).await;
         let u = self.session(repo, id).await?;
         let u = self.append_to(u, range, body, len).await?;
         Ok(UploadState {
@@ -348,7 +392,7 @@ impl Registry {
         body: Option<ByteStream>,
         len: BodyLength,
     ) -> Result<u64, Error> {
-        let _guard = self.lock_for(id).lock().await;
+        let _guard = self.upload_locks.lock(id).await;
         let mut u = self.session(repo, id).await?;
         if let Some(body) = body {
             u = self.append_to(u, range, body, len).await?;
@@ -380,10 +424,36 @@ impl Registry {
     /// [`Error::UploadUnknown`].
     #[tracing::instrument(skip(self))]
     pub async fn cancel_upload(&self, repo: &RepoName, id: &str) -> Result<(), Error> {
-        let _guard = self.lock_for(id).lock().await;
+        let _guard = self.upload_locks.lock(id).await;
         let u = self.session(repo, id).await?;
         self.meta.delete_upload(&u.id).await?;
         self.store.abort_upload(&u.id).await?;
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::UploadLocks;
+
+    #[tokio::test]
+    async fn upload_locks_serialise_one_id_and_clean_up() {
+        let locks = UploadLocks::default();
+        let a = locks.lock("a").await;
+        // Another id is not blocked by "a".
+        let b = locks.lock("b").await;
+        assert_eq!(locks.len(), 2);
+        drop(b);
+        assert_eq!(locks.len(), 1);
+        // A second holder of "a" waits until the first lets go.
+        let l2 = locks.clone();
+        let waiter = tokio::spawn(async move {
+            let _g = l2.lock("a").await;
+        });
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        assert!(!waiter.is_finished());
+        drop(a);
+        waiter.await.unwrap();
+        assert_eq!(locks.len(), 0);
     }
 }
