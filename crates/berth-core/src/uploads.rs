@@ -326,12 +326,18 @@ impl Registry {
             (Some((start, _)), _) if start != u.offset => {
                 return Err(Error::ChunkOutOfOrder { offset: u.offset })
             }
-            (Some((start, end)), BodyLength::Exact(n)) if n != end - start + 1 => {
-                return Err(Error::SizeInvalid(format!(
-                    "Content-Length {n} does not match Content-Range {start}-{end}"
-                )))
+            (Some((start, end)), len) => {
+                // end >= start is guaranteed by the parser; the +1 can still overflow.
+                let span = (end - start).checked_add(1).ok_or_else(|| {
+                    Error::SizeInvalid(format!("Content-Range {start}-{end} is too large"))
+                })?;
+                if matches!(len, BodyLength::Exact(n) if n != span) {
+                    return Err(Error::SizeInvalid(format!(
+                        "Content-Length does not match Content-Range {start}-{end}"
+                    )));
+                }
+                BodyLength::Exact(span)
             }
-            (Some((start, end)), _) => BodyLength::Exact(end - start + 1),
             (None, len) => len,
         };
         let hasher = match u

@@ -227,6 +227,16 @@ async fn wrong_content_range_is_refused() {
         .unwrap();
     assert_eq!(r.status(), StatusCode::BAD_REQUEST);
     assert_eq!(error_code(r).await, "SIZE_INVALID");
+    // A range whose length does not fit in 64 bits.
+    let r = s
+        .http
+        .patch(s.url(&loc))
+        .header("content-range", format!("0-{}", u64::MAX))
+        .body(vec![0u8; 10])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(error_code(r).await, "SIZE_INVALID");
     // Malformed.
     let r = s
         .http
