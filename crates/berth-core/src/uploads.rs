@@ -84,6 +84,18 @@ impl Stream for Hashing {
     }
 }
 
+/// Run `work` on its own task and wait for it. If the request that started it is dropped (the
+/// client hung up), the work still runs to the end, so an upload's lock is never released
+/// while its writer thread or metadata update is still in flight, and a failed push still
+/// cleans up after itself.
+async fn to_completion<T: Send + 'static>(
+    work: impl std::future::Future<Output = Result<T, Error>> + Send + 'static,
+) -> Result<T, Error> {
+    tokio::spawn(work)
+        .await
+        .map_err(|e| Error::Internal(format!("upload task failed: {e}")))?
+}
+
 fn now() -> i64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -195,6 +207,13 @@ impl Registry {
         len: u64,
     ) -> Result<Hasher, Error> {
         let content = match self.store.read_upload(id).await? {
+            // Never map past the end of the file: a shorter file than recorded is an error,
+            // not a SIGBUS.
+            BlobContent::File { len: actual, .. } if actual < len => {
+                return Err(Error::Internal(format!(
+                    "upload {id} holds {actual} bytes, fewer than the {len} recorded"
+                )))
+            }
             BlobContent::File { file, offset, .. } => BlobContent::File { file, offset, len },
             other => other,
         };
@@ -256,21 +275,25 @@ impl Registry {
         len: BodyLength,
     ) -> Result<u64, Error> {
         // One request: no session row needed. A crash leaves only an orphan upload object.
-        let id = uuid::Uuid::new_v4().to_string();
-        self.store.start_upload(&id).await?;
-        let result = async {
-            let (size, hasher) = self
-                .append_hashed(&id, 0, digest.algorithm().hasher(), body, len)
-                .await?;
-            self.commit(repo, &id, digest, hasher.finish(), size)
-                .await?;
-            Ok(size)
-        }
-        .await;
-        if result.is_err() {
-            let _ = self.store.abort_upload(&id).await;
-        }
-        result
+        let (this, repo, digest) = (self.clone(), repo.clone(), digest.clone());
+        to_completion(async move {
+            let id = uuid::Uuid::new_v4().to_string();
+            this.store.start_upload(&id).await?;
+            let result = async {
+                let (size, hasher) = this
+                    .append_hashed(&id, 0, digest.algorithm().hasher(), body, len)
+                    .await?;
+                this.commit(&repo, &id, &digest, hasher.finish(), size)
+                    .await?;
+                Ok(size)
+            }
+            .await;
+            if result.is_err() {
+                let _ = this.store.abort_upload(&id).await;
+            }
+            result
+        })
+        .await
     }
 
     /// Verify `actual` against `expected`, then make the blob visible and link it into `repo`.
@@ -289,7 +312,13 @@ impl Registry {
             });
         }
         // Bytes first, then metadata: the metadata never names a blob storage lacks.
-        self.store.commit_upload(id, expected, size).await?;
+        match self.store.commit_upload(id, expected, size).await {
+            Ok(()) => {}
+            // A retry after the rename succeeded but the link failed: the blob is there.
+            Err(berth_store::StoreError::NotFound)
+                if self.store.stat(expected).await? == Some(size) => {}
+            Err(e) => return Err(e.into()),
+        }
         self.meta.link_blob(repo, expected, size).await?;
         tracing::info!(repo = %repo, digest = %expected, size, "blob pushed");
         Ok(())
@@ -374,13 +403,17 @@ impl Registry {
         body: ByteStream,
         len: BodyLength,
     ) -> Result<UploadState, Error> {
-        let _guard = self.upload_locks.lock(id).await;
-        let u = self.session(repo, id).await?;
-        let u = self.append_to(u, range, body, len).await?;
-        Ok(UploadState {
-            id: u.id,
-            offset: u.offset,
+        let (this, repo, id) = (self.clone(), repo.clone(), id.to_owned());
+        to_completion(async move {
+            let _guard = this.upload_locks.lock(&id).await;
+            let u = this.session(&repo, &id).await?;
+            let u = this.append_to(u, range, body, len).await?;
+            Ok(UploadState {
+                id: u.id,
+                offset: u.offset,
+            })
         })
+        .await
     }
 
     /// Finish an upload (`PUT ?digest=`), with an optional last chunk. Returns the blob's
@@ -398,30 +431,41 @@ impl Registry {
         body: Option<ByteStream>,
         len: BodyLength,
     ) -> Result<u64, Error> {
-        let _guard = self.upload_locks.lock(id).await;
-        let mut u = self.session(repo, id).await?;
-        if let Some(body) = body {
-            u = self.append_to(u, range, body, len).await?;
-        }
-        let restored = u
-            .hash_state
-            .as_deref()
-            .filter(|_| u.algorithm == digest.algorithm())
-            .and_then(|s| Hasher::restore(u.algorithm, s));
-        let hasher = match restored {
-            Some(h) => h,
-            None => self.rehash(&u.id, digest.algorithm(), u.offset).await?,
-        };
-        let result = self
-            .commit(repo, &u.id, digest, hasher.finish(), u.offset)
-            .await;
-        if let Err(Error::DigestMismatch { .. }) = &result {
-            let _ = self.store.abort_upload(&u.id).await;
-        }
-        if matches!(&result, Ok(()) | Err(Error::DigestMismatch { .. })) {
-            self.meta.delete_upload(&u.id).await?;
-        }
-        result.map(|()| u.offset)
+        let (this, repo, id, digest) = (self.clone(), repo.clone(), id.to_owned(), digest.clone());
+        to_completion(async move {
+            let _guard = this.upload_locks.lock(&id).await;
+            let mut u = this.session(&repo, &id).await?;
+            if let Some(body) = body {
+                u = this.append_to(u, range, body, len).await?;
+            }
+            let restored = u
+                .hash_state
+                .as_deref()
+                .filter(|_| u.algorithm == digest.algorithm())
+                .and_then(|s| Hasher::restore(u.algorithm, s));
+            let hasher = match restored {
+                Some(h) => h,
+                None => this.rehash(&u.id, digest.algorithm(), u.offset).await?,
+            };
+            let result = this
+                .commit(&repo, &u.id, &digest, hasher.finish(), u.offset)
+                .await;
+            match &result {
+                Ok(()) => {
+                    // The blob is in; a stale session row is harmless, so don't fail the push.
+                    if let Err(e) = this.meta.delete_upload(&u.id).await {
+                        tracing::warn!(upload = %u.id, error = %e, "could not forget a finished upload");
+                    }
+                }
+                Err(Error::DigestMismatch { .. }) => {
+                    let _ = this.store.abort_upload(&u.id).await;
+                    this.meta.delete_upload(&u.id).await?;
+                }
+                Err(_) => {}
+            }
+            result.map(|()| u.offset)
+        })
+        .await
     }
 
     /// Cancel an upload session (`DELETE`).
@@ -430,11 +474,15 @@ impl Registry {
     /// [`Error::UploadUnknown`].
     #[tracing::instrument(skip(self))]
     pub async fn cancel_upload(&self, repo: &RepoName, id: &str) -> Result<(), Error> {
-        let _guard = self.upload_locks.lock(id).await;
-        let u = self.session(repo, id).await?;
-        self.meta.delete_upload(&u.id).await?;
-        self.store.abort_upload(&u.id).await?;
-        Ok(())
+        let (this, repo, id) = (self.clone(), repo.clone(), id.to_owned());
+        to_completion(async move {
+            let _guard = this.upload_locks.lock(&id).await;
+            let u = this.session(&repo, &id).await?;
+            this.meta.delete_upload(&u.id).await?;
+            this.store.abort_upload(&u.id).await?;
+            Ok(())
+        })
+        .await
     }
 }
 

@@ -127,8 +127,25 @@ fn writer_loop(conn: Connection, ops: std::sync::mpsc::Receiver<WriteOp>) {
             tracing::error!(error = %e, "metadata write batch could not begin");
             continue;
         }
-        let finishers: Vec<Finisher> = batch.into_iter().map(|op| op(&conn)).collect();
-        let committed = conn.execute_batch("COMMIT").map_err(backend);
+        let mut finishers: Vec<Finisher> = Vec::with_capacity(batch.len());
+        let mut ops = batch.into_iter();
+        for op in ops.by_ref() {
+            finishers.push(op(&conn));
+            if conn.is_autocommit() {
+                // An error (disk full, I/O) rolled back the whole transaction: the writes
+                // that ran are gone, and the rest must not run outside a transaction.
+                break;
+            }
+        }
+        // Ops that never ran are dropped: their callers get an error.
+        drop(ops);
+        let committed = if conn.is_autocommit() {
+            Err(MetaError::Unavailable(
+                "the metadata transaction was rolled back".into(),
+            ))
+        } else {
+            conn.execute_batch("COMMIT").map_err(backend)
+        };
         if committed.is_err() {
             let _ = conn.execute_batch("ROLLBACK");
         }
@@ -145,12 +162,12 @@ fn in_savepoint<T>(
 ) -> Result<T, MetaError> {
     conn.execute_batch("SAVEPOINT op").map_err(backend)?;
     let result = f(conn);
-    let end = if result.is_ok() {
-        "RELEASE op"
-    } else {
-        "ROLLBACK TO op; RELEASE op"
-    };
-    conn.execute_batch(end).map_err(backend)?;
+    if result.is_ok() {
+        conn.execute_batch("RELEASE op").map_err(backend)?;
+    } else if !conn.is_autocommit() {
+        // Keep the op's own error; a failure to roll back shows in the batch's commit.
+        let _ = conn.execute_batch("ROLLBACK TO op; RELEASE op");
+    }
     result
 }
 

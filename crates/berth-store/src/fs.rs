@@ -204,6 +204,15 @@ impl BlobStore for FsStore {
         let path = self.blob_path(digest);
         blocking(move || {
             let file = File::open(path).map_err(not_found)?;
+            // Never map past the end: a file shorter than its metadata (damage, a restore)
+            // must be an error, not a SIGBUS that takes the whole process down.
+            let actual = file.metadata()?.len();
+            if actual < offset + len {
+                return Err(StoreError::OffsetMismatch {
+                    expected: offset + len,
+                    actual,
+                });
+            }
             if len <= SMALL_READ {
                 use std::os::unix::fs::FileExt;
                 let mut buf = vec![0u8; len as usize];
@@ -340,7 +349,13 @@ impl BlobStore for FsStore {
                 }
             }
             let dir = to.parent().expect("blob paths have a parent");
-            std::fs::create_dir_all(dir)?;
+            if !dir.is_dir() {
+                std::fs::create_dir_all(dir)?;
+                if sync == SyncMode::Durable {
+                    // The new directory's own entry must be durable too.
+                    sync_dir(dir.parent().expect("prefix directories have a parent"))?;
+                }
+            }
             std::fs::rename(&from, &to).map_err(not_found)?;
             if sync == SyncMode::Durable {
                 sync_dir(dir)?;

@@ -223,3 +223,85 @@ async fn chunked_upload_resumes_after_kill_9() {
     assert_eq!(r.status(), StatusCode::CREATED, "{:?}", r.text().await);
     assert_eq!(s.get_bytes(&format!("/v2/resume/blobs/{d}")).await, whole);
 }
+
+#[tokio::test]
+async fn a_damaged_blob_file_is_an_error_not_a_crash() {
+    let s = Server::start().await;
+    let data: Vec<u8> = (0..1_000_000u32).map(|i| (i % 199) as u8).collect();
+    let d = s.push_blob("damaged", &data).await;
+    let hex = d.trim_start_matches("sha256:");
+    let path = s.data_dir().join("blobs/sha256").join(&hex[..2]).join(hex);
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(&path)
+        .unwrap()
+        .set_len(1000)
+        .unwrap();
+    let r = s.get(&format!("/v2/damaged/blobs/{d}")).await;
+    assert!(r.status().is_server_error(), "{}", r.status());
+    // The server is still up.
+    assert_eq!(s.get("/v2/").await.status(), StatusCode::OK);
+}
+
+#[tokio::test]
+async fn a_client_that_hangs_up_mid_chunk_then_retries_gets_a_correct_blob() {
+    let s = Server::start().await;
+    let whole: Vec<u8> = (0..(8u32 << 20))
+        .map(|i| (i.wrapping_mul(2654435761) >> 24) as u8)
+        .collect();
+    for round in 0..3 {
+        let r = s.post("/v2/hangup/blobs/uploads/").await;
+        let loc = header(&r, "location").to_owned();
+        // Start a chunk, send part of it, then drop the request.
+        let (tx, rx) = tokio::sync::mpsc::channel::<Result<Vec<u8>, std::io::Error>>(64);
+        let body = reqwest::Body::wrap_stream(futures::stream::unfold(rx, |mut rx| async move {
+            rx.recv().await.map(|item| (item, rx))
+        }));
+        let req = s
+            .http
+            .patch(s.url(&loc))
+            .header("content-range", format!("0-{}", whole.len() - 1))
+            .header("content-length", whole.len().to_string())
+            .body(body)
+            .send();
+        let task = tokio::spawn(req);
+        for chunk in whole.chunks(1 << 20).take(3 + round) {
+            tx.send(Ok(chunk.to_vec())).await.unwrap();
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        task.abort();
+        drop(tx);
+        // Resume right away from wherever the registry says the upload stands.
+        let st = s.get(&loc).await;
+        let range = header(&st, "range").to_owned();
+        let done: usize = range.rsplit('-').next().unwrap().parse::<usize>().unwrap() + 1;
+        let offset = if done == 1 && range == "0-0" { 0 } else { done };
+        let r = s
+            .http
+            .patch(s.url(&loc))
+            .header("content-range", format!("{offset}-{}", whole.len() - 1))
+            .body(whole[offset..].to_vec())
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), StatusCode::ACCEPTED, "round {round}");
+        let d = sha256(&whole);
+        let r = s
+            .http
+            .put(s.url(&format!("{loc}?digest={d}")))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(
+            r.status(),
+            StatusCode::CREATED,
+            "round {round}: {:?}",
+            r.text().await
+        );
+        assert_eq!(
+            sha256(&s.get_bytes(&format!("/v2/hangup/blobs/{d}")).await),
+            d
+        );
+    }
+    verify_blob_files(&s.data_dir());
+}
