@@ -328,40 +328,24 @@ impl SqliteMeta {
             None => open_conn(&self.path, Durability::Normal)?,
         };
         let out = f(&conn);
-        self.give_back(conn);
+        if let Ok(mut pool) = self.readers.lock() {
+            if pool.len() < 16 {
+                pool.push(conn);
+            }
+        }
         out
     }
 
-    fn give_back(&self, conn: Connection) {
-        if let Ok(mut r) = self.readers.lock() {
-            if r.len() < 16 {
-                r.push(conn);
-            }
-        }
-    }
-
+    /// A query that may take a while (listings): the same as [`Self::lookup`], on tokio's
+    /// blocking pool.
     async fn read<T: Send + 'static>(
         &self,
         f: impl FnOnce(&Connection) -> Result<T, MetaError> + Send + 'static,
     ) -> Result<T, MetaError> {
-        let readers = self.readers.clone();
-        let path = self.path.clone();
-        tokio::task::spawn_blocking(move || {
-            let pooled = readers.lock().ok().and_then(|mut r| r.pop());
-            let conn = match pooled {
-                Some(c) => c,
-                None => open_conn(&path, Durability::Normal)?,
-            };
-            let out = f(&conn);
-            if let Ok(mut r) = readers.lock() {
-                if r.len() < 16 {
-                    r.push(conn);
-                }
-            }
-            out
-        })
-        .await
-        .map_err(|e| MetaError::Backend(e.to_string()))?
+        let this = self.clone();
+        tokio::task::spawn_blocking(move || this.lookup(f))
+            .await
+            .map_err(|e| MetaError::Backend(e.to_string()))?
     }
 }
 

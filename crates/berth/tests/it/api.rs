@@ -109,22 +109,10 @@ async fn post_then_put_and_chunked_uploads_with_status_and_resume() {
         assert_eq!(header(&st, "range"), format!("0-{end}"));
     }
     // An out-of-order chunk is refused with 416 and the current range.
-    let r = s
-        .http
-        .patch(s.url(&loc))
-        .header("content-range", "5-9")
-        .body(vec![0u8; 5])
-        .send()
-        .await
-        .unwrap();
+    let r = s.patch_chunk(&loc, "5-9", vec![0u8; 5]).await;
     assert_eq!(r.status(), StatusCode::RANGE_NOT_SATISFIABLE);
     assert_eq!(header(&r, "range"), format!("0-{}", whole.len() - 1));
-    let r = s
-        .http
-        .put(s.url(&format!("{loc}?digest={d}")))
-        .send()
-        .await
-        .unwrap();
+    let r = s.put(&format!("{loc}?digest={d}")).await;
     assert_eq!(r.status(), StatusCode::CREATED);
     assert_eq!(s.get_bytes(&format!("/v2/a/blobs/{d}")).await, whole);
     // The finished session is gone.
@@ -190,13 +178,10 @@ async fn cross_repository_mounts() {
     let s = Server::start().await;
     let d = s.push_blob("src/app", b"shared layer").await;
     let r = s
-        .http
-        .post(s.url(&format!(
+        .post(&format!(
             "/v2/dst/app/blobs/uploads/?mount={d}&from=src/app"
-        )))
-        .send()
-        .await
-        .unwrap();
+        ))
+        .await;
     assert_eq!(r.status(), StatusCode::CREATED);
     assert_eq!(header(&r, "location"), format!("/v2/dst/app/blobs/{d}"));
     assert_eq!(
@@ -209,13 +194,10 @@ async fn cross_repository_mounts() {
     // A blob the source does not have: an ordinary upload session instead.
     let missing = sha256(b"nobody has this");
     let r = s
-        .http
-        .post(s.url(&format!(
+        .post(&format!(
             "/v2/dst/app/blobs/uploads/?mount={missing}&from=src/app"
-        )))
-        .send()
-        .await
-        .unwrap();
+        ))
+        .await;
     assert_eq!(r.status(), StatusCode::ACCEPTED);
     assert!(header(&r, "location").starts_with("/v2/dst/app/blobs/uploads/"));
 }

@@ -168,12 +168,7 @@ async fn truncated_body_changes_nothing() {
     assert_eq!(header(&st, "range"), "0-99");
     // And the upload still completes with the right bytes.
     let d = sha256(&[1u8; 100]);
-    let r = s
-        .http
-        .put(s.url(&format!("{loc}?digest={d}")))
-        .send()
-        .await
-        .unwrap();
+    let r = s.put(&format!("{loc}?digest={d}")).await;
     assert_eq!(r.status(), StatusCode::CREATED);
     // A monolithic push that is cut short stores nothing.
     let d = sha256(&[3u8; 1000]);
@@ -206,46 +201,20 @@ async fn wrong_content_range_is_refused() {
     let r = s.post("/v2/cr/blobs/uploads/").await;
     let loc = header(&r, "location").to_owned();
     // Not starting at 0.
-    let r = s
-        .http
-        .patch(s.url(&loc))
-        .header("content-range", "10-19")
-        .body(vec![0u8; 10])
-        .send()
-        .await
-        .unwrap();
+    let r = s.patch_chunk(&loc, "10-19", vec![0u8; 10]).await;
     assert_eq!(r.status(), StatusCode::RANGE_NOT_SATISFIABLE);
     assert_eq!(error_code(r).await, "BLOB_UPLOAD_INVALID");
     // Range length disagrees with the body.
-    let r = s
-        .http
-        .patch(s.url(&loc))
-        .header("content-range", "0-99")
-        .body(vec![0u8; 10])
-        .send()
-        .await
-        .unwrap();
+    let r = s.patch_chunk(&loc, "0-99", vec![0u8; 10]).await;
     assert_eq!(r.status(), StatusCode::BAD_REQUEST);
     assert_eq!(error_code(r).await, "SIZE_INVALID");
     // A range whose length does not fit in 64 bits.
     let r = s
-        .http
-        .patch(s.url(&loc))
-        .header("content-range", format!("0-{}", u64::MAX))
-        .body(vec![0u8; 10])
-        .send()
-        .await
-        .unwrap();
+        .patch_chunk(&loc, format!("0-{}", u64::MAX), vec![0u8; 10])
+        .await;
     assert_eq!(error_code(r).await, "SIZE_INVALID");
     // Malformed.
-    let r = s
-        .http
-        .patch(s.url(&loc))
-        .header("content-range", "bytes=abc")
-        .body(vec![0u8; 10])
-        .send()
-        .await
-        .unwrap();
+    let r = s.patch_chunk(&loc, "bytes=abc", vec![0u8; 10]).await;
     assert_eq!(r.status(), StatusCode::BAD_REQUEST);
     assert_eq!(error_code(r).await, "BLOB_UPLOAD_INVALID");
     assert_eq!(header(&s.get(&loc).await, "range"), "0-0");

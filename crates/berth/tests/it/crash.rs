@@ -180,13 +180,8 @@ async fn chunked_upload_resumes_after_kill_9() {
     let r = s.post("/v2/resume/blobs/uploads/").await;
     let loc = header(&r, "location").to_owned();
     let r = s
-        .http
-        .patch(s.url(&loc))
-        .header("content-range", "0-299999")
-        .body(whole[..300_000].to_vec())
-        .send()
-        .await
-        .unwrap();
+        .patch_chunk(&loc, "0-299999", whole[..300_000].to_vec())
+        .await;
     assert_eq!(r.status(), StatusCode::ACCEPTED);
     s.restart().await;
     let st = s.get(&loc).await;
@@ -205,21 +200,11 @@ async fn chunked_upload_resumes_after_kill_9() {
     s.restart().await;
     assert_eq!(header(&s.get(&loc).await, "range"), "0-299999");
     let r = s
-        .http
-        .patch(s.url(&loc))
-        .header("content-range", "300000-599999")
-        .body(whole[300_000..].to_vec())
-        .send()
-        .await
-        .unwrap();
+        .patch_chunk(&loc, "300000-599999", whole[300_000..].to_vec())
+        .await;
     assert_eq!(r.status(), StatusCode::ACCEPTED);
     let d = sha256(&whole);
-    let r = s
-        .http
-        .put(s.url(&format!("{loc}?digest={d}")))
-        .send()
-        .await
-        .unwrap();
+    let r = s.put(&format!("{loc}?digest={d}")).await;
     assert_eq!(r.status(), StatusCode::CREATED, "{:?}", r.text().await);
     assert_eq!(s.get_bytes(&format!("/v2/resume/blobs/{d}")).await, whole);
 }
@@ -277,21 +262,15 @@ async fn a_client_that_hangs_up_mid_chunk_then_retries_gets_a_correct_blob() {
         let done: usize = range.rsplit('-').next().unwrap().parse::<usize>().unwrap() + 1;
         let offset = if done == 1 && range == "0-0" { 0 } else { done };
         let r = s
-            .http
-            .patch(s.url(&loc))
-            .header("content-range", format!("{offset}-{}", whole.len() - 1))
-            .body(whole[offset..].to_vec())
-            .send()
-            .await
-            .unwrap();
+            .patch_chunk(
+                &loc,
+                format!("{offset}-{}", whole.len() - 1),
+                whole[offset..].to_vec(),
+            )
+            .await;
         assert_eq!(r.status(), StatusCode::ACCEPTED, "round {round}");
         let d = sha256(&whole);
-        let r = s
-            .http
-            .put(s.url(&format!("{loc}?digest={d}")))
-            .send()
-            .await
-            .unwrap();
+        let r = s.put(&format!("{loc}?digest={d}")).await;
         assert_eq!(
             r.status(),
             StatusCode::CREATED,

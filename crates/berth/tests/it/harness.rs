@@ -36,19 +36,19 @@ pub struct Server {
 
 impl Server {
     pub async fn start() -> Self {
-        Self::start_with(&[]).await
+        let http = Client::builder().no_proxy().build().unwrap();
+        Self::launch(http, Vec::new(), false).await
     }
 
-    pub async fn start_with(args: &[&str]) -> Self {
-        let dir = tempfile::tempdir().unwrap();
+    async fn launch(http: Client, extra_args: Vec<String>, tls: bool) -> Self {
         let mut s = Self {
             child: None,
             port: 0,
-            dir,
+            dir: tempfile::tempdir().unwrap(),
             base: String::new(),
-            http: Client::builder().no_proxy().build().unwrap(),
-            extra_args: args.iter().map(|a| a.to_string()).collect(),
-            tls: false,
+            http,
+            extra_args,
+            tls,
         };
         s.spawn().await;
         s
@@ -120,28 +120,18 @@ impl Server {
     /// Start with TLS; readiness is checked over HTTPS with the given certificate.
     pub async fn start_tls(ca: &Path, cert: &Path, key: &Path) -> Self {
         let pem = std::fs::read(ca).unwrap();
-        let dir = tempfile::tempdir().unwrap();
         let http = Client::builder()
             .add_root_certificate(reqwest::Certificate::from_pem(&pem).unwrap())
             .no_proxy()
             .build()
             .unwrap();
-        let mut s = Self {
-            child: None,
-            port: 0,
-            dir,
-            base: String::new(),
-            http,
-            extra_args: vec![
-                "--tls-cert".into(),
-                cert.display().to_string(),
-                "--tls-key".into(),
-                key.display().to_string(),
-            ],
-            tls: true,
-        };
-        s.spawn().await;
-        s
+        let args = vec![
+            "--tls-cert".into(),
+            cert.display().to_string(),
+            "--tls-key".into(),
+            key.display().to_string(),
+        ];
+        Self::launch(http, args, true).await
     }
 
     /// Wait for a process that was sent SIGTERM to exit.
@@ -172,6 +162,21 @@ impl Server {
 
     pub async fn post(&self, path: &str) -> Response {
         self.http.post(self.url(path)).send().await.unwrap()
+    }
+
+    pub async fn put(&self, path: &str) -> Response {
+        self.http.put(self.url(path)).send().await.unwrap()
+    }
+
+    /// `PATCH` one chunk of an upload with its `Content-Range`.
+    pub async fn patch_chunk(&self, path: &str, range: impl AsRef<str>, body: Vec<u8>) -> Response {
+        self.http
+            .patch(self.url(path))
+            .header("content-range", range.as_ref())
+            .body(body)
+            .send()
+            .await
+            .unwrap()
     }
 
     pub async fn delete(&self, path: &str) -> Response {
