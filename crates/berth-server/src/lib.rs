@@ -17,6 +17,7 @@ use metrics_exporter_prometheus::PrometheusHandle;
 
 mod error;
 pub mod route;
+pub mod sendfile;
 mod v2;
 
 pub use error::ApiError;

@@ -14,7 +14,6 @@
 //! then an fsync of the directory: the rename is the atomic step that makes it visible.
 
 use std::fs::{File, OpenOptions};
-use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use async_trait::async_trait;
@@ -45,46 +44,6 @@ pub struct FsStore {
 const BATCH_BYTES: usize = 1 << 20;
 /// Reads up to this size are done with one `pread` into memory: cheaper than a mapping.
 const SMALL_READ: u64 = 256 << 10;
-/// Size of the slices a mapped blob is streamed in.
-const MAP_SLICE: usize = 8 << 20;
-
-/// Stream `len` bytes of `file` from `offset`, one memory-mapped window at a time.
-///
-/// Each chunk owns its own mapping of [`MAP_SLICE`] bytes and unmaps when the server has
-/// sent it, so a large download holds only the windows in flight, not the whole blob.
-pub(crate) fn mapped_stream(file: &File, offset: u64, len: u64) -> Result<ByteStream, StoreError> {
-    let file = std::sync::Arc::new(file.try_clone()?);
-    let end = offset + len;
-    let windows = futures::stream::unfold(offset, move |pos| {
-        let file = file.clone();
-        async move {
-            if pos >= end {
-                return None;
-            }
-            let n = (end - pos).min(MAP_SLICE as u64);
-            Some((map_window(&file, pos, n), pos + n))
-        }
-    });
-    Ok(Box::pin(windows))
-}
-
-/// Map `len` bytes of `file` at `pos` as one chunk.
-fn map_window(file: &File, pos: u64, len: u64) -> Result<Bytes, StoreError> {
-    const PAGE: u64 = 4096;
-    let start = pos - pos % PAGE;
-    let skip = (pos - start) as usize;
-    let map_len = len as usize + skip;
-    // SAFETY: blob files are immutable once committed and are only ever unlinked, never
-    // truncated or rewritten, so the mapping cannot change or shrink under us.
-    let map = unsafe {
-        memmap2::MmapOptions::new()
-            .offset(start)
-            .len(map_len)
-            .map(file)?
-    };
-    let _ = map.advise(memmap2::Advice::Sequential);
-    Ok(Bytes::from_owner(map).slice(skip..))
-}
 
 impl FsStore {
     /// Open (creating if needed) a store rooted at `root`.
@@ -159,29 +118,232 @@ fn start_writeback(file: &File, offset: u64, len: u64) {
     let _ = (file, offset, len);
 }
 
-/// Write batches from `rx` to `file` (which starts at `base` bytes) until the channel closes;
-/// returns bytes written.
+/// Block size that direct I/O offsets, lengths and buffers are aligned to. 4 KiB satisfies
+/// every common device and filesystem (most need only 512 bytes).
+const DIO_ALIGN: usize = 4096;
+/// The first buffer of an append: small, so a small blob costs little memory.
+const DIO_FIRST_BUF: usize = 256 << 10;
+/// Later buffers: large writes keep the device busy with few syscalls.
+const DIO_BUF: usize = 4 << 20;
+
+/// A write buffer whose start is aligned to [`DIO_ALIGN`], filled without zeroing first.
+struct AlignedBuf {
+    raw: Vec<u8>,
+    start: usize,
+    cap: usize,
+}
+
+impl AlignedBuf {
+    /// `cap` must be a multiple of [`DIO_ALIGN`].
+    fn new(cap: usize) -> Self {
+        let mut raw: Vec<u8> = Vec::with_capacity(cap + DIO_ALIGN);
+        let start = raw.as_ptr().align_offset(DIO_ALIGN);
+        raw.resize(start, 0);
+        Self { raw, start, cap }
+    }
+
+    fn len(&self) -> usize {
+        self.raw.len() - self.start
+    }
+
+    /// Copy as much of `data` as fits; returns how much did.
+    fn fill_from(&mut self, data: &[u8]) -> usize {
+        let n = (self.cap - self.len()).min(data.len());
+        // Never beyond capacity, so the allocation (and its alignment) never moves.
+        self.raw.extend_from_slice(&data[..n]);
+        n
+    }
+
+    fn is_full(&self) -> bool {
+        self.len() == self.cap
+    }
+
+    /// Zero-pad to a whole number of blocks.
+    fn pad(&mut self) {
+        let padded = self.len().next_multiple_of(DIO_ALIGN);
+        self.raw.resize(self.start + padded, 0);
+    }
+
+    fn as_slice(&self) -> &[u8] {
+        &self.raw[self.start..]
+    }
+
+    fn as_mut_block(&mut self) -> &mut [u8] {
+        self.raw.resize(self.start + DIO_ALIGN, 0);
+        &mut self.raw[self.start..]
+    }
+
+    fn clear(&mut self) {
+        self.raw.truncate(self.start);
+    }
+}
+
+/// Open an upload file for positioned writes, with `O_DIRECT` where the filesystem takes it.
+///
+/// Direct writes go from our buffer to the device without a copy into the page cache, which
+/// on a busy or virtualised machine costs more CPU than hashing (measured in BENCHMARKS.md).
+/// Returns the file and whether it is in direct mode.
+fn open_for_writing(path: &Path) -> std::io::Result<(File, bool)> {
+    #[cfg(target_os = "linux")]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        match OpenOptions::new()
+            .write(true)
+            .read(true)
+            .custom_flags(libc::O_DIRECT)
+            .open(path)
+        {
+            Ok(f) => return Ok((f, true)),
+            // tmpfs and some network filesystems refuse O_DIRECT: write through the cache.
+            Err(e) if e.raw_os_error() == Some(libc::EINVAL) => {}
+            Err(e) => return Err(e),
+        }
+    }
+    let f = OpenOptions::new().write(true).read(true).open(path)?;
+    Ok((f, false))
+}
+
+/// Turn `O_DIRECT` off for `file`, for a filesystem that accepted it at open but refuses our
+/// alignment at write time.
+fn leave_direct_mode(file: &File) -> std::io::Result<()> {
+    #[cfg(target_os = "linux")]
+    {
+        use std::os::fd::AsRawFd;
+        let fd = file.as_raw_fd();
+        // SAFETY: fcntl on an fd we own, with integer arguments only.
+        let flags = unsafe { libc::fcntl(fd, libc::F_GETFL) };
+        // SAFETY: as above.
+        if flags < 0 || unsafe { libc::fcntl(fd, libc::F_SETFL, flags & !libc::O_DIRECT) } < 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+    }
+    let _ = file;
+    Ok(())
+}
+
+/// Writes an upload's bytes at increasing offsets through an aligned buffer.
+///
+/// In direct mode every write covers whole blocks at a block-aligned offset: an append that
+/// starts mid-block first reads that block's head back, and the last block is zero-padded and
+/// the file then cut to its real length. Padding left by a crash lies past the offset that
+/// metadata records, and the next append cuts it off.
+struct UploadWriter<'a> {
+    file: &'a File,
+    direct: bool,
+    sync: SyncMode,
+    buf: AlignedBuf,
+    /// File offset of `buf`'s first byte; always block-aligned.
+    pos: u64,
+    /// Where the data ends: `base` plus the bytes appended so far.
+    end: u64,
+    /// In buffered durable mode, how far writeback has been started.
+    flushed: u64,
+}
+
+impl<'a> UploadWriter<'a> {
+    fn new(file: &'a File, direct: bool, base: u64, sync: SyncMode) -> std::io::Result<Self> {
+        let mut buf = AlignedBuf::new(DIO_FIRST_BUF);
+        let head = (base % DIO_ALIGN as u64) as usize;
+        let pos = base - head as u64;
+        if head > 0 {
+            use std::os::unix::fs::FileExt;
+            let block = buf.as_mut_block();
+            let mut got = 0;
+            while got < head {
+                match file.read_at(&mut block[got..], pos + got as u64)? {
+                    0 => return Err(std::io::ErrorKind::UnexpectedEof.into()),
+                    n => got += n,
+                }
+            }
+            buf.raw.truncate(buf.start + head);
+        }
+        Ok(Self {
+            file,
+            direct,
+            sync,
+            buf,
+            pos,
+            end: base,
+            flushed: base,
+        })
+    }
+
+    fn write(&mut self, mut data: &[u8]) -> std::io::Result<()> {
+        self.end += data.len() as u64;
+        while !data.is_empty() {
+            let n = self.buf.fill_from(data);
+            data = &data[n..];
+            if self.buf.is_full() {
+                self.flush_buf()?;
+                if self.buf.cap < DIO_BUF {
+                    self.buf = AlignedBuf::new(DIO_BUF);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Write the whole buffer (whole blocks in direct mode) and empty it.
+    fn flush_buf(&mut self) -> std::io::Result<()> {
+        use std::os::unix::fs::FileExt;
+        let len = self.buf.len() as u64;
+        if self.direct {
+            self.buf.pad();
+        }
+        match self.file.write_all_at(self.buf.as_slice(), self.pos) {
+            #[cfg(target_os = "linux")]
+            Err(e) if self.direct && e.raw_os_error() == Some(libc::EINVAL) => {
+                leave_direct_mode(self.file)?;
+                self.direct = false;
+                self.file.write_all_at(self.buf.as_slice(), self.pos)?;
+            }
+            other => other?,
+        }
+        self.pos += len;
+        self.buf.clear();
+        if !self.direct
+            && self.sync == SyncMode::Durable
+            && self.pos - self.flushed >= WRITEBACK_EVERY
+        {
+            start_writeback(self.file, self.flushed, self.pos - self.flushed);
+            self.flushed = self.pos;
+        }
+        Ok(())
+    }
+
+    /// Write what is buffered, cut any padding, and sync in durable mode.
+    fn finish(mut self) -> std::io::Result<()> {
+        if self.buf.len() > 0 {
+            let padded = self.direct && !self.buf.len().is_multiple_of(DIO_ALIGN);
+            self.flush_buf()?;
+            if padded {
+                self.file.set_len(self.end)?;
+            }
+        }
+        if self.sync == SyncMode::Durable {
+            self.file.sync_data()?;
+        }
+        Ok(())
+    }
+}
+
+/// Write batches from `rx` to `file` from offset `base` until the channel closes; returns
+/// bytes written.
 fn write_batches(
-    file: &mut File,
+    file: &File,
+    direct: bool,
     base: u64,
     mut rx: tokio::sync::mpsc::Receiver<Vec<Bytes>>,
     sync: SyncMode,
 ) -> std::io::Result<u64> {
-    let mut written = 0u64;
-    let mut flushed = 0u64;
+    let mut writer = UploadWriter::new(file, direct, base, sync)?;
     while let Some(batch) = rx.blocking_recv() {
         for chunk in batch {
-            file.write_all(&chunk)?;
-            written += chunk.len() as u64;
-        }
-        if sync == SyncMode::Durable && written - flushed >= WRITEBACK_EVERY {
-            start_writeback(file, base + flushed, written - flushed);
-            flushed = written;
+            writer.write(&chunk)?;
         }
     }
-    if sync == SyncMode::Durable {
-        file.sync_data()?;
-    }
+    let written = writer.end - base;
+    writer.finish()?;
     Ok(written)
 }
 
@@ -246,11 +408,8 @@ impl BlobStore for FsStore {
     async fn append(&self, id: &str, offset: u64, mut body: ByteStream) -> Result<u64, StoreError> {
         let path = self.upload_path(id)?;
         let sync = self.sync;
-        let mut file = blocking(move || {
-            let file = OpenOptions::new()
-                .append(true)
-                .open(path)
-                .map_err(not_found)?;
+        let (file, direct) = blocking(move || {
+            let (file, direct) = open_for_writing(&path).map_err(not_found)?;
             let actual = file.metadata()?.len();
             if actual < offset {
                 return Err(StoreError::OffsetMismatch {
@@ -261,15 +420,15 @@ impl BlobStore for FsStore {
             if actual > offset {
                 file.set_len(offset)?;
             }
-            Ok(file)
+            Ok((file, direct))
         })
         .await?;
         let dup = file.try_clone()?;
         // The network side (this task) and the disk side (a blocking thread) run in parallel,
         // so receiving and hashing overlap with writing.
-        let (tx, rx) = tokio::sync::mpsc::channel::<Vec<Bytes>>(4);
+        let (tx, rx) = tokio::sync::mpsc::channel::<Vec<Bytes>>(16);
         let writer =
-            tokio::task::spawn_blocking(move || write_batches(&mut file, offset, rx, sync));
+            tokio::task::spawn_blocking(move || write_batches(&file, direct, offset, rx, sync));
         let mut batch = Vec::new();
         let mut batch_len = 0usize;
         let mut body_error = None;

@@ -16,6 +16,7 @@ use bytes::Bytes;
 use futures::Stream;
 
 pub mod fs;
+pub mod mapped;
 pub mod testsuite;
 
 /// Errors a blob store reports.
@@ -70,7 +71,7 @@ impl BlobContent {
     /// If the file cannot be mapped.
     pub fn into_stream(self) -> Result<ByteStream, StoreError> {
         match self {
-            Self::File { file, offset, len } => fs::mapped_stream(&file, offset, len),
+            Self::File { file, offset, len } => mapped::mapped_stream(&file, offset, len),
             Self::Bytes(b) => Ok(Box::pin(futures::stream::once(async move { Ok(b) }))),
             Self::Stream(s) => Ok(s),
         }

@@ -148,4 +148,63 @@ pub async fn run(store: &dyn BlobStore) {
     store.delete(&digest).await.unwrap();
     store.delete(&digest).await.unwrap();
     assert!(store.stat(&digest).await.unwrap().is_none());
+
+    odd_sized_appends(store).await;
+}
+
+/// Appends of every awkward size: chunks that start and end mid-block, bodies whose frames
+/// straddle buffer boundaries, a chunk that fails halfway, and a retry over cut-off bytes.
+async fn odd_sized_appends(store: &dyn BlobStore) {
+    let data: Vec<u8> = (0..(9u32 << 20) + 4099)
+        .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
+        .collect();
+    let digest = Digest::sha256_of(&data);
+    let id = "3b9c3c4e-5b2c-4a57-9c1b-0f3f0c2a7e11";
+    store.start_upload(id).await.unwrap();
+    let frames = |range: std::ops::Range<usize>, frame: usize| -> ByteStream {
+        let part = Bytes::copy_from_slice(&data[range]);
+        let items: Vec<Result<Bytes, StoreError>> = (0..part.len())
+            .step_by(frame)
+            .map(|at| Ok(part.slice(at..(at + frame).min(part.len()))))
+            .collect();
+        Box::pin(futures::stream::iter(items))
+    };
+    // Chunk boundaries (offsets) chosen to be unaligned, aligned, one byte, and multi-MiB.
+    let cuts = [
+        0usize,
+        1,
+        4096,
+        4097,
+        70_001,
+        1 << 20,
+        (5 << 20) + 3,
+        data.len(),
+    ];
+    for (i, w) in cuts.windows(2).enumerate() {
+        let frame = [1, 7, 4096, 65_537, 1 << 20][i % 5];
+        let n = store
+            .append(id, w[0] as u64, frames(w[0]..w[1], frame))
+            .await;
+        assert_eq!(n.unwrap(), (w[1] - w[0]) as u64, "chunk {i}");
+        if i == 3 {
+            // A chunk that breaks off halfway leaves the upload as it was.
+            let mut half: Vec<Result<Bytes, StoreError>> =
+                vec![Ok(Bytes::copy_from_slice(&data[w[1]..w[1] + 10_000]))];
+            half.push(Err(StoreError::Body("client went away".into())));
+            let broken: ByteStream = Box::pin(futures::stream::iter(half));
+            assert!(store.append(id, w[1] as u64, broken).await.is_err());
+        }
+        let so_far = collect(store.read_upload(id).await.unwrap()).await;
+        assert_eq!(so_far.len(), w[1], "upload length after chunk {i}");
+        assert!(so_far == data[..w[1]], "upload bytes after chunk {i}");
+    }
+    store
+        .commit_upload(id, &digest, data.len() as u64)
+        .await
+        .unwrap();
+    let whole = collect(store.read(&digest, 0, data.len() as u64).await.unwrap()).await;
+    assert!(whole == data, "committed bytes differ");
+    let tail = collect(store.read(&digest, 4097, 1 << 20).await.unwrap()).await;
+    assert!(tail == data[4097..4097 + (1 << 20)]);
+    store.delete(&digest).await.unwrap();
 }

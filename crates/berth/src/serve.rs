@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
-use axum::serve::{Listener, ListenerExt};
+use axum::serve::Listener;
 use berth_core::{Limits, Registry};
 use berth_meta::sqlite::{self, SqliteMeta};
 use berth_server::AppState;
@@ -116,12 +116,11 @@ async fn serve(cfg: Config) -> anyhow::Result<()> {
     let grace = Duration::from_secs(cfg.shutdown_grace_seconds);
     match &cfg.tls {
         None => {
-            let listener = tokio::net::TcpListener::bind(cfg.listen)
-                .await
-                .with_context(|| format!("listening on {}", cfg.listen))?
-                .tap_io(|tcp| {
-                    let _ = tcp.set_nodelay(true);
-                });
+            let listener = berth_server::sendfile::ZeroCopyListener(
+                tokio::net::TcpListener::bind(cfg.listen)
+                    .await
+                    .with_context(|| format!("listening on {}", cfg.listen))?,
+            );
             tracing::info!(addr = %listener.local_addr()?, data_dir = %cfg.data_dir.display(), "berth listening (http)");
             let server = axum::serve(listener, app).with_graceful_shutdown(shutdown_signal());
             tokio::select! {

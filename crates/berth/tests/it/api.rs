@@ -60,6 +60,42 @@ async fn monolithic_push_then_get_head_and_ranges() {
     assert_eq!(error_code(r).await, "BLOB_UNKNOWN");
 }
 
+/// Large blobs leave the server by `sendfile` from mapped windows: whole bodies, ranges that
+/// start mid-page and cross a window boundary, many at once on reused connections.
+#[tokio::test]
+async fn large_blobs_and_ranges_arrive_intact() {
+    let s = Server::start().await;
+    let data: Vec<u8> = (0..(9u32 << 20) + 1234)
+        .map(|i| (i.wrapping_mul(2_654_435_761) >> 11) as u8)
+        .collect();
+    let d = s.push_blob("lib/big", &data).await;
+    let url = s.url(&format!("/v2/lib/big/blobs/{d}"));
+    let pulls = (0..6).map(|_| async {
+        let r = s.http.get(&url).send().await.unwrap();
+        assert_eq!(r.status(), StatusCode::OK);
+        r.bytes().await.unwrap()
+    });
+    for body in futures::future::join_all(pulls).await {
+        assert!(body == data, "a whole-blob pull differs");
+    }
+    for (start, end) in [
+        (4097usize, (8 << 20) + 5000),
+        (1000, data.len() - 1),
+        (300_001, 700_000),
+    ] {
+        let r = s
+            .http
+            .get(&url)
+            .header("range", format!("bytes={start}-{end}"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), StatusCode::PARTIAL_CONTENT);
+        let body = r.bytes().await.unwrap();
+        assert!(body == data[start..=end], "range {start}-{end} differs");
+    }
+}
+
 #[tokio::test]
 async fn post_then_put_and_chunked_uploads_with_status_and_resume() {
     let s = Server::start().await;
