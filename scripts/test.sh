@@ -1,5 +1,7 @@
 #!/usr/bin/env bash
-# Run every test Berth has: unit and integration tests (cargo), then the real-client tests
+# Run every test Berth has: unit and integration tests (cargo) on the embedded default, the
+# PostgreSQL and S3 backends' testsuites and the multi-instance tests against a real PostgreSQL
+# and a real S3-compatible server (both started here, on loopback), then the real-client tests
 # (skopeo, buildah, umoci, oras). Installs what it needs on a Debian machine (run as root).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -12,6 +14,15 @@ if [ ${#need[@]} -gt 0 ]; then
   apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}" >/dev/null
 fi
 
+# PostgreSQL (Debian's package) and s3s-fs (built from crates.io the first time) on loopback.
+eval "$(bash scripts/pg-start.sh)"
+eval "$(bash scripts/s3-start.sh)"
+trap 'bash scripts/s3-stop.sh || true; bash scripts/pg-stop.sh || true' EXIT
+# A backend test that finds no server fails instead of skipping.
+export BERTH_REQUIRE_BACKENDS=1
+
 cargo build --workspace --all-targets
 cargo test --workspace
+# The multi-instance tests again, now with every server on PostgreSQL + S3.
+BERTH_TEST_BACKEND=fleet cargo test -p berth --test it fleet::
 BERTH_BIN="$PWD/target/debug/berth" bash scripts/test-clients.sh

@@ -123,6 +123,9 @@ impl From<StoreError> for Error {
         match e {
             StoreError::NotFound => Self::UploadUnknown,
             StoreError::Body(m) => Self::SizeInvalid(m),
+            e @ StoreError::Io(_) if e.is_unavailable() => {
+                Self::Unavailable(format!("blob storage unavailable: {e}"))
+            }
             e @ (StoreError::OffsetMismatch { .. } | StoreError::Io(_)) => {
                 Self::Internal(e.to_string())
             }

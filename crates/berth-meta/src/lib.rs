@@ -6,12 +6,13 @@
 //! is one transaction, so a tag always points at a complete manifest and a manifest is never
 //! stored without its references.
 //!
-//! Backends: [`sqlite::SqliteMeta`] (the embedded default). Every backend passes
-//! [`testsuite::run`].
+//! Backends: [`sqlite::SqliteMeta`] (the embedded default) and [`postgres::PgMeta`] (for a
+//! fleet of instances sharing one database). Every backend passes [`testsuite::run`].
 
 use async_trait::async_trait;
 use berth_oci::{Digest, DigestAlgorithm, RepoName, Tag};
 
+pub mod postgres;
 pub mod sqlite;
 pub mod testsuite;
 

@@ -6,9 +6,11 @@
 //! sees a partial blob. The store does not hash: the registry service hashes bytes as they
 //! stream past and tells the store the verified digest to commit under.
 //!
-//! Backends: [`fs::FsStore`] (the embedded default). Every backend passes [`testsuite::run`].
+//! Backends: [`fs::FsStore`] (the embedded default) and [`s3::S3Store`] (S3-compatible object
+//! storage, for a fleet of instances). Every backend passes [`testsuite::run`].
 
 use std::pin::Pin;
+use std::time::Duration;
 
 use async_trait::async_trait;
 use berth_oci::Digest;
@@ -17,6 +19,7 @@ use futures::Stream;
 
 pub mod fs;
 pub mod mapped;
+pub mod s3;
 pub mod testsuite;
 
 /// Errors a blob store reports.
@@ -40,6 +43,29 @@ pub enum StoreError {
     #[error("storage i/o: {0}")]
     Io(#[from] std::io::Error),
 }
+
+impl StoreError {
+    /// Whether the backend could not be reached or is overloaded (connect failure, timeout,
+    /// dropped connection, a 5xx answer after the retries), as opposed to refusing or failing
+    /// this one request. A server answers such errors with 503 Service Unavailable: the same
+    /// request may well succeed later. Always false for the filesystem backend.
+    #[must_use]
+    pub fn is_unavailable(&self) -> bool {
+        matches!(self, Self::Io(e) if e.get_ref().is_some_and(|inner| inner.is::<BackendUnavailable>()))
+    }
+}
+
+/// The inner error of a [`StoreError::Io`] that [`StoreError::is_unavailable`] reports.
+#[derive(Debug)]
+pub(crate) struct BackendUnavailable(pub(crate) String);
+
+impl std::fmt::Display for BackendUnavailable {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for BackendUnavailable {}
 
 /// A stream of bytes going into the store.
 pub type ByteStream = Pin<Box<dyn Stream<Item = Result<Bytes, StoreError>> + Send>>;
@@ -138,4 +164,24 @@ pub trait BlobStore: Send + Sync + 'static {
     /// # Errors
     /// [`StoreError::Io`] if the backend fails.
     async fn abort_upload(&self, id: &str) -> Result<(), StoreError>;
+
+    /// A URL at which anyone may `GET` the committed blob `digest` for the next `expires`
+    /// (a backend may cap it: S3 allows at most seven days), or `None` if this backend has no
+    /// such URLs. With `[storage] redirect = true` the server answers a blob GET with a
+    /// redirect to this URL instead of streaming the bytes itself. The URL is made without
+    /// asking the backend whether the blob exists; the caller knows that from metadata.
+    ///
+    /// The default implementation returns `Ok(None)` (the filesystem backend: its files have
+    /// no URL).
+    ///
+    /// # Errors
+    /// [`StoreError::Io`] if a URL cannot be made (say, credentials cannot be loaded).
+    async fn presigned_get(
+        &self,
+        digest: &Digest,
+        expires: Duration,
+    ) -> Result<Option<String>, StoreError> {
+        let _ = (digest, expires);
+        Ok(None)
+    }
 }

@@ -1,7 +1,7 @@
 //! Blob files streamed as memory-mapped windows, and the way back from a window to its file.
 //!
 //! A large read is served as a stream of [`Bytes`], each owning one read-only mapping of
-//! [`MAP_SLICE`] bytes, so a download holds only the windows in flight. Every live window is
+//! `MAP_SLICE` bytes, so a download holds only the windows in flight. Every live window is
 //! also recorded here, so that a transport that is handed such bytes can ask which file region
 //! they are ([`file_region`]) and send it with `sendfile(2)` instead of copying it: the HTTP
 //! layer stays ignorant of files, and the mapped pages are then never touched at all.

@@ -19,6 +19,9 @@ pub struct RawConfig {
     /// Logging.
     #[serde(default)]
     pub log: RawLog,
+    /// Metadata database.
+    #[serde(default)]
+    pub metadata: RawMetadata,
     /// Blob storage.
     #[serde(default)]
     pub storage: RawStorage,
@@ -40,6 +43,22 @@ pub struct RawLog {
     pub level: Option<String>,
 }
 
+/// `[metadata]`
+#[derive(Debug, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawMetadata {
+    /// `postgres://user:password@host:port/db`; absent: SQLite in the data directory.
+    pub url: Option<String>,
+    /// Connections per instance to PostgreSQL (default 16).
+    pub max_connections: Option<u32>,
+    /// How long a request waits for a PostgreSQL connection before failing with 503, in
+    /// seconds (default 5).
+    pub acquire_timeout_seconds: Option<u64>,
+    /// Whether `berth serve` applies pending schema migrations itself (default true). With
+    /// false, it refuses to start until `berth migrate` has run.
+    pub auto_migrate: Option<bool>,
+}
+
 /// `[storage]`
 #[derive(Debug, Default, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
@@ -48,6 +67,41 @@ pub struct RawStorage {
     pub fsync: Option<bool>,
     /// The `OCI-Chunk-Min-Length` advertised to clients (0: none).
     pub chunk_min_length: Option<u64>,
+    /// Answer blob GETs with a redirect to a presigned object-store URL (default false; S3
+    /// only).
+    pub redirect: Option<bool>,
+    /// How long a presigned URL stays valid, in seconds (default 300).
+    pub redirect_expiry_seconds: Option<u64>,
+    /// S3-compatible object storage instead of the data directory.
+    pub s3: Option<RawS3>,
+}
+
+/// `[storage.s3]`. Credentials may also come from the standard `AWS_*` environment variables.
+#[derive(Debug, Default, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawS3 {
+    /// Endpoint URL; absent: AWS S3 for the region.
+    pub endpoint: Option<String>,
+    /// Bucket name (required).
+    pub bucket: Option<String>,
+    /// Region (default from `AWS_REGION`, else `us-east-1`).
+    pub region: Option<String>,
+    /// Key prefix inside the bucket, for sharing a bucket.
+    pub prefix: Option<String>,
+    /// Access key id (default from `AWS_ACCESS_KEY_ID`).
+    pub access_key_id: Option<String>,
+    /// Secret access key (default from `AWS_SECRET_ACCESS_KEY`).
+    pub secret_access_key: Option<String>,
+    /// Allow a plain-HTTP endpoint (default: true when the endpoint is `http://`).
+    pub allow_http: Option<bool>,
+    /// Use `bucket.host` addressing instead of `host/bucket` (default false).
+    pub virtual_hosted_style: Option<bool>,
+    /// Give up on one S3 request after this many seconds (default 60).
+    pub request_timeout_seconds: Option<u64>,
+    /// Give up on connecting after this many seconds (default 5).
+    pub connect_timeout_seconds: Option<u64>,
+    /// Retries of a failed S3 request (default 3).
+    pub max_retries: Option<usize>,
 }
 
 /// `[tls]`
@@ -99,13 +153,111 @@ pub struct Tls {
     pub key: PathBuf,
 }
 
+/// Where metadata lives.
+#[derive(Debug, Clone, Serialize)]
+#[serde(tag = "backend", rename_all = "lowercase")]
+pub enum Metadata {
+    /// SQLite in the data directory (the embedded default).
+    Sqlite,
+    /// A PostgreSQL server shared by every instance.
+    Postgres {
+        /// Connection URL; printed with its password hidden.
+        #[serde(serialize_with = "redact_url")]
+        url: String,
+        /// Pool size per instance.
+        max_connections: u32,
+        /// Seconds a request waits for a connection.
+        acquire_timeout_seconds: u64,
+        /// Whether `serve` applies pending migrations.
+        auto_migrate: bool,
+    },
+}
+
+/// Where blobs live.
+#[derive(Debug, Clone, Serialize)]
+#[serde(tag = "backend", rename_all = "lowercase")]
+pub enum Storage {
+    /// Files under the data directory (the embedded default).
+    Fs,
+    /// An S3-compatible object store shared by every instance.
+    S3(S3),
+}
+
+/// Validated `[storage.s3]`.
+#[derive(Debug, Clone, Serialize)]
+pub struct S3 {
+    /// Endpoint URL, if not AWS.
+    pub endpoint: Option<String>,
+    /// Bucket.
+    pub bucket: String,
+    /// Region, if set.
+    pub region: Option<String>,
+    /// Key prefix.
+    pub prefix: String,
+    /// Access key id, if set here rather than in the environment.
+    pub access_key_id: Option<String>,
+    /// Secret access key; printed hidden.
+    #[serde(serialize_with = "redact_opt")]
+    pub secret_access_key: Option<String>,
+    /// Whether plain HTTP is allowed.
+    pub allow_http: bool,
+    /// Virtual-hosted-style addressing.
+    pub virtual_hosted_style: bool,
+    /// Per-request timeout, seconds.
+    pub request_timeout_seconds: u64,
+    /// Connect timeout, seconds.
+    pub connect_timeout_seconds: u64,
+    /// Retries per request.
+    pub max_retries: usize,
+}
+
+fn redact_url<S: serde::Serializer>(url: &str, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str(&redact_password(url))
+}
+
+fn redact_opt<S: serde::Serializer>(v: &Option<String>, s: S) -> Result<S::Ok, S::Error> {
+    match v {
+        Some(_) => s.serialize_str("(hidden)"),
+        None => s.serialize_none(),
+    }
+}
+
+/// `scheme://user:secret@host/...` becomes `scheme://user:(hidden)@host/...`.
+fn redact_password(url: &str) -> String {
+    let Some(scheme_end) = url.find("://").map(|i| i + 3) else {
+        return url.to_owned();
+    };
+    let rest = &url[scheme_end..];
+    let authority_end = rest.find('/').unwrap_or(rest.len());
+    let Some(at) = rest[..authority_end].rfind('@') else {
+        return url.to_owned();
+    };
+    match rest[..at].find(':') {
+        Some(colon) => format!(
+            "{}{}:(hidden){}",
+            &url[..scheme_end],
+            &rest[..colon],
+            &rest[at..]
+        ),
+        None => url.to_owned(),
+    }
+}
+
 /// The validated configuration.
 #[derive(Debug, Clone, Serialize)]
 pub struct Config {
     /// Address to listen on.
     pub listen: SocketAddr,
-    /// Where blobs and the metadata database live.
+    /// Where blobs and the metadata database live (when they are local).
     pub data_dir: PathBuf,
+    /// The metadata backend.
+    pub metadata: Metadata,
+    /// The blob backend.
+    pub storage: Storage,
+    /// Redirect blob GETs to presigned URLs.
+    pub redirect: bool,
+    /// Lifetime of presigned URLs, seconds.
+    pub redirect_expiry_seconds: u64,
     /// Log format.
     pub log_format: LogFormat,
     /// Log filter.
@@ -146,6 +298,24 @@ pub struct Overrides {
     /// TLS private key (PEM)
     #[arg(long, env = "BERTH_TLS_KEY")]
     pub tls_key: Option<PathBuf>,
+    /// PostgreSQL URL for metadata (postgres://...) [default: SQLite in the data directory]
+    #[arg(long, env = "BERTH_METADATA_URL")]
+    pub metadata_url: Option<String>,
+    /// S3 endpoint URL (with --s3-bucket: blobs in S3 instead of the data directory)
+    #[arg(long, env = "BERTH_S3_ENDPOINT")]
+    pub s3_endpoint: Option<String>,
+    /// S3 bucket for blobs
+    #[arg(long, env = "BERTH_S3_BUCKET")]
+    pub s3_bucket: Option<String>,
+    /// S3 region
+    #[arg(long, env = "BERTH_S3_REGION")]
+    pub s3_region: Option<String>,
+    /// S3 key prefix
+    #[arg(long, env = "BERTH_S3_PREFIX")]
+    pub s3_prefix: Option<String>,
+    /// Redirect blob GETs to presigned object-store URLs: true or false
+    #[arg(long, env = "BERTH_STORAGE_REDIRECT")]
+    pub redirect: Option<bool>,
 }
 
 /// Read the TOML file at `path`.
@@ -200,6 +370,26 @@ impl Config {
             (None, None) => None,
             _ => bail!("TLS needs both a certificate and a key"),
         };
+        let metadata = match over.metadata_url.clone().or(raw.metadata.url) {
+            None => Metadata::Sqlite,
+            Some(url) if url.starts_with("postgres://") || url.starts_with("postgresql://") => {
+                Metadata::Postgres {
+                    url,
+                    max_connections: raw.metadata.max_connections.unwrap_or(16).max(1),
+                    acquire_timeout_seconds: raw.metadata.acquire_timeout_seconds.unwrap_or(5),
+                    auto_migrate: raw.metadata.auto_migrate.unwrap_or(true),
+                }
+            }
+            Some(url) => bail!(
+                "metadata url {:?} is not postgres://...; leave it out to use SQLite",
+                redact_password(&url)
+            ),
+        };
+        let storage = resolve_s3(raw.storage.s3, over)?.map_or(Storage::Fs, Storage::S3);
+        let redirect = over.redirect.or(raw.storage.redirect).unwrap_or(false);
+        if redirect && matches!(storage, Storage::Fs) {
+            bail!("storage.redirect needs S3 storage: files in the data directory have no URL");
+        }
         let manifest_max_bytes = raw.limits.manifest_max_bytes.unwrap_or(4 << 20);
         if manifest_max_bytes == 0 {
             bail!("limits.manifest_max_bytes must be positive");
@@ -207,6 +397,10 @@ impl Config {
         Ok(Self {
             listen,
             data_dir,
+            metadata,
+            storage,
+            redirect,
+            redirect_expiry_seconds: raw.storage.redirect_expiry_seconds.unwrap_or(300).max(1),
             log_format,
             log_level,
             durability,
@@ -216,6 +410,43 @@ impl Config {
             tls,
         })
     }
+}
+
+/// `[storage.s3]` with the `--s3-*` flags on top; `None` when neither names a bucket or
+/// endpoint.
+fn resolve_s3(raw: Option<RawS3>, over: &Overrides) -> anyhow::Result<Option<S3>> {
+    let flags_given = over.s3_endpoint.is_some() || over.s3_bucket.is_some();
+    if raw.is_none() && !flags_given {
+        return Ok(None);
+    }
+    let raw = raw.unwrap_or_default();
+    let endpoint = over.s3_endpoint.clone().or(raw.endpoint);
+    let Some(bucket) = over.s3_bucket.clone().or(raw.bucket) else {
+        bail!("S3 storage needs a bucket (storage.s3.bucket or --s3-bucket)");
+    };
+    let allow_http = raw.allow_http.unwrap_or_else(|| {
+        endpoint
+            .as_deref()
+            .is_some_and(|e| e.starts_with("http://"))
+    });
+    if let Some(e) = &endpoint {
+        if !(e.starts_with("http://") || e.starts_with("https://")) {
+            bail!("S3 endpoint {e:?} must start with http:// or https://");
+        }
+    }
+    Ok(Some(S3 {
+        endpoint,
+        bucket,
+        region: over.s3_region.clone().or(raw.region),
+        prefix: over.s3_prefix.clone().or(raw.prefix).unwrap_or_default(),
+        access_key_id: raw.access_key_id,
+        secret_access_key: raw.secret_access_key,
+        allow_http,
+        virtual_hosted_style: raw.virtual_hosted_style.unwrap_or(false),
+        request_timeout_seconds: raw.request_timeout_seconds.unwrap_or(60).max(1),
+        connect_timeout_seconds: raw.connect_timeout_seconds.unwrap_or(5).max(1),
+        max_retries: raw.max_retries.unwrap_or(3),
+    }))
 }
 
 #[cfg(test)]
@@ -245,6 +476,71 @@ mod tests {
         assert_eq!(c.listen.port(), 7000);
         assert_eq!(c.data_dir, PathBuf::from("/x"));
         assert_eq!(c.durability, Durability::Relaxed);
+    }
+
+    #[test]
+    fn fleet_backends_from_file_and_flags() {
+        let raw: RawConfig = toml::from_str(
+            "[metadata]\nurl = \"postgres://berth:s3cret@db:5432/berth\"\nmax_connections = 4\n\
+             [storage]\nredirect = true\n[storage.s3]\nendpoint = \"http://s3:9000\"\n\
+             bucket = \"images\"\nsecret_access_key = \"key\"\n",
+        )
+        .unwrap();
+        let over = Overrides {
+            s3_prefix: Some("prod/".into()),
+            ..Default::default()
+        };
+        let c = Config::resolve(raw, &over).unwrap();
+        assert!(matches!(
+            &c.metadata,
+            Metadata::Postgres {
+                max_connections: 4,
+                auto_migrate: true,
+                ..
+            }
+        ));
+        let Storage::S3(s3) = &c.storage else {
+            panic!("expected S3 storage")
+        };
+        assert_eq!(s3.bucket, "images");
+        assert_eq!(s3.prefix, "prod/");
+        assert!(s3.allow_http, "http:// endpoints allow plain HTTP");
+        assert!(c.redirect);
+        // Printing the configuration never shows secrets.
+        let printed = toml::to_string(&c).unwrap();
+        assert!(
+            !printed.contains("s3cret") && !printed.contains("\"key\""),
+            "{printed}"
+        );
+        assert!(
+            printed.contains("postgres://berth:(hidden)@db:5432/berth"),
+            "{printed}"
+        );
+    }
+
+    #[test]
+    fn refuses_half_configured_backends() {
+        let no_bucket: RawConfig =
+            toml::from_str("[storage.s3]\nendpoint = \"http://s3\"\n").unwrap();
+        assert!(Config::resolve(no_bucket, &Overrides::default()).is_err());
+        let redirect_on_fs: RawConfig = toml::from_str("[storage]\nredirect = true\n").unwrap();
+        assert!(Config::resolve(redirect_on_fs, &Overrides::default()).is_err());
+        let over = Overrides {
+            metadata_url: Some("mysql://root:pw@db/x".into()),
+            ..Default::default()
+        };
+        let err = Config::resolve(RawConfig::default(), &over)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            !err.contains("pw@"),
+            "the password must not leak into errors: {err}"
+        );
+        assert_eq!(redact_password("postgres://u@h/d"), "postgres://u@h/d");
+        assert_eq!(
+            redact_password("postgres://u:p@h/d?x=@"),
+            "postgres://u:(hidden)@h/d?x=@"
+        );
     }
 
     #[test]

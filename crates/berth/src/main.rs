@@ -1,5 +1,5 @@
-//! `berth`: the registry binary. `berth serve` runs the registry; `berth config print` shows
-//! the effective configuration.
+//! `berth`: the registry binary. `berth serve` runs the registry; `berth migrate` applies
+//! metadata schema migrations; `berth config print` shows the effective configuration.
 
 mod config;
 mod serve;
@@ -23,6 +23,8 @@ struct Cli {
 enum Command {
     /// Run the registry
     Serve(config::Overrides),
+    /// Apply pending metadata schema migrations, print the versions, and exit
+    Migrate(config::Overrides),
     /// Inspect the configuration
     Config {
         #[command(subcommand)]
@@ -50,6 +52,10 @@ fn main() -> anyhow::Result<()> {
         Command::Serve(over) => {
             let cfg = load(cli.config.as_ref(), &over)?;
             serve::run(cfg)
+        }
+        Command::Migrate(over) => {
+            let cfg = load(cli.config.as_ref(), &over)?;
+            serve::migrate(&cfg)
         }
         Command::Config {
             command: ConfigCommand::Print(over),

@@ -8,12 +8,16 @@ use std::time::Duration;
 use anyhow::Context;
 use axum::serve::Listener;
 use berth_core::{Limits, Registry};
+use berth_meta::postgres::{Migrate, PgMeta, PgOptions};
 use berth_meta::sqlite::{self, SqliteMeta};
+use berth_meta::MetaStore;
 use berth_server::AppState;
 use berth_store::fs::{FsStore, SyncMode};
+use berth_store::s3::{S3Config, S3Store};
+use berth_store::BlobStore;
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder};
 
-use crate::config::{Config, Durability, LogFormat};
+use crate::config::{Config, Durability, LogFormat, Metadata, Storage};
 
 fn init_logging(cfg: &Config) -> anyhow::Result<()> {
     let filter = tracing_subscriber::EnvFilter::try_new(&cfg.log_level)
@@ -71,10 +75,17 @@ pub fn run(cfg: Config) -> anyhow::Result<()> {
         .block_on(serve(cfg))
 }
 
-async fn serve(cfg: Config) -> anyhow::Result<()> {
+/// Hold the data directory for this process, if anything local lives there.
+///
+/// The embedded backends are single-process: SQLite's writer and the filesystem store's
+/// in-process upload locks. With PostgreSQL and S3 there is nothing local to protect, and
+/// any number of instances may run.
+fn lock_data_dir(cfg: &Config) -> anyhow::Result<Option<File>> {
+    if matches!(cfg.metadata, Metadata::Postgres { .. }) && matches!(cfg.storage, Storage::S3(_)) {
+        return Ok(None);
+    }
     std::fs::create_dir_all(&cfg.data_dir)
         .with_context(|| format!("creating data directory {}", cfg.data_dir.display()))?;
-    // One process per data directory: upload sessions are locked in-process.
     let lock = File::create(cfg.data_dir.join(".lock"))?;
     lock.try_lock().map_err(|_| {
         anyhow::anyhow!(
@@ -82,23 +93,145 @@ async fn serve(cfg: Config) -> anyhow::Result<()> {
             cfg.data_dir.display()
         )
     })?;
-    let sync = match cfg.durability {
-        Durability::Durable => SyncMode::Durable,
-        Durability::Relaxed => SyncMode::Relaxed,
+    Ok(Some(lock))
+}
+
+/// Open the configured blob store.
+async fn open_store(cfg: &Config) -> anyhow::Result<Arc<dyn BlobStore>> {
+    Ok(match &cfg.storage {
+        Storage::Fs => {
+            let sync = match cfg.durability {
+                Durability::Durable => SyncMode::Durable,
+                Durability::Relaxed => SyncMode::Relaxed,
+            };
+            Arc::new(FsStore::open(&cfg.data_dir, sync).context("opening blob storage")?)
+        }
+        Storage::S3(s3) => {
+            let store = S3Store::new(S3Config {
+                endpoint: s3.endpoint.clone(),
+                bucket: s3.bucket.clone(),
+                region: s3.region.clone(),
+                prefix: s3.prefix.clone(),
+                access_key_id: s3.access_key_id.clone(),
+                secret_access_key: s3.secret_access_key.clone(),
+                allow_http: Some(s3.allow_http),
+                virtual_hosted_style: s3.virtual_hosted_style,
+                request_timeout: Duration::from_secs(s3.request_timeout_seconds),
+                connect_timeout: Duration::from_secs(s3.connect_timeout_seconds),
+                max_retries: s3.max_retries,
+            })
+            .with_context(|| format!("configuring S3 bucket {}", s3.bucket))?;
+            Arc::new(store)
+        }
+    })
+}
+
+/// Open the configured metadata store. `migrate`: apply pending schema migrations.
+pub async fn open_meta(cfg: &Config, migrate: bool) -> anyhow::Result<Arc<dyn MetaStore>> {
+    Ok(match &cfg.metadata {
+        Metadata::Sqlite => {
+            let durability = match cfg.durability {
+                Durability::Durable => sqlite::Durability::Full,
+                Durability::Relaxed => sqlite::Durability::Normal,
+            };
+            std::fs::create_dir_all(&cfg.data_dir)
+                .with_context(|| format!("creating data directory {}", cfg.data_dir.display()))?;
+            Arc::new(
+                SqliteMeta::open(&cfg.data_dir.join("meta.db"), durability)
+                    .context("opening the metadata database")?,
+            )
+        }
+        Metadata::Postgres {
+            url,
+            max_connections,
+            acquire_timeout_seconds,
+            ..
+        } => Arc::new(
+            PgMeta::connect(
+                url,
+                PgOptions {
+                    max_connections: *max_connections,
+                    acquire_timeout: Duration::from_secs(*acquire_timeout_seconds),
+                    migrate: if migrate {
+                        Migrate::Apply
+                    } else {
+                        Migrate::Check
+                    },
+                },
+            )
+            .await
+            .context("opening the PostgreSQL metadata database")?,
+        ),
+    })
+}
+
+/// `berth migrate`: apply pending metadata schema migrations and report the versions.
+///
+/// # Errors
+/// If the database cannot be reached, or its schema is newer than this program knows.
+pub fn migrate(cfg: &Config) -> anyhow::Result<()> {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    rt.block_on(async {
+        match &cfg.metadata {
+            Metadata::Sqlite => {
+                // Opening the embedded database applies its migrations.
+                let _lock = lock_data_dir(cfg)?;
+                open_meta(cfg, true).await?;
+                println!(
+                    "SQLite metadata in {} is at the current schema",
+                    cfg.data_dir.display()
+                );
+            }
+            Metadata::Postgres {
+                url,
+                max_connections,
+                acquire_timeout_seconds,
+                ..
+            } => {
+                let opts = PgOptions {
+                    max_connections: (*max_connections).min(2),
+                    acquire_timeout: Duration::from_secs(*acquire_timeout_seconds),
+                    migrate: Migrate::Apply,
+                };
+                let pg = PgMeta::connect_unchecked(url, &opts)
+                    .await
+                    .context("connecting to PostgreSQL")?;
+                let (from, to) = pg.migrate().await.context("migrating the schema")?;
+                if from == to {
+                    println!("PostgreSQL schema is at version {to}: nothing to do");
+                } else {
+                    println!("PostgreSQL schema migrated from version {from} to {to}");
+                }
+            }
+        }
+        Ok(())
+    })
+}
+
+async fn serve(cfg: Config) -> anyhow::Result<()> {
+    if cfg.redirect {
+        anyhow::bail!(
+            "storage.redirect is not available in this version yet; leave it out or set it to false"
+        );
+    }
+    let _lock = lock_data_dir(&cfg)?;
+    // HTTPS to S3 and PostgreSQL, and the TLS listener, all use rustls with ring.
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let store = open_store(&cfg).await?;
+    let auto_migrate = match &cfg.metadata {
+        Metadata::Postgres { auto_migrate, .. } => *auto_migrate,
+        Metadata::Sqlite => true,
     };
-    let store = FsStore::open(&cfg.data_dir, sync).context("opening blob storage")?;
-    let db_durability = match cfg.durability {
-        Durability::Durable => sqlite::Durability::Full,
-        Durability::Relaxed => sqlite::Durability::Normal,
-    };
-    let meta = SqliteMeta::open(&cfg.data_dir.join("meta.db"), db_durability)
-        .context("opening the metadata database")?;
+    let meta = open_meta(&cfg, auto_migrate).await?;
     let limits = Limits {
         manifest_max_bytes: cfg.manifest_max_bytes,
         chunk_min_length: cfg.chunk_min_length,
         ..Limits::default()
     };
-    let registry = Registry::new(Arc::new(store), Arc::new(meta), limits);
+    let registry = Registry::new(store, meta, limits);
     let metrics = PrometheusBuilder::new()
         .set_buckets_for_metric(
             Matcher::Full("berth_http_request_duration_seconds".into()),
@@ -133,7 +266,6 @@ async fn serve(cfg: Config) -> anyhow::Result<()> {
             }
         }
         Some(tls) => {
-            let _ = rustls::crypto::ring::default_provider().install_default();
             let tls_config =
                 axum_server::tls_rustls::RustlsConfig::from_pem_file(&tls.cert, &tls.key)
                     .await

@@ -23,6 +23,73 @@ fn free_port() -> u16 {
         .port()
 }
 
+/// Whether servers run on PostgreSQL + S3 (`BERTH_TEST_BACKEND=fleet`, which
+/// `scripts/test.sh` sets for its second pass) instead of the embedded SQLite + filesystem.
+pub fn fleet() -> bool {
+    std::env::var("BERTH_TEST_BACKEND").as_deref() == Ok("fleet")
+}
+
+fn need_env(name: &str) -> String {
+    std::env::var(name).unwrap_or_else(|_| {
+        panic!("{name} is not set: start the backends with scripts/pg-start.sh and scripts/s3-start.sh")
+    })
+}
+
+/// A fresh PostgreSQL database and S3 key prefix, shared by every server started on it.
+#[derive(Debug, Clone)]
+pub struct FleetBackend {
+    pub db_url: String,
+    pub s3_prefix: String,
+}
+
+impl FleetBackend {
+    /// Create an empty database on the test cluster and pick an unused S3 prefix.
+    pub fn create() -> Self {
+        use std::sync::atomic::{AtomicU64, Ordering};
+        static N: AtomicU64 = AtomicU64::new(0);
+        let admin = need_env("BERTH_TEST_DATABASE_URL");
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_nanos();
+        let name = format!(
+            "berth_it_{}_{}_{}",
+            std::process::id(),
+            nanos % 1_000_000_000,
+            N.fetch_add(1, Ordering::Relaxed)
+        );
+        let out = Command::new("psql")
+            .arg(&admin)
+            .args(["-X", "-q", "-v", "ON_ERROR_STOP=1", "-c"])
+            .arg(format!("CREATE DATABASE {name}"))
+            .output()
+            .expect("run psql (postgresql-client)");
+        assert!(
+            out.status.success(),
+            "create database: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let base = admin.rsplit_once('/').expect("database URL has a path").0;
+        Self {
+            db_url: format!("{base}/{name}"),
+            s3_prefix: format!("{name}/"),
+        }
+    }
+
+    fn args(&self) -> Vec<String> {
+        vec![
+            "--metadata-url".into(),
+            self.db_url.clone(),
+            "--s3-endpoint".into(),
+            need_env("BERTH_TEST_S3_ENDPOINT"),
+            "--s3-bucket".into(),
+            need_env("BERTH_TEST_S3_BUCKET"),
+            "--s3-prefix".into(),
+            self.s3_prefix.clone(),
+        ]
+    }
+}
+
 /// A running `berth serve`.
 pub struct Server {
     child: Option<Child>,
@@ -40,7 +107,26 @@ impl Server {
         Self::launch(http, Vec::new(), false).await
     }
 
+    /// Another instance over the same PostgreSQL + S3 backend as `backend`.
+    pub async fn start_on(backend: &FleetBackend) -> Self {
+        let http = Client::builder().no_proxy().build().unwrap();
+        Self::launch_on(http, Vec::new(), false, Some(backend.clone())).await
+    }
+
     async fn launch(http: Client, extra_args: Vec<String>, tls: bool) -> Self {
+        let backend = fleet().then(FleetBackend::create);
+        Self::launch_on(http, extra_args, tls, backend).await
+    }
+
+    async fn launch_on(
+        http: Client,
+        mut extra_args: Vec<String>,
+        tls: bool,
+        backend: Option<FleetBackend>,
+    ) -> Self {
+        if let Some(b) = &backend {
+            extra_args.extend(b.args());
+        }
         let mut s = Self {
             child: None,
             port: 0,

@@ -1,0 +1,1740 @@
+//! The PostgreSQL backend, for a fleet of Berth instances sharing one database.
+//!
+//! It behaves exactly like [`crate::sqlite::SqliteMeta`] (both pass [`crate::testsuite::run`])
+//! and talks to PostgreSQL through a [`sqlx`] connection pool, with plain queries and bound
+//! parameters (no compile-time checked macros: building needs no database).
+//!
+//! # Schema
+//!
+//! The tables mirror SQLite's, one for one, with PostgreSQL types: `BIGINT` for ids, sizes and
+//! times (seconds since the Unix epoch, as in SQLite), `BYTEA` for manifest bytes and hash
+//! states, `TEXT` for the rest.
+//!
+//! - `repositories (id, name, created_at)`: `name` is unique.
+//! - `blobs (digest, size, created_at)`: every blob any repository links.
+//! - `repo_blobs (repo_id, digest, created_at)`: which blobs each repository may reach.
+//! - `manifests (repo_id, digest, media_type, artifact_type, subject, annotations, size,
+//!   content, created_at)`, keyed by `(repo_id, digest)`.
+//! - `manifest_refs (repo_id, manifest, target, kind)`: the blobs (`kind` 0) and child
+//!   manifests (`kind` 1) of each manifest; they go with it (`ON DELETE CASCADE`).
+//! - `tags (repo_id, name, digest, updated_at)`: a tag names a manifest of its repository
+//!   (a foreign key), and goes with it.
+//! - `uploads (id, repo, "offset", algorithm, hash_state, created_at, updated_at)`.
+//!
+//! Every lookup the [`MetaStore`] trait does is served by a primary key or an index. Names,
+//! tags and digests are `COLLATE "C"`, so comparisons and `ORDER BY` are bytewise, like
+//! SQLite's, whatever locale the database was created with: listings page identically on both
+//! backends.
+//!
+//! # Migrations
+//!
+//! The schema is an ordered list of SQL scripts in this file; the table `berth_schema`
+//! records each version applied. [`PgMeta::migrate`] applies the missing ones in one
+//! transaction that first takes a transaction-scoped advisory lock
+//! (`pg_advisory_xact_lock`, key [`MIGRATION_LOCK_KEY`]), so instances starting together
+//! queue behind each other and the second one finds nothing left to do. A database whose
+//! schema is newer than [`SCHEMA_VERSION`] is refused with [`MetaError::SchemaTooNew`]. With
+//! [`Migrate::Check`] nothing is written: a schema that is behind is an error telling the
+//! operator to run `berth migrate`.
+//!
+//! # Transactions and retries
+//!
+//! Each write that touches several rows runs in one transaction, at isolation level
+//! `READ COMMITTED` whatever the server's default is (each statement sees what committed
+//! before it began; row locks and unique indexes order the writers). A write of one statement
+//! (deleting a tag or a manifest, moving an upload's offset) is a transaction by itself: a
+//! deleted manifest's tags and references go with it in that statement (`ON DELETE CASCADE`).
+//!
+//! `put_manifest` checks the manifest's references inside its transaction and locks the rows
+//! it found (`FOR KEY SHARE`), so a concurrent unlink or delete either waits for it or
+//! happens first and makes it fail with [`MetaError::MissingBlob`] /
+//! [`MetaError::MissingManifest`], with nothing written; either way nothing half done is
+//! ever visible. Tags are upserts (`ON CONFLICT ... DO UPDATE`), taken in sorted order so
+//! that two pushes moving the same tags lock them in the same order; the last one to commit
+//! wins, and a tag always names a complete manifest.
+//!
+//! A transaction that PostgreSQL aborts with `serialization_failure` (SQLSTATE 40001) or
+//! `deadlock_detected` (40P01) is rolled back and run again, up to [`MAX_ATTEMPTS`] times in
+//! all, after a short randomised pause. If it still fails, the caller gets
+//! [`MetaError::Unavailable`] (the database is too busy right now; the request may be
+//! retried), as SQLite's "database is busy" does.
+//!
+//! # Errors and recovery
+//!
+//! [`MetaError::Unavailable`] (which the server answers with 503) stands for "the database
+//! cannot be reached right now": the pool timed out waiting for a connection (which includes
+//! a refused connection: the pool keeps trying until its acquire timeout), the pool is closed,
+//! any I/O error (connection reset, broken pipe), and the SQLSTATEs of class 08 (connection
+//! exception), class 53 (insufficient resources, such as too many connections), 57P01
+//! (admin shutdown), 57P02 (crash shutdown) and 57P03 (cannot connect now). Everything else
+//! is [`MetaError::Backend`].
+//!
+//! No broken connection is kept: the pool pings a connection before lending it and when it
+//! comes back, and drops it if that fails, so once PostgreSQL is reachable again the next
+//! requests open fresh connections and succeed, with nothing to restart. A commit that fails
+//! on a lost connection is reported as unavailable even though PostgreSQL may have committed
+//! it: linking blobs and putting manifests and tags are idempotent, and an upload's offset is
+//! a compare-and-set, so a client's retry either does the same again or is refused cleanly.
+
+use std::collections::hash_map::RandomState;
+use std::hash::{BuildHasher, Hasher};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use async_trait::async_trait;
+use berth_oci::{Digest, DigestAlgorithm, RepoName, Tag};
+use futures::future::BoxFuture;
+use sqlx::postgres::{PgConnectOptions, PgConnection, PgPool, PgPoolOptions, PgRow};
+use sqlx::Row;
+
+use crate::{MetaError, MetaStore, NewManifest, Page, Referrer, StoredManifest, Upload};
+
+/// Schema migrations, applied in order; `berth_schema` records each version applied.
+/// Never edit a released script: add a new one.
+const MIGRATIONS: &[&str] = &[r#"
+CREATE TABLE repositories (
+    id          BIGINT GENERATED BY DEFAULT AS IDENTITY PRIMARY KEY,
+    name        TEXT COLLATE "C" NOT NULL UNIQUE,
+    created_at  BIGINT NOT NULL
+);
+CREATE TABLE blobs (
+    digest      TEXT COLLATE "C" PRIMARY KEY,
+    size        BIGINT NOT NULL,
+    created_at  BIGINT NOT NULL
+);
+CREATE TABLE repo_blobs (
+    repo_id     BIGINT NOT NULL REFERENCES repositories(id),
+    digest      TEXT COLLATE "C" NOT NULL REFERENCES blobs(digest),
+    created_at  BIGINT NOT NULL,
+    PRIMARY KEY (repo_id, digest)
+);
+CREATE INDEX repo_blobs_digest ON repo_blobs(digest);
+CREATE TABLE manifests (
+    repo_id       BIGINT NOT NULL REFERENCES repositories(id),
+    digest        TEXT COLLATE "C" NOT NULL,
+    media_type    TEXT NOT NULL,
+    artifact_type TEXT,
+    subject       TEXT COLLATE "C",
+    annotations   TEXT,
+    size          BIGINT NOT NULL,
+    content       BYTEA NOT NULL,
+    created_at    BIGINT NOT NULL,
+    PRIMARY KEY (repo_id, digest)
+);
+CREATE INDEX manifests_subject ON manifests(repo_id, subject) WHERE subject IS NOT NULL;
+CREATE TABLE manifest_refs (
+    repo_id     BIGINT NOT NULL,
+    manifest    TEXT COLLATE "C" NOT NULL,
+    target      TEXT COLLATE "C" NOT NULL,
+    kind        SMALLINT NOT NULL, -- 0: blob, 1: child manifest
+    PRIMARY KEY (repo_id, manifest, target, kind),
+    FOREIGN KEY (repo_id, manifest) REFERENCES manifests(repo_id, digest) ON DELETE CASCADE
+);
+CREATE INDEX manifest_refs_target ON manifest_refs(repo_id, target);
+CREATE TABLE tags (
+    repo_id     BIGINT NOT NULL,
+    name        TEXT COLLATE "C" NOT NULL,
+    digest      TEXT COLLATE "C" NOT NULL,
+    updated_at  BIGINT NOT NULL,
+    PRIMARY KEY (repo_id, name),
+    FOREIGN KEY (repo_id, digest) REFERENCES manifests(repo_id, digest) ON DELETE CASCADE
+);
+CREATE INDEX tags_digest ON tags(repo_id, digest);
+CREATE TABLE uploads (
+    id          TEXT PRIMARY KEY,
+    repo        TEXT NOT NULL,
+    "offset"    BIGINT NOT NULL,
+    algorithm   TEXT NOT NULL,
+    hash_state  BYTEA,
+    created_at  BIGINT NOT NULL,
+    updated_at  BIGINT NOT NULL
+);
+"#];
+
+/// The newest schema version this program knows (the number of its migrations).
+pub const SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;
+
+/// The key of the advisory lock migrations take: the bytes of `"berth_mg"`. Any other program
+/// sharing the database should stay away from it.
+pub const MIGRATION_LOCK_KEY: i64 = i64::from_be_bytes(*b"berth_mg");
+
+/// How many times in all a write is tried when PostgreSQL aborts it with a serialization
+/// failure or a deadlock.
+pub const MAX_ATTEMPTS: u32 = 5;
+
+/// What [`PgMeta::connect`] does about the database's schema.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Migrate {
+    /// Apply every pending migration (under an advisory lock, so instances starting together
+    /// do not race). The default.
+    #[default]
+    Apply,
+    /// Apply nothing; fail if the schema is behind, with a message telling the operator to
+    /// run `berth migrate`. For deployments where schema changes are a separate step.
+    Check,
+}
+
+/// How [`PgMeta::connect`] sets up its pool and treats the schema.
+#[derive(Debug, Clone)]
+pub struct PgOptions {
+    /// Most connections the pool opens (at least 1).
+    pub max_connections: u32,
+    /// How long a request waits for a connection (a free one, or a new one to a server that
+    /// may be refusing connections) before it fails with [`MetaError::Unavailable`].
+    pub acquire_timeout: Duration,
+    /// Whether to apply pending migrations or only check that there are none.
+    pub migrate: Migrate,
+}
+
+impl Default for PgOptions {
+    /// 16 connections, a 5 second acquire timeout, [`Migrate::Apply`].
+    fn default() -> Self {
+        Self {
+            max_connections: 16,
+            acquire_timeout: Duration::from_secs(5),
+            migrate: Migrate::Apply,
+        }
+    }
+}
+
+/// Metadata in a PostgreSQL database. Cloning is cheap: clones share one pool.
+#[derive(Clone, Debug)]
+pub struct PgMeta {
+    pool: PgPool,
+}
+
+/// Why a step of a write failed.
+#[derive(Debug)]
+enum TxError {
+    /// The contract refused the write (a missing reference, a conflicting upload): final.
+    Meta(MetaError),
+    /// The database failed; retried if the SQLSTATE says so.
+    Sql(sqlx::Error),
+    /// What the step read changed before it could lock it: run the step again.
+    Again(&'static str),
+}
+
+impl From<sqlx::Error> for TxError {
+    fn from(e: sqlx::Error) -> Self {
+        Self::Sql(e)
+    }
+}
+
+impl From<MetaError> for TxError {
+    fn from(e: MetaError) -> Self {
+        Self::Meta(e)
+    }
+}
+
+impl TxError {
+    fn retryable(&self) -> bool {
+        match self {
+            Self::Meta(_) => false,
+            Self::Sql(e) => sqlstate(e).is_some_and(|c| is_retryable_sqlstate(&c)),
+            Self::Again(_) => true,
+        }
+    }
+
+    fn into_meta(self, attempts: u32) -> MetaError {
+        match self {
+            Self::Meta(e) => e,
+            Self::Sql(e) if sqlstate(&e).is_some_and(|c| is_retryable_sqlstate(&c)) => {
+                MetaError::Unavailable(format!("gave up after {attempts} attempts: {e}"))
+            }
+            Self::Sql(e) => to_meta(e),
+            Self::Again(why) => {
+                MetaError::Unavailable(format!("gave up after {attempts} attempts: {why}"))
+            }
+        }
+    }
+}
+
+/// One step of a write: runs on a connection (inside a transaction, or as a statement of its
+/// own) with its argument, and may run again if PostgreSQL aborts it.
+type Step<A, T> = for<'c> fn(&'c mut PgConnection, &'c A) -> BoxFuture<'c, Result<T, TxError>>;
+
+/// Whether a write's step runs in a transaction of its own making.
+#[derive(Clone, Copy)]
+enum Scope {
+    /// `BEGIN` ... `COMMIT` around the step (several statements).
+    Transaction,
+    /// The step is one statement, a transaction by itself.
+    Statement,
+}
+
+/// The SQLSTATE of a database error.
+fn sqlstate(e: &sqlx::Error) -> Option<String> {
+    e.as_database_error()
+        .and_then(|d| d.code())
+        .map(|c| c.into_owned())
+}
+
+/// `serialization_failure` or `deadlock_detected`: PostgreSQL aborted the transaction and it
+/// may succeed if run again.
+fn is_retryable_sqlstate(code: &str) -> bool {
+    matches!(code, "40001" | "40P01")
+}
+
+/// SQLSTATEs that mean the server cannot serve us right now, rather than that the request is
+/// wrong: connection exceptions (08), insufficient resources (53), and the server shutting
+/// down or starting up (57P01 admin shutdown, 57P02 crash shutdown, 57P03 cannot connect now).
+fn is_unavailable_sqlstate(code: &str) -> bool {
+    code.starts_with("08") || code.starts_with("53") || matches!(code, "57P01" | "57P02" | "57P03")
+}
+
+/// Map a driver error to the trait's error (see the module docs).
+fn to_meta(e: sqlx::Error) -> MetaError {
+    let unavailable = match &e {
+        sqlx::Error::PoolTimedOut
+        | sqlx::Error::PoolClosed
+        | sqlx::Error::Io(_)
+        | sqlx::Error::WorkerCrashed => true,
+        sqlx::Error::Database(d) => d.code().is_some_and(|c| is_unavailable_sqlstate(&c)),
+        _ => false,
+    };
+    if unavailable {
+        MetaError::Unavailable(e.to_string())
+    } else {
+        MetaError::Backend(e.to_string())
+    }
+}
+
+fn now() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs() as i64)
+}
+
+fn parse_digest(s: &str) -> Result<Digest, MetaError> {
+    s.parse()
+        .map_err(|e| MetaError::Backend(format!("stored digest {s:?} is invalid: {e}")))
+}
+
+/// A page size as SQL `LIMIT` (which must not be negative).
+fn sql_limit(n: usize) -> i64 {
+    i64::try_from(n).unwrap_or(i64::MAX)
+}
+
+/// The pause before attempt `attempt + 1`: 10 ms doubling each time, times a random factor in
+/// [0.5, 1.5), so that transactions that collided do not collide again in step.
+fn backoff(attempt: u32) -> Duration {
+    let base = 10u64 << attempt.saturating_sub(1).min(6);
+    let jitter = RandomState::new().build_hasher().finish() % 1000;
+    Duration::from_micros(base * (500 + jitter))
+}
+
+impl PgMeta {
+    /// Connect to the database at `url` (`postgres://user:password@host:port/database`, with
+    /// any of the parameters libpq's URLs take, such as `sslmode`), then apply or check
+    /// migrations as `opts.migrate` says.
+    ///
+    /// # Errors
+    /// [`MetaError::Unavailable`] if no connection could be made within
+    /// `opts.acquire_timeout`; [`MetaError::SchemaTooNew`] if the database was migrated by a
+    /// newer berth; with [`Migrate::Check`], [`MetaError::Backend`] if the schema is behind;
+    /// [`MetaError::Backend`] for a malformed URL, a refused login and other failures.
+    pub async fn connect(url: &str, opts: PgOptions) -> Result<Self, MetaError> {
+        let meta = Self::connect_unchecked(url, &opts).await?;
+        let checked = match opts.migrate {
+            Migrate::Apply => meta.migrate().await.map(drop),
+            Migrate::Check => meta.check_schema().await,
+        };
+        if let Err(e) = checked {
+            meta.close().await;
+            return Err(e);
+        }
+        Ok(meta)
+    }
+
+    /// Connect to the database at `url` without looking at its schema (`opts.migrate` is not
+    /// consulted). For `berth migrate`, which calls [`Self::migrate`] next to learn what it
+    /// did; anything else should use [`Self::connect`].
+    ///
+    /// # Errors
+    /// As [`Self::connect`], less the schema errors.
+    pub async fn connect_unchecked(url: &str, opts: &PgOptions) -> Result<Self, MetaError> {
+        let mut options: PgConnectOptions = url
+            .parse()
+            .map_err(|e| MetaError::Backend(format!("the PostgreSQL URL is invalid: {e}")))?;
+        if options.get_application_name().is_none() {
+            options = options.application_name("berth");
+        }
+        let pool = PgPoolOptions::new()
+            .max_connections(opts.max_connections.max(1))
+            .acquire_timeout(opts.acquire_timeout)
+            // Ping each idle connection before lending it: one the server dropped (a restart,
+            // a failover) is thrown away and replaced rather than failing a request.
+            .test_before_acquire(true)
+            .connect_with(options)
+            .await
+            .map_err(to_meta)?;
+        Ok(Self { pool })
+    }
+
+    /// The newest schema version this program knows: [`SCHEMA_VERSION`].
+    pub fn schema_version_known() -> i64 {
+        SCHEMA_VERSION
+    }
+
+    /// The schema version recorded in the database (0 if it was never migrated).
+    ///
+    /// # Errors
+    /// Backend errors.
+    pub async fn schema_version(&self) -> Result<i64, MetaError> {
+        let mut conn = self.pool.acquire().await.map_err(to_meta)?;
+        current_version(&mut conn).await.map_err(to_meta)
+    }
+
+    /// Apply every pending migration, in one transaction under the migration advisory lock.
+    /// Returns the schema version before and after; they are equal if there was nothing to do.
+    ///
+    /// # Errors
+    /// [`MetaError::SchemaTooNew`] if the database was migrated by a newer berth (nothing is
+    /// changed then); backend errors, after which nothing is changed either.
+    pub async fn migrate(&self) -> Result<(i64, i64), MetaError> {
+        // READ COMMITTED, so that the statements after the lock see what the instance that
+        // held it before committed (a stricter level would read from a snapshot older than it).
+        let mut tx = self
+            .pool
+            .begin_with("BEGIN ISOLATION LEVEL READ COMMITTED")
+            .await
+            .map_err(to_meta)?;
+        match apply_migrations(&mut tx).await {
+            Ok(versions) => {
+                tx.commit().await.map_err(to_meta)?;
+                if versions.0 != versions.1 {
+                    tracing::info!(
+                        from = versions.0,
+                        to = versions.1,
+                        "metadata schema migrated"
+                    );
+                }
+                Ok(versions)
+            }
+            Err(e) => {
+                if let Err(rollback) = tx.rollback().await {
+                    tracing::debug!(error = %rollback, "rolling back a failed migration");
+                }
+                Err(e)
+            }
+        }
+    }
+
+    /// Close the pool: wait for the connections lent out to come back, then close them all.
+    /// Every later call fails with [`MetaError::Unavailable`].
+    pub async fn close(&self) {
+        self.pool.close().await;
+    }
+
+    /// Fail unless the schema is exactly the one this program knows.
+    async fn check_schema(&self) -> Result<(), MetaError> {
+        let found = self.schema_version().await?;
+        if found > SCHEMA_VERSION {
+            return Err(MetaError::SchemaTooNew {
+                found,
+                known: SCHEMA_VERSION,
+            });
+        }
+        if found < SCHEMA_VERSION {
+            return Err(MetaError::Backend(format!(
+                "schema version {found} is older than this berth needs ({SCHEMA_VERSION}): \
+                 run `berth migrate`"
+            )));
+        }
+        Ok(())
+    }
+
+    /// Run a write's `step` with `arg`, in the given scope, retrying it (after a pause) when
+    /// PostgreSQL aborts it with a serialization failure or a deadlock.
+    async fn write<A, T>(&self, scope: Scope, arg: &A, step: Step<A, T>) -> Result<T, MetaError>
+    where
+        A: Sync + ?Sized,
+        T: Send,
+    {
+        let mut attempt = 1;
+        loop {
+            let result = match scope {
+                Scope::Transaction => self.attempt_in_transaction(arg, step).await,
+                Scope::Statement => match self.pool.acquire().await {
+                    Ok(mut conn) => step(&mut conn, arg).await,
+                    Err(e) => Err(e.into()),
+                },
+            };
+            match result {
+                Ok(v) => return Ok(v),
+                Err(e) if e.retryable() && attempt < MAX_ATTEMPTS => {
+                    tracing::debug!(attempt, error = ?e, "metadata write aborted; retrying");
+                    tokio::time::sleep(backoff(attempt)).await;
+                    attempt += 1;
+                }
+                Err(e) => return Err(e.into_meta(attempt)),
+            }
+        }
+    }
+
+    async fn attempt_in_transaction<A, T>(&self, arg: &A, step: Step<A, T>) -> Result<T, TxError>
+    where
+        A: Sync + ?Sized,
+        T: Send,
+    {
+        // Named rather than left to the server's default: the steps are written for it.
+        let mut tx = self
+            .pool
+            .begin_with("BEGIN ISOLATION LEVEL READ COMMITTED")
+            .await?;
+        match step(&mut tx, arg).await {
+            Ok(v) => {
+                tx.commit().await?;
+                Ok(v)
+            }
+            Err(e) => {
+                // Roll back now rather than when the connection is next used; if the
+                // connection is broken this fails too, and the pool drops it.
+                if let Err(rollback) = tx.rollback().await {
+                    tracing::debug!(error = %rollback, "rolling back a failed metadata write");
+                }
+                Err(e)
+            }
+        }
+    }
+}
+
+/// The version `berth_schema` records, 0 if the table does not exist.
+async fn current_version(conn: &mut PgConnection) -> Result<i64, sqlx::Error> {
+    let exists: bool = sqlx::query_scalar("SELECT to_regclass('berth_schema') IS NOT NULL")
+        .fetch_one(&mut *conn)
+        .await?;
+    if !exists {
+        return Ok(0);
+    }
+    sqlx::query_scalar("SELECT COALESCE(MAX(version), 0)::BIGINT FROM berth_schema")
+        .fetch_one(&mut *conn)
+        .await
+}
+
+/// The body of [`PgMeta::migrate`], inside its transaction.
+async fn apply_migrations(conn: &mut PgConnection) -> Result<(i64, i64), MetaError> {
+    // Held until the transaction ends: a second instance waits here, then finds the work done.
+    sqlx::query("SELECT pg_advisory_xact_lock($1)")
+        .bind(MIGRATION_LOCK_KEY)
+        .execute(&mut *conn)
+        .await
+        .map_err(to_meta)?;
+    sqlx::raw_sql(
+        "CREATE TABLE IF NOT EXISTS berth_schema (\
+             version     BIGINT PRIMARY KEY, \
+             applied_at  TIMESTAMPTZ NOT NULL DEFAULT now())",
+    )
+    .execute(&mut *conn)
+    .await
+    .map_err(to_meta)?;
+    let from = current_version(conn).await.map_err(to_meta)?;
+    if from > SCHEMA_VERSION {
+        return Err(MetaError::SchemaTooNew {
+            found: from,
+            known: SCHEMA_VERSION,
+        });
+    }
+    for (version, sql) in (1i64..).zip(MIGRATIONS).skip(from as usize) {
+        sqlx::raw_sql(*sql)
+            .execute(&mut *conn)
+            .await
+            .map_err(|e| match to_meta(e) {
+                MetaError::Backend(m) => MetaError::Backend(format!("migration {version}: {m}")),
+                other => other,
+            })?;
+        sqlx::query("INSERT INTO berth_schema (version) VALUES ($1)")
+            .bind(version)
+            .execute(&mut *conn)
+            .await
+            .map_err(to_meta)?;
+        tracing::info!(version, "applied metadata migration");
+    }
+    Ok((from, from.max(SCHEMA_VERSION)))
+}
+
+/// The id of repository `name`, if it exists.
+async fn repo_id(conn: &mut PgConnection, name: &str) -> Result<Option<i64>, sqlx::Error> {
+    sqlx::query_scalar("SELECT id FROM repositories WHERE name = $1")
+        .bind(name)
+        .fetch_optional(conn)
+        .await
+}
+
+/// The id of repository `name`, creating it if needed.
+async fn ensure_repo(conn: &mut PgConnection, name: &str) -> Result<i64, TxError> {
+    // One round trip in the common cases (it exists; nobody else is creating it).
+    let id: Option<i64> = sqlx::query_scalar(
+        "WITH found AS (SELECT id FROM repositories WHERE name = $1), \
+         made AS (INSERT INTO repositories (name, created_at) \
+                  SELECT $1, $2 WHERE NOT EXISTS (SELECT 1 FROM found) \
+                  ON CONFLICT (name) DO NOTHING RETURNING id) \
+         SELECT id FROM found UNION ALL SELECT id FROM made",
+    )
+    .bind(name)
+    .bind(now())
+    .fetch_optional(&mut *conn)
+    .await?;
+    if let Some(id) = id {
+        return Ok(id);
+    }
+    // Another transaction created it after this statement's snapshot was taken; a new
+    // statement sees it.
+    repo_id(conn, name)
+        .await?
+        .ok_or(TxError::Again("a new repository was not found"))
+}
+
+async fn link_blob_step(
+    conn: &mut PgConnection,
+    (repo, digest, size): &(&RepoName, String, i64),
+) -> Result<(), TxError> {
+    let id = ensure_repo(conn, repo.as_str()).await?;
+    let t = now();
+    sqlx::query(
+        "INSERT INTO blobs (digest, size, created_at) VALUES ($1, $2, $3) \
+         ON CONFLICT (digest) DO NOTHING",
+    )
+    .bind(digest)
+    .bind(size)
+    .bind(t)
+    .execute(&mut *conn)
+    .await?;
+    sqlx::query(
+        "INSERT INTO repo_blobs (repo_id, digest, created_at) VALUES ($1, $2, $3) \
+         ON CONFLICT (repo_id, digest) DO NOTHING",
+    )
+    .bind(id)
+    .bind(digest)
+    .bind(t)
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
+/// Which of `wanted` the query (bound with `repo_id` and `wanted`) finds, locking what it
+/// finds until the transaction ends; the first one missing, in `wanted`'s order.
+async fn first_missing<'a>(
+    conn: &mut PgConnection,
+    sql: &'static str,
+    repo_id: i64,
+    wanted: &'a [Digest],
+) -> Result<Option<&'a Digest>, sqlx::Error> {
+    if wanted.is_empty() {
+        return Ok(None);
+    }
+    let texts: Vec<String> = wanted.iter().map(ToString::to_string).collect();
+    let found: Vec<String> = sqlx::query_scalar(sql)
+        .bind(repo_id)
+        .bind(&texts)
+        .fetch_all(conn)
+        .await?;
+    Ok(wanted
+        .iter()
+        .zip(&texts)
+        .find(|(_, t)| !found.contains(t))
+        .map(|(d, _)| d))
+}
+
+async fn put_manifest_step(
+    conn: &mut PgConnection,
+    (m, tags): &(NewManifest, Vec<String>),
+) -> Result<(), TxError> {
+    let id = ensure_repo(conn, m.repo.as_str()).await?;
+    // Check references inside the transaction and lock what was found (FOR KEY SHARE), so a
+    // concurrent unlink or delete cannot slip between the check and the commit.
+    if let Some(missing) = first_missing(
+        conn,
+        "SELECT digest FROM repo_blobs WHERE repo_id = $1 AND digest = ANY($2) \
+         ORDER BY digest FOR KEY SHARE",
+        id,
+        &m.blobs,
+    )
+    .await?
+    {
+        return Err(MetaError::MissingBlob(missing.clone()).into());
+    }
+    if let Some(missing) = first_missing(
+        conn,
+        "SELECT digest FROM manifests WHERE repo_id = $1 AND digest = ANY($2) \
+         ORDER BY digest FOR KEY SHARE",
+        id,
+        &m.manifests,
+    )
+    .await?
+    {
+        return Err(MetaError::MissingManifest(missing.clone()).into());
+    }
+    let digest = m.digest.to_string();
+    let t = now();
+    let inserted = sqlx::query(
+        "INSERT INTO manifests (repo_id, digest, media_type, artifact_type, subject, \
+         annotations, size, content, created_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) \
+         ON CONFLICT (repo_id, digest) DO NOTHING",
+    )
+    .bind(id)
+    .bind(&digest)
+    .bind(&m.media_type)
+    .bind(&m.artifact_type)
+    .bind(m.subject.as_ref().map(ToString::to_string))
+    .bind(&m.annotations)
+    .bind(m.content.len() as i64)
+    .bind(&m.content)
+    .bind(t)
+    .execute(&mut *conn)
+    .await?
+    .rows_affected();
+    if inserted > 0 {
+        let (targets, kinds): (Vec<String>, Vec<i16>) = m
+            .blobs
+            .iter()
+            .map(|b| (b.to_string(), 0))
+            .chain(m.manifests.iter().map(|c| (c.to_string(), 1)))
+            .unzip();
+        if !targets.is_empty() {
+            sqlx::query(
+                "INSERT INTO manifest_refs (repo_id, manifest, target, kind) \
+                 SELECT $1, $2, target, kind FROM UNNEST($3::TEXT[], $4::SMALLINT[]) \
+                 AS r(target, kind) ON CONFLICT DO NOTHING",
+            )
+            .bind(id)
+            .bind(&digest)
+            .bind(&targets)
+            .bind(&kinds)
+            .execute(&mut *conn)
+            .await?;
+        }
+    } else {
+        // It was already there: keep it there until this transaction ends, or notice that a
+        // concurrent delete took it since the insert looked, and start again.
+        let kept: Option<i32> = sqlx::query_scalar(
+            "SELECT 1 FROM manifests WHERE repo_id = $1 AND digest = $2 FOR KEY SHARE",
+        )
+        .bind(id)
+        .bind(&digest)
+        .fetch_optional(&mut *conn)
+        .await?;
+        if kept.is_none() {
+            return Err(TxError::Again("the manifest was deleted while it was put"));
+        }
+    }
+    if !tags.is_empty() {
+        // `tags` is sorted and deduplicated: pushes moving the same tags lock them in the
+        // same order, so they queue instead of deadlocking.
+        sqlx::query(
+            "INSERT INTO tags (repo_id, name, digest, updated_at) \
+             SELECT $1, name, $3, $4 FROM UNNEST($2::TEXT[]) AS t(name) \
+             ON CONFLICT (repo_id, name) DO UPDATE \
+             SET digest = excluded.digest, updated_at = excluded.updated_at",
+        )
+        .bind(id)
+        .bind(tags)
+        .bind(&digest)
+        .bind(t)
+        .execute(conn)
+        .await?;
+    }
+    Ok(())
+}
+
+fn stored_manifest(row: Option<PgRow>) -> Result<Option<StoredManifest>, MetaError> {
+    row.map(|r| {
+        let digest: String = r.try_get(0).map_err(to_meta)?;
+        Ok(StoredManifest {
+            digest: parse_digest(&digest)?,
+            media_type: r.try_get(1).map_err(to_meta)?,
+            content: r.try_get(2).map_err(to_meta)?,
+        })
+    })
+    .transpose()
+}
+
+fn upload_from_row(repo: &RepoName, r: &PgRow) -> Result<Upload, sqlx::Error> {
+    let algorithm = match r.try_get::<&str, _>(2)? {
+        "sha512" => DigestAlgorithm::Sha512,
+        _ => DigestAlgorithm::Sha256,
+    };
+    Ok(Upload {
+        id: r.try_get(0)?,
+        repo: repo.clone(),
+        offset: r.try_get::<i64, _>(1)? as u64,
+        algorithm,
+        hash_state: r.try_get(3)?,
+        created_at: r.try_get(4)?,
+    })
+}
+
+#[async_trait]
+impl MetaStore for PgMeta {
+    async fn link_blob(
+        &self,
+        repo: &RepoName,
+        digest: &Digest,
+        size: u64,
+    ) -> Result<(), MetaError> {
+        let arg = (repo, digest.to_string(), size as i64);
+        self.write(Scope::Transaction, &arg, |c, a| {
+            Box::pin(link_blob_step(c, a))
+        })
+        .await
+    }
+
+    async fn repo_blob(&self, repo: &RepoName, digest: &Digest) -> Result<Option<u64>, MetaError> {
+        let size: Option<i64> = sqlx::query_scalar(
+            "SELECT b.size FROM repositories r \
+             JOIN repo_blobs rb ON rb.repo_id = r.id \
+             JOIN blobs b ON b.digest = rb.digest \
+             WHERE r.name = $1 AND rb.digest = $2",
+        )
+        .bind(repo.as_str())
+        .bind(digest.to_string())
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(to_meta)?;
+        Ok(size.map(|n| n as u64))
+    }
+
+    async fn blob(&self, digest: &Digest) -> Result<Option<u64>, MetaError> {
+        let size: Option<i64> = sqlx::query_scalar("SELECT size FROM blobs WHERE digest = $1")
+            .bind(digest.to_string())
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(to_meta)?;
+        Ok(size.map(|n| n as u64))
+    }
+
+    async fn repos_with_blob(
+        &self,
+        digest: &Digest,
+        limit: usize,
+    ) -> Result<Vec<RepoName>, MetaError> {
+        let names: Vec<String> = sqlx::query_scalar(
+            "SELECT r.name FROM repo_blobs rb JOIN repositories r ON r.id = rb.repo_id \
+             WHERE rb.digest = $1 ORDER BY r.name LIMIT $2",
+        )
+        .bind(digest.to_string())
+        .bind(sql_limit(limit))
+        .fetch_all(&self.pool)
+        .await
+        .map_err(to_meta)?;
+        Ok(names.into_iter().filter_map(|n| n.parse().ok()).collect())
+    }
+
+    async fn unlink_blob(&self, repo: &RepoName, digest: &Digest) -> Result<bool, MetaError> {
+        let arg = (repo.as_str(), digest.to_string());
+        self.write(Scope::Statement, &arg, |c, (repo, digest)| {
+            Box::pin(async move {
+                let n = sqlx::query(
+                    "DELETE FROM repo_blobs WHERE digest = $2 AND repo_id = \
+                     (SELECT id FROM repositories WHERE name = $1)",
+                )
+                .bind(*repo)
+                .bind(digest)
+                .execute(c)
+                .await?
+                .rows_affected();
+                Ok(n > 0)
+            })
+        })
+        .await
+    }
+
+    async fn put_manifest(&self, manifest: NewManifest, tags: &[Tag]) -> Result<(), MetaError> {
+        let mut tags: Vec<String> = tags.iter().map(|t| t.as_str().to_owned()).collect();
+        tags.sort_unstable();
+        tags.dedup();
+        let arg = (manifest, tags);
+        self.write(Scope::Transaction, &arg, |c, a| {
+            Box::pin(put_manifest_step(c, a))
+        })
+        .await
+    }
+
+    async fn manifest_by_tag(
+        &self,
+        repo: &RepoName,
+        tag: &Tag,
+    ) -> Result<Option<StoredManifest>, MetaError> {
+        let row = sqlx::query(
+            "SELECT m.digest, m.media_type, m.content FROM repositories r \
+             JOIN tags t ON t.repo_id = r.id \
+             JOIN manifests m ON m.repo_id = t.repo_id AND m.digest = t.digest \
+             WHERE r.name = $1 AND t.name = $2",
+        )
+        .bind(repo.as_str())
+        .bind(tag.as_str())
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(to_meta)?;
+        stored_manifest(row)
+    }
+
+    async fn manifest_by_digest(
+        &self,
+        repo: &RepoName,
+        digest: &Digest,
+    ) -> Result<Option<StoredManifest>, MetaError> {
+        let row = sqlx::query(
+            "SELECT m.digest, m.media_type, m.content FROM repositories r \
+             JOIN manifests m ON m.repo_id = r.id WHERE r.name = $1 AND m.digest = $2",
+        )
+        .bind(repo.as_str())
+        .bind(digest.to_string())
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(to_meta)?;
+        stored_manifest(row)
+    }
+
+    async fn delete_manifest(&self, repo: &RepoName, digest: &Digest) -> Result<bool, MetaError> {
+        let arg = (repo.as_str(), digest.to_string());
+        // One statement, so one transaction: its tags and references go with it through
+        // ON DELETE CASCADE, atomically.
+        self.write(Scope::Statement, &arg, |c, (repo, digest)| {
+            Box::pin(async move {
+                let n = sqlx::query(
+                    "DELETE FROM manifests WHERE digest = $2 AND repo_id = \
+                     (SELECT id FROM repositories WHERE name = $1)",
+                )
+                .bind(*repo)
+                .bind(digest)
+                .execute(c)
+                .await?
+                .rows_affected();
+                Ok(n > 0)
+            })
+        })
+        .await
+    }
+
+    async fn delete_tag(&self, repo: &RepoName, tag: &Tag) -> Result<bool, MetaError> {
+        let arg = (repo.as_str(), tag.as_str());
+        self.write(Scope::Statement, &arg, |c, (repo, tag)| {
+            Box::pin(async move {
+                let n = sqlx::query(
+                    "DELETE FROM tags WHERE name = $2 AND repo_id = \
+                     (SELECT id FROM repositories WHERE name = $1)",
+                )
+                .bind(*repo)
+                .bind(*tag)
+                .execute(c)
+                .await?
+                .rows_affected();
+                Ok(n > 0)
+            })
+        })
+        .await
+    }
+
+    async fn list_tags(
+        &self,
+        repo: &RepoName,
+        page: Page<'_>,
+    ) -> Result<Option<Vec<String>>, MetaError> {
+        // One statement (one snapshot): a row per tag of the page, or a single row with a
+        // NULL tag if the repository has none; no row if the repository does not exist.
+        let rows: Vec<Option<String>> = sqlx::query_scalar(
+            "SELECT t.name FROM repositories r \
+             LEFT JOIN LATERAL (SELECT name FROM tags \
+                                WHERE repo_id = r.id AND name > $2 \
+                                ORDER BY name LIMIT $3) t ON TRUE \
+             WHERE r.name = $1 ORDER BY t.name",
+        )
+        .bind(repo.as_str())
+        .bind(page.last.unwrap_or(""))
+        .bind(sql_limit(page.limit))
+        .fetch_all(&self.pool)
+        .await
+        .map_err(to_meta)?;
+        if rows.is_empty() {
+            return Ok(None);
+        }
+        Ok(Some(rows.into_iter().flatten().collect()))
+    }
+
+    async fn list_repositories(&self, page: Page<'_>) -> Result<Vec<String>, MetaError> {
+        sqlx::query_scalar("SELECT name FROM repositories WHERE name > $1 ORDER BY name LIMIT $2")
+            .bind(page.last.unwrap_or(""))
+            .bind(sql_limit(page.limit))
+            .fetch_all(&self.pool)
+            .await
+            .map_err(to_meta)
+    }
+
+    async fn referrers(
+        &self,
+        repo: &RepoName,
+        subject: &Digest,
+    ) -> Result<Vec<Referrer>, MetaError> {
+        let rows = sqlx::query(
+            "SELECT m.digest, m.media_type, m.size, m.artifact_type, m.annotations \
+             FROM repositories r JOIN manifests m ON m.repo_id = r.id \
+             WHERE r.name = $1 AND m.subject = $2 ORDER BY m.digest",
+        )
+        .bind(repo.as_str())
+        .bind(subject.to_string())
+        .fetch_all(&self.pool)
+        .await
+        .map_err(to_meta)?;
+        rows.iter()
+            .map(|r| {
+                let digest: String = r.try_get(0).map_err(to_meta)?;
+                Ok(Referrer {
+                    digest: parse_digest(&digest)?,
+                    media_type: r.try_get(1).map_err(to_meta)?,
+                    size: r.try_get::<i64, _>(2).map_err(to_meta)? as u64,
+                    artifact_type: r.try_get(3).map_err(to_meta)?,
+                    annotations: r.try_get(4).map_err(to_meta)?,
+                })
+            })
+            .collect()
+    }
+
+    async fn create_upload(&self, upload: &Upload) -> Result<(), MetaError> {
+        self.write(Scope::Statement, upload, |c, u| {
+            Box::pin(async move {
+                sqlx::query(
+                    "INSERT INTO uploads (id, repo, \"offset\", algorithm, hash_state, \
+                     created_at, updated_at) VALUES ($1, $2, $3, $4, $5, $6, $6)",
+                )
+                .bind(&u.id)
+                .bind(u.repo.as_str())
+                .bind(u.offset as i64)
+                .bind(u.algorithm.as_str())
+                .bind(&u.hash_state)
+                .bind(u.created_at)
+                .execute(c)
+                .await?;
+                Ok(())
+            })
+        })
+        .await
+    }
+
+    async fn upload(&self, repo: &RepoName, id: &str) -> Result<Option<Upload>, MetaError> {
+        let row = sqlx::query(
+            "SELECT id, \"offset\", algorithm, hash_state, created_at FROM uploads \
+             WHERE id = $1 AND repo = $2",
+        )
+        .bind(id)
+        .bind(repo.as_str())
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(to_meta)?;
+        row.map(|r| upload_from_row(repo, &r))
+            .transpose()
+            .map_err(to_meta)
+    }
+
+    async fn advance_upload(&self, upload: &Upload, from_offset: u64) -> Result<(), MetaError> {
+        let arg = (upload, from_offset as i64);
+        // A compare-and-set on the offset: whoever advanced it first wins.
+        self.write(Scope::Statement, &arg, |c, (u, from)| {
+            Box::pin(async move {
+                let n = sqlx::query(
+                    "UPDATE uploads SET \"offset\" = $2, algorithm = $3, hash_state = $4, \
+                     updated_at = $5 WHERE id = $1 AND \"offset\" = $6",
+                )
+                .bind(&u.id)
+                .bind(u.offset as i64)
+                .bind(u.algorithm.as_str())
+                .bind(&u.hash_state)
+                .bind(now())
+                .bind(*from)
+                .execute(c)
+                .await?
+                .rows_affected();
+                if n == 1 {
+                    Ok(())
+                } else {
+                    Err(MetaError::Conflict.into())
+                }
+            })
+        })
+        .await
+    }
+
+    async fn delete_upload(&self, id: &str) -> Result<(), MetaError> {
+        self.write(Scope::Statement, id, |c, id| {
+            Box::pin(async move {
+                sqlx::query("DELETE FROM uploads WHERE id = $1")
+                    .bind(id)
+                    .execute(c)
+                    .await?;
+                Ok(())
+            })
+        })
+        .await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    //! These run against a real PostgreSQL server named by `BERTH_TEST_DATABASE_URL` (a role
+    //! with CREATEDB; `eval "$(scripts/pg-start.sh)"` starts one). Each test makes its own
+    //! database and drops it afterwards, so they run in parallel. Without the variable they
+    //! are skipped, unless `BERTH_REQUIRE_BACKENDS=1` makes that a failure.
+
+    use std::future::Future;
+    use std::panic::AssertUnwindSafe;
+    use std::sync::atomic::{AtomicU64, Ordering};
+    use std::time::Instant;
+
+    use futures::FutureExt;
+    use sqlx::{AssertSqlSafe, Connection};
+
+    use super::*;
+
+    /// The server URL, or `None` (after saying so) if the tests should be skipped.
+    fn server_url(test: &str) -> Option<String> {
+        match std::env::var("BERTH_TEST_DATABASE_URL") {
+            Ok(url) if !url.is_empty() => Some(url),
+            _ if std::env::var("BERTH_REQUIRE_BACKENDS").as_deref() == Ok("1") => panic!(
+                "BERTH_REQUIRE_BACKENDS=1 but BERTH_TEST_DATABASE_URL is not set: start \
+                 PostgreSQL with `eval \"$(scripts/pg-start.sh)\"` (or point the variable at a \
+                 role with CREATEDB)"
+            ),
+            _ => {
+                println!("skipped {test}: BERTH_TEST_DATABASE_URL is not set");
+                None
+            }
+        }
+    }
+
+    /// A name no other test (in this process or another) is using.
+    fn unique_name() -> String {
+        static COUNTER: AtomicU64 = AtomicU64::new(0);
+        let mut h = RandomState::new().build_hasher();
+        h.write_u32(std::process::id());
+        h.write_u64(COUNTER.fetch_add(1, Ordering::Relaxed));
+        h.write_u128(
+            SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .map_or(0, |d| d.as_nanos()),
+        );
+        format!("berth_test_{:016x}", h.finish())
+    }
+
+    /// `url` with its database name replaced by `database`.
+    fn with_database(url: &str, database: &str) -> String {
+        let (base, query) = match url.split_once('?') {
+            Some((b, q)) => (b, Some(q)),
+            None => (url, None),
+        };
+        let authority = base.find("://").map_or(0, |i| i + 3);
+        let base = match base[authority..].find('/') {
+            Some(i) => &base[..authority + i],
+            None => base,
+        };
+        match query {
+            Some(q) => format!("{base}/{database}?{q}"),
+            None => format!("{base}/{database}"),
+        }
+    }
+
+    /// Run `test` with the URL of a fresh, empty database, dropped afterwards even if the
+    /// test panics.
+    async fn with_fresh_database<F, Fut>(name: &str, test: F)
+    where
+        F: FnOnce(String) -> Fut,
+        Fut: Future<Output = ()>,
+    {
+        with_fresh_database_made(name, "", test).await;
+    }
+
+    /// [`with_fresh_database`], with `create_options` after `CREATE DATABASE name`.
+    async fn with_fresh_database_made<F, Fut>(name: &str, create_options: &'static str, test: F)
+    where
+        F: FnOnce(String) -> Fut,
+        Fut: Future<Output = ()>,
+    {
+        let Some(server) = server_url(name) else {
+            return;
+        };
+        let database = unique_name();
+        let mut admin = PgConnection::connect(&server)
+            .await
+            .expect("connecting to BERTH_TEST_DATABASE_URL");
+        // The name is ours (letters, digits, underscores): safe to splice in.
+        sqlx::raw_sql(AssertSqlSafe(format!(
+            "CREATE DATABASE {database} {create_options}"
+        )))
+        .execute(&mut admin)
+        .await
+        .expect("CREATE DATABASE (does the role have CREATEDB?)");
+        let outcome = AssertUnwindSafe(test(with_database(&server, &database)))
+            .catch_unwind()
+            .await;
+        sqlx::raw_sql(AssertSqlSafe(format!(
+            "DROP DATABASE IF EXISTS {database} WITH (FORCE)"
+        )))
+        .execute(&mut admin)
+        .await
+        .expect("DROP DATABASE");
+        let _ = admin.close().await;
+        if let Err(panic) = outcome {
+            std::panic::resume_unwind(panic);
+        }
+    }
+
+    fn options(migrate: Migrate) -> PgOptions {
+        PgOptions {
+            max_connections: 8,
+            acquire_timeout: Duration::from_secs(30),
+            migrate,
+        }
+    }
+
+    async fn raw(url: &str) -> PgConnection {
+        PgConnection::connect(url).await.unwrap()
+    }
+
+    async fn versions_recorded(url: &str) -> Vec<i64> {
+        let mut conn = raw(url).await;
+        let v = sqlx::query_scalar("SELECT version FROM berth_schema ORDER BY version")
+            .fetch_all(&mut conn)
+            .await
+            .unwrap();
+        conn.close().await.unwrap();
+        v
+    }
+
+    fn repo(s: &str) -> RepoName {
+        s.parse().unwrap()
+    }
+
+    fn tag(s: &str) -> Tag {
+        s.parse().unwrap()
+    }
+
+    #[tokio::test]
+    async fn passes_the_backend_testsuite() {
+        with_fresh_database("passes_the_backend_testsuite", |url| async move {
+            let meta = PgMeta::connect(&url, options(Migrate::Apply))
+                .await
+                .unwrap();
+            crate::testsuite::run(&meta).await;
+            meta.close().await;
+        })
+        .await;
+    }
+
+    #[tokio::test]
+    async fn migrating_again_changes_nothing() {
+        with_fresh_database("migrating_again_changes_nothing", |url| async move {
+            let meta = PgMeta::connect_unchecked(&url, &options(Migrate::Check))
+                .await
+                .unwrap();
+            assert_eq!(meta.schema_version().await.unwrap(), 0);
+            assert_eq!(meta.migrate().await.unwrap(), (0, SCHEMA_VERSION));
+            assert_eq!(
+                meta.migrate().await.unwrap(),
+                (SCHEMA_VERSION, SCHEMA_VERSION)
+            );
+            assert_eq!(meta.schema_version().await.unwrap(), SCHEMA_VERSION);
+            meta.close().await;
+            let expected: Vec<i64> = (1..=SCHEMA_VERSION).collect();
+            assert_eq!(versions_recorded(&url).await, expected);
+            // A migrated database passes the check, and connecting again applies nothing.
+            let checked = PgMeta::connect(&url, options(Migrate::Check))
+                .await
+                .unwrap();
+            checked.close().await;
+            let applied = PgMeta::connect(&url, options(Migrate::Apply))
+                .await
+                .unwrap();
+            applied.close().await;
+            assert_eq!(versions_recorded(&url).await, expected);
+        })
+        .await;
+    }
+
+    #[tokio::test]
+    async fn instances_starting_together_migrate_once() {
+        with_fresh_database(
+            "instances_starting_together_migrate_once",
+            |url| async move {
+                let starts = (0..6).map(|_| PgMeta::connect(&url, options(Migrate::Apply)));
+                for started in futures::future::join_all(starts).await {
+                    started.unwrap().close().await;
+                }
+                let expected: Vec<i64> = (1..=SCHEMA_VERSION).collect();
+                assert_eq!(versions_recorded(&url).await, expected);
+            },
+        )
+        .await;
+    }
+
+    #[tokio::test]
+    async fn check_refuses_an_unmigrated_database() {
+        with_fresh_database("check_refuses_an_unmigrated_database", |url| async move {
+            match PgMeta::connect(&url, options(Migrate::Check)).await {
+                Err(MetaError::Backend(m)) => assert_eq!(
+                    m,
+                    format!(
+                        "schema version 0 is older than this berth needs ({SCHEMA_VERSION}): \
+                         run `berth migrate`"
+                    )
+                ),
+                Err(e) => panic!("wrong error: {e:?}"),
+                Ok(_) => panic!("an unmigrated database passed the check"),
+            }
+            // The check wrote nothing.
+            let mut conn = raw(&url).await;
+            let tables: i64 =
+                sqlx::query_scalar("SELECT count(*) FROM pg_tables WHERE schemaname = 'public'")
+                    .fetch_one(&mut conn)
+                    .await
+                    .unwrap();
+            assert_eq!(tables, 0);
+            conn.close().await.unwrap();
+        })
+        .await;
+    }
+
+    #[tokio::test]
+    async fn refuses_a_newer_schema() {
+        with_fresh_database("refuses_a_newer_schema", |url| async move {
+            PgMeta::connect(&url, options(Migrate::Apply))
+                .await
+                .unwrap()
+                .close()
+                .await;
+            let mut conn = raw(&url).await;
+            sqlx::query("INSERT INTO berth_schema (version) VALUES (999)")
+                .execute(&mut conn)
+                .await
+                .unwrap();
+            conn.close().await.unwrap();
+            for migrate in [Migrate::Apply, Migrate::Check] {
+                let result = PgMeta::connect(&url, options(migrate)).await;
+                let too_new = matches!(
+                    result,
+                    Err(MetaError::SchemaTooNew { found: 999, known }) if known == SCHEMA_VERSION
+                );
+                assert!(too_new, "{migrate:?}: {result:?}");
+            }
+            let meta = PgMeta::connect_unchecked(&url, &options(Migrate::Apply))
+                .await
+                .unwrap();
+            assert!(matches!(
+                meta.migrate().await,
+                Err(MetaError::SchemaTooNew { found: 999, .. })
+            ));
+            meta.close().await;
+        })
+        .await;
+    }
+
+    /// Listings are in bytewise order, page by page, even in a database whose own collation
+    /// sorts otherwise (ICU's en-US puts `a` before `B` and ignores most punctuation).
+    #[tokio::test]
+    async fn listings_are_bytewise_whatever_the_database_locale() {
+        with_fresh_database_made(
+            "listings_are_bytewise_whatever_the_database_locale",
+            "LOCALE_PROVIDER icu ICU_LOCALE 'en-US' TEMPLATE template0",
+            |url| async move {
+                let meta = PgMeta::connect(&url, options(Migrate::Apply))
+                    .await
+                    .unwrap();
+                let names = ["a", "B", "_x", "a-b", "a.b", "a_b", "A1", "a0", "Z"];
+                let r = repo("locale/app");
+                let content = b"{\"locale\":1}".to_vec();
+                let m = NewManifest {
+                    repo: r.clone(),
+                    digest: Digest::sha256_of(&content),
+                    media_type: "application/vnd.oci.image.manifest.v1+json".into(),
+                    artifact_type: None,
+                    subject: None,
+                    annotations: None,
+                    content,
+                    blobs: vec![],
+                    manifests: vec![],
+                };
+                let tags: Vec<Tag> = names.iter().map(|n| tag(n)).collect();
+                meta.put_manifest(m, &tags).await.unwrap();
+                let mut bytewise: Vec<String> = names.iter().map(|n| n.to_string()).collect();
+                bytewise.sort();
+                let all = Page {
+                    last: None,
+                    limit: usize::MAX,
+                };
+                assert_eq!(meta.list_tags(&r, all).await.unwrap().unwrap(), bytewise);
+                // Two at a time, each page starting after the last name of the one before.
+                let mut paged = Vec::new();
+                let mut last: Option<String> = None;
+                loop {
+                    let page = Page {
+                        last: last.as_deref(),
+                        limit: 2,
+                    };
+                    let got = meta.list_tags(&r, page).await.unwrap().unwrap();
+                    if got.is_empty() {
+                        break;
+                    }
+                    last = got.last().cloned();
+                    paged.extend(got);
+                }
+                assert_eq!(paged, bytewise);
+                // Repository names: lowercase, but `-`, `.`, `_` and `/` still sort bytewise.
+                let repos = ["x/a-b", "x/a.b", "x/a_b", "x/a/b", "x/ab", "x/a0"];
+                let d = Digest::sha256_of(b"locale layer");
+                for name in repos {
+                    meta.link_blob(&repo(name), &d, 1).await.unwrap();
+                }
+                let mut sorted: Vec<String> = repos.iter().map(|n| n.to_string()).collect();
+                sorted.sort();
+                let mut everything = sorted.clone();
+                everything.push(r.to_string());
+                everything.sort();
+                assert_eq!(meta.list_repositories(all).await.unwrap(), everything);
+                let after = meta
+                    .list_repositories(Page {
+                        last: Some("x/a.b"),
+                        limit: 2,
+                    })
+                    .await
+                    .unwrap();
+                let at = everything.iter().position(|n| n == "x/a.b").unwrap();
+                assert_eq!(after, everything[at + 1..at + 3]);
+                let with_blob: Vec<String> = meta
+                    .repos_with_blob(&d, 100)
+                    .await
+                    .unwrap()
+                    .iter()
+                    .map(|n| n.to_string())
+                    .collect();
+                assert_eq!(with_blob, sorted);
+                meta.close().await;
+            },
+        )
+        .await;
+    }
+
+    /// A manifest may name one layer twice, and a push may name one tag twice.
+    #[tokio::test]
+    async fn repeated_references_and_tags_are_accepted() {
+        with_fresh_database(
+            "repeated_references_and_tags_are_accepted",
+            |url| async move {
+                let meta = PgMeta::connect(&url, options(Migrate::Apply))
+                    .await
+                    .unwrap();
+                let r = repo("twice/app");
+                let layer = Digest::sha256_of(b"twice layer");
+                meta.link_blob(&r, &layer, 3).await.unwrap();
+                let content = b"{\"twice\":1}".to_vec();
+                let m = NewManifest {
+                    repo: r.clone(),
+                    digest: Digest::sha256_of(&content),
+                    media_type: "application/vnd.oci.image.manifest.v1+json".into(),
+                    artifact_type: None,
+                    subject: None,
+                    annotations: None,
+                    content,
+                    blobs: vec![layer.clone(), layer.clone()],
+                    manifests: vec![],
+                };
+                meta.put_manifest(m.clone(), &[tag("v1"), tag("v1")])
+                    .await
+                    .unwrap();
+                let got = meta.manifest_by_tag(&r, &tag("v1")).await.unwrap().unwrap();
+                assert_eq!(got.digest, m.digest);
+                meta.close().await;
+            },
+        )
+        .await;
+    }
+
+    /// Pushes of different manifests moving the same tags (named in different orders) at the
+    /// same time: every push succeeds, and each tag ends on one complete manifest.
+    #[tokio::test]
+    async fn concurrent_tag_moves_end_on_a_complete_manifest() {
+        with_fresh_database(
+            "concurrent_tag_moves_end_on_a_complete_manifest",
+            |url| async move {
+                let meta = PgMeta::connect(&url, options(Migrate::Apply))
+                    .await
+                    .unwrap();
+                let r = repo("race/app");
+                let layers: Vec<Digest> = (0..3)
+                    .map(|i| Digest::sha256_of(format!("race layer {i}").as_bytes()))
+                    .collect();
+                for l in &layers {
+                    meta.link_blob(&r, l, 10).await.unwrap();
+                }
+                let names = ["a", "b", "c", "latest"];
+                let pushes = (0..24usize).map(|i| {
+                    let content = format!("{{\"race\":{i}}}").into_bytes();
+                    let m = NewManifest {
+                        repo: r.clone(),
+                        digest: Digest::sha256_of(&content),
+                        media_type: "application/vnd.oci.image.manifest.v1+json".into(),
+                        artifact_type: None,
+                        subject: None,
+                        annotations: None,
+                        content,
+                        blobs: layers.clone(),
+                        manifests: vec![],
+                    };
+                    // Every push names all the tags, each in its own rotated order.
+                    let tags: Vec<Tag> = (0..names.len())
+                        .map(|k| tag(names[(i + k) % names.len()]))
+                        .collect();
+                    let meta = &meta;
+                    async move { meta.put_manifest(m, &tags).await }
+                });
+                for result in futures::future::join_all(pushes).await {
+                    result.unwrap();
+                }
+                let mut conn = raw(&url).await;
+                for name in names {
+                    let m = meta
+                        .manifest_by_tag(&r, &tag(name))
+                        .await
+                        .unwrap()
+                        .expect("the tag exists");
+                    let refs: i64 = sqlx::query_scalar(
+                        "SELECT count(*) FROM manifest_refs WHERE manifest = $1",
+                    )
+                    .bind(m.digest.to_string())
+                    .fetch_one(&mut conn)
+                    .await
+                    .unwrap();
+                    assert_eq!(refs, layers.len() as i64, "tag {name}");
+                }
+                conn.close().await.unwrap();
+                meta.close().await;
+            },
+        )
+        .await;
+    }
+
+    /// Connections the server drops (a restart, a failover, an administrator) are replaced:
+    /// the next requests succeed without restarting anything.
+    #[tokio::test]
+    async fn recovers_when_the_server_drops_its_connections() {
+        with_fresh_database(
+            "recovers_when_the_server_drops_its_connections",
+            |url| async move {
+                let meta = PgMeta::connect(&url, options(Migrate::Apply))
+                    .await
+                    .unwrap();
+                let r = repo("drop/app");
+                let d = Digest::sha256_of(b"drop layer");
+                meta.link_blob(&r, &d, 4).await.unwrap();
+                let mut admin = raw(&url).await;
+                let killed: Vec<bool> = sqlx::query_scalar(
+                    "SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
+                     WHERE datname = current_database() AND pid <> pg_backend_pid()",
+                )
+                .fetch_all(&mut admin)
+                .await
+                .unwrap();
+                assert!(!killed.is_empty(), "the pool had no connection to drop");
+                admin.close().await.unwrap();
+                assert_eq!(meta.repo_blob(&r, &d).await.unwrap(), Some(4));
+                meta.link_blob(&repo("drop/other"), &d, 4).await.unwrap();
+                assert_eq!(
+                    meta.repos_with_blob(&d, 10).await.unwrap(),
+                    vec![repo("drop/app"), repo("drop/other")]
+                );
+                meta.close().await;
+                assert!(matches!(
+                    meta.blob(&d).await,
+                    Err(MetaError::Unavailable(_))
+                ));
+            },
+        )
+        .await;
+    }
+
+    /// A write step that fails `failures` times with SQLSTATE `code` (raised by PostgreSQL
+    /// itself), after inserting a row that only a committed attempt keeps.
+    struct Flaky {
+        name: &'static str,
+        failures: u32,
+        code: &'static str,
+        calls: AtomicU64,
+    }
+
+    fn flaky_step<'c>(c: &'c mut PgConnection, f: &'c Flaky) -> BoxFuture<'c, Result<(), TxError>> {
+        Box::pin(async move {
+            let n = f.calls.fetch_add(1, Ordering::SeqCst);
+            sqlx::query("INSERT INTO blobs (digest, size, created_at) VALUES ($1, 0, 0)")
+                .bind(format!("{}-{n}", f.name))
+                .execute(&mut *c)
+                .await?;
+            if n < u64::from(f.failures) {
+                sqlx::query("SELECT berth_test_fail($1)")
+                    .bind(f.code)
+                    .execute(&mut *c)
+                    .await?;
+            }
+            Ok(())
+        })
+    }
+
+    #[tokio::test]
+    async fn retries_serialization_failures_and_deadlocks_only() {
+        with_fresh_database(
+            "retries_serialization_failures_and_deadlocks_only",
+            |url| async move {
+                let meta = PgMeta::connect(&url, options(Migrate::Apply))
+                    .await
+                    .unwrap();
+                let mut conn = raw(&url).await;
+                sqlx::raw_sql(
+                    "CREATE FUNCTION berth_test_fail(code TEXT) RETURNS VOID LANGUAGE plpgsql \
+                     AS $$ BEGIN RAISE EXCEPTION 'forced failure' USING ERRCODE = code; END $$",
+                )
+                .execute(&mut conn)
+                .await
+                .unwrap();
+                let run = |name, failures, code| {
+                    let meta = &meta;
+                    async move {
+                        let f = Flaky {
+                            name,
+                            failures,
+                            code,
+                            calls: AtomicU64::new(0),
+                        };
+                        let result = meta.write(Scope::Transaction, &f, flaky_step).await;
+                        (result, f.calls.into_inner())
+                    }
+                };
+                let kept = |name: &'static str| {
+                    let url = url.clone();
+                    async move {
+                        let mut conn = raw(&url).await;
+                        let n: i64 = sqlx::query_scalar(
+                            "SELECT count(*) FROM blobs WHERE digest LIKE $1 || '-%'",
+                        )
+                        .bind(name)
+                        .fetch_one(&mut conn)
+                        .await
+                        .unwrap();
+                        conn.close().await.unwrap();
+                        n
+                    }
+                };
+
+                // Aborted attempts are rolled back and run again; the last one commits.
+                for code in ["40001", "40P01"] {
+                    let (result, calls) = run(code, 2, code).await;
+                    assert!(result.is_ok(), "{code}: {result:?}");
+                    assert_eq!(calls, 3, "{code}");
+                    assert_eq!(kept(code).await, 1, "{code}");
+                }
+                // Giving up is `Unavailable`, and leaves nothing behind.
+                let (result, calls) = run("give-up", u32::MAX, "40001").await;
+                let gave_up = format!("after {MAX_ATTEMPTS} attempts");
+                assert!(
+                    matches!(&result, Err(MetaError::Unavailable(m)) if m.contains(&gave_up)),
+                    "{result:?}"
+                );
+                assert_eq!(calls, u64::from(MAX_ATTEMPTS));
+                assert_eq!(kept("give-up").await, 0);
+                // Other errors are not retried: unavailable ones and the rest.
+                let (result, calls) = run("57P03", 1, "57P03").await;
+                assert!(
+                    matches!(result, Err(MetaError::Unavailable(_))),
+                    "{result:?}"
+                );
+                assert_eq!(calls, 1);
+                let (result, calls) = run("08006", 1, "08006").await;
+                assert!(
+                    matches!(result, Err(MetaError::Unavailable(_))),
+                    "{result:?}"
+                );
+                assert_eq!(calls, 1);
+                let (result, calls) = run("23505", 1, "23505").await;
+                assert!(matches!(result, Err(MetaError::Backend(_))), "{result:?}");
+                assert_eq!(calls, 1);
+                assert_eq!(kept("23505").await, 0);
+                conn.close().await.unwrap();
+                meta.close().await;
+            },
+        )
+        .await;
+    }
+
+    /// Nothing listening: `Unavailable`, once the acquire timeout has passed and not much
+    /// later. Needs no PostgreSQL.
+    #[tokio::test]
+    async fn an_unreachable_server_is_unavailable() {
+        let port = {
+            let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+            listener.local_addr().unwrap().port()
+        };
+        let timeout = Duration::from_secs(1);
+        let started = Instant::now();
+        let result = PgMeta::connect(
+            &format!("postgres://berth:berth@127.0.0.1:{port}/berth"),
+            PgOptions {
+                max_connections: 2,
+                acquire_timeout: timeout,
+                migrate: Migrate::Apply,
+            },
+        )
+        .await;
+        let took = started.elapsed();
+        assert!(
+            matches!(result, Err(MetaError::Unavailable(_))),
+            "{result:?}"
+        );
+        assert!(took < timeout + Duration::from_secs(2), "took {took:?}");
+    }
+
+    #[test]
+    fn maps_errors_to_unavailable_or_backend() {
+        use std::io::{Error, ErrorKind};
+        let unavailable = |e: sqlx::Error| matches!(to_meta(e), MetaError::Unavailable(_));
+        assert!(unavailable(sqlx::Error::PoolTimedOut));
+        assert!(unavailable(sqlx::Error::PoolClosed));
+        assert!(unavailable(sqlx::Error::Io(Error::from(
+            ErrorKind::ConnectionRefused
+        ))));
+        assert!(unavailable(sqlx::Error::Io(Error::from(
+            ErrorKind::ConnectionReset
+        ))));
+        assert!(!unavailable(sqlx::Error::RowNotFound));
+        assert!(!unavailable(sqlx::Error::Protocol("bad".into())));
+        for code in [
+            "08000", "08006", "08P01", "53300", "53100", "57P01", "57P02", "57P03",
+        ] {
+            assert!(is_unavailable_sqlstate(code), "{code}");
+        }
+        for code in ["23505", "23503", "42P01", "40001", "40P01", "57014"] {
+            assert!(!is_unavailable_sqlstate(code), "{code}");
+        }
+        assert!(is_retryable_sqlstate("40001") && is_retryable_sqlstate("40P01"));
+        assert!(!is_retryable_sqlstate("23505"));
+    }
+
+    #[test]
+    fn replaces_the_database_of_a_url() {
+        assert_eq!(
+            with_database("postgres://u:p@127.0.0.1:5432/berth", "x"),
+            "postgres://u:p@127.0.0.1:5432/x"
+        );
+        assert_eq!(
+            with_database("postgres://u:p@h/berth?sslmode=disable", "x"),
+            "postgres://u:p@h/x?sslmode=disable"
+        );
+        assert_eq!(with_database("postgres://h:1", "x"), "postgres://h:1/x");
+    }
+
+    #[test]
+    fn limits_and_backoff_stay_in_range() {
+        assert_eq!(sql_limit(usize::MAX), i64::MAX);
+        assert_eq!(sql_limit(7), 7);
+        for attempt in 1..=MAX_ATTEMPTS + 10 {
+            let b = backoff(attempt);
+            assert!(
+                b >= Duration::from_millis(5) && b < Duration::from_secs(1),
+                "{b:?}"
+            );
+        }
+    }
+}
