@@ -749,10 +749,8 @@ fn stored_manifest(row: Option<PgRow>) -> Result<Option<StoredManifest>, MetaErr
 }
 
 fn upload_from_row(repo: &RepoName, r: &PgRow) -> Result<Upload, sqlx::Error> {
-    let algorithm = match r.try_get::<&str, _>(2)? {
-        "sha512" => DigestAlgorithm::Sha512,
-        _ => DigestAlgorithm::Sha256,
-    };
+    let algorithm =
+        DigestAlgorithm::from_name(r.try_get::<&str, _>(2)?).unwrap_or(DigestAlgorithm::Sha256);
     Ok(Upload {
         id: r.try_get(0)?,
         repo: repo.clone(),

@@ -259,10 +259,8 @@ fn ensure_repo(conn: &Connection, repo: &RepoName) -> rusqlite::Result<i64> {
 }
 
 fn upload_from_row(repo: &RepoName, r: &rusqlite::Row<'_>) -> rusqlite::Result<Upload> {
-    let algorithm = match r.get::<_, String>(2)?.as_str() {
-        "sha512" => DigestAlgorithm::Sha512,
-        _ => DigestAlgorithm::Sha256,
-    };
+    let algorithm =
+        DigestAlgorithm::from_name(&r.get::<_, String>(2)?).unwrap_or(DigestAlgorithm::Sha256);
     Ok(Upload {
         id: r.get(0)?,
         repo: repo.clone(),

@@ -14,6 +14,16 @@ pub enum DigestAlgorithm {
 }
 
 impl DigestAlgorithm {
+    /// The algorithm named `name` (`sha256`, `sha512`), if supported.
+    #[must_use]
+    pub fn from_name(name: &str) -> Option<Self> {
+        match name {
+            "sha256" => Some(Self::Sha256),
+            "sha512" => Some(Self::Sha512),
+            _ => None,
+        }
+    }
+
     /// The algorithm's name as it appears before the colon.
     pub fn as_str(self) -> &'static str {
         match self {
@@ -111,13 +121,12 @@ impl FromStr for Digest {
 
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         let (alg, hex) = s.split_once(':').ok_or(ParseDigestError::Format)?;
-        let algorithm = match alg {
-            "sha256" => DigestAlgorithm::Sha256,
-            "sha512" => DigestAlgorithm::Sha512,
-            other if valid_algorithm_grammar(other) && !hex.is_empty() => {
-                return Err(ParseDigestError::Unsupported(other.to_owned()))
+        let algorithm = match DigestAlgorithm::from_name(alg) {
+            Some(a) => a,
+            None if valid_algorithm_grammar(alg) && !hex.is_empty() => {
+                return Err(ParseDigestError::Unsupported(alg.to_owned()))
             }
-            _ => return Err(ParseDigestError::Format),
+            None => return Err(ParseDigestError::Format),
         };
         let want = algorithm.hex_len();
         if hex.len() != want

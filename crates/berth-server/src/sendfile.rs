@@ -145,10 +145,10 @@ impl AsyncWrite for ZeroCopyStream {
             return self.poll_sendfile(cx, &region, bufs[0].len());
         }
         // Write the plain slices up to the next file region in one writev.
-        let plain = bufs
+        let plain = 1 + bufs[1..]
             .iter()
             .position(|b| file_region(b).is_some())
-            .unwrap_or(bufs.len());
+            .unwrap_or(bufs.len() - 1);
         Pin::new(&mut self.get_mut().0).poll_write_vectored(cx, &bufs[..plain])
     }
 

@@ -58,19 +58,13 @@ impl FsStore {
     }
 
     fn blob_path(&self, d: &Digest) -> PathBuf {
-        let hex = d.hex();
-        self.root
-            .join("blobs")
-            .join(d.algorithm().as_str())
-            .join(&hex[..2])
-            .join(hex)
+        crate::blob_key(d)
+            .iter()
+            .fold(self.root.clone(), |p, part| p.join(part))
     }
 
     fn upload_path(&self, id: &str) -> Result<PathBuf, StoreError> {
-        // Upload ids come from the registry (uuids), but never let one name a path elsewhere.
-        if id.is_empty() || !id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-') {
-            return Err(StoreError::NotFound);
-        }
+        crate::check_upload_id(id)?;
         Ok(self.root.join("uploads").join(id))
     }
 }

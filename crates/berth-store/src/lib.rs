@@ -67,6 +67,27 @@ impl std::fmt::Display for BackendUnavailable {
 
 impl std::error::Error for BackendUnavailable {}
 
+/// Where every backend keeps a committed blob below its root, as path segments:
+/// `blobs/<algorithm>/<first two hex digits>/<hex>`.
+pub(crate) fn blob_key(d: &Digest) -> [String; 4] {
+    let hex = d.hex();
+    [
+        "blobs".into(),
+        d.algorithm().as_str().into(),
+        hex[..2].to_owned(),
+        hex.to_string(),
+    ]
+}
+
+/// Refuse an upload id that could name anything but an upload. Ids come from the registry
+/// (uuids), but a backend never trusts one to build a path or key.
+pub(crate) fn check_upload_id(id: &str) -> Result<(), StoreError> {
+    if id.is_empty() || !id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-') {
+        return Err(StoreError::NotFound);
+    }
+    Ok(())
+}
+
 /// A stream of bytes going into the store.
 pub type ByteStream = Pin<Box<dyn Stream<Item = Result<Bytes, StoreError>> + Send>>;
 

@@ -331,21 +331,14 @@ impl S3Store {
 
     /// `<prefix>/blobs/<alg>/<first two hex>/<hex>`
     fn blob_path(&self, d: &Digest) -> Path {
-        let hex = d.hex();
-        self.root
-            .clone()
-            .join("blobs")
-            .join(d.algorithm().as_str())
-            .join(&hex[..2])
-            .join(hex)
+        crate::blob_key(d)
+            .into_iter()
+            .fold(self.root.clone(), |p, part| p.join(part))
     }
 
     /// `<prefix>/uploads/<id>`
     fn upload_dir(&self, id: &str) -> Result<Path, StoreError> {
-        // Upload ids come from the registry (uuids), but never let one name a key elsewhere.
-        if id.is_empty() || !id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-') {
-            return Err(StoreError::NotFound);
-        }
+        crate::check_upload_id(id)?;
         Ok(self.root.clone().join("uploads").join(id))
     }
 
