@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Run every test Berth has: unit and integration tests (cargo) on the embedded default, the
-# PostgreSQL and S3 backends' testsuites and the multi-instance tests against a real PostgreSQL
-# and a real S3-compatible server (both started here, on loopback), then the real-client tests
+# PostgreSQL and S3 backends' testsuites, then the whole integration suite again over a real
+# PostgreSQL and a real S3-compatible server (both started here, on loopback) with the
+# multi-instance tests, then the real-client tests
 # (skopeo, buildah, umoci, oras). Installs what it needs on a Debian machine (run as root).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -23,6 +24,7 @@ export BERTH_REQUIRE_BACKENDS=1
 
 cargo build --workspace --all-targets
 cargo test --workspace
-# The multi-instance tests again, now with every server on PostgreSQL + S3.
-BERTH_TEST_BACKEND=fleet cargo test -p berth --test it fleet::
+# The whole service-level suite again, every server now on PostgreSQL + S3 (a fresh database
+# and key prefix per server), plus the multi-instance tests that only run in this mode.
+BERTH_TEST_BACKEND=fleet cargo test -p berth --test it
 BERTH_BIN="$PWD/target/debug/berth" bash scripts/test-clients.sh

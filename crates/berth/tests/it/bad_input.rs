@@ -8,15 +8,14 @@ use reqwest::StatusCode;
 use crate::harness::*;
 
 /// Nothing is left in the upload area and no blob is visible.
-fn assert_nothing_stored(s: &Server) {
-    assert!(
-        std::fs::read_dir(s.data_dir().join("uploads"))
-            .unwrap()
-            .next()
-            .is_none(),
+async fn assert_nothing_stored(s: &Server) {
+    let storage = s.storage();
+    assert_eq!(
+        storage.upload_ids().await,
+        Vec::<String>::new(),
         "an upload object was left behind"
     );
-    assert_eq!(verify_blob_files(&s.data_dir()), 0, "a blob was stored");
+    assert_eq!(storage.verify_blobs().await, 0, "a blob was stored");
 }
 
 #[tokio::test]
@@ -49,7 +48,7 @@ async fn wrong_digest_is_refused_and_nothing_is_kept() {
         .unwrap();
     assert_eq!(error_code(r).await, "DIGEST_INVALID");
     assert_eq!(s.get(&loc).await.status(), StatusCode::NOT_FOUND);
-    assert_nothing_stored(&s);
+    assert_nothing_stored(&s).await;
 }
 
 #[tokio::test]
@@ -78,7 +77,7 @@ async fn malformed_and_unsupported_digests() {
     let loc = header(&r, "location").to_owned();
     let r = s.http.put(s.url(&loc)).body("x").send().await.unwrap();
     assert_eq!(error_code(r).await, "DIGEST_INVALID");
-    assert_eq!(verify_blob_files(&s.data_dir()), 0);
+    assert_eq!(s.storage().verify_blobs().await, 0);
 }
 
 #[tokio::test]
@@ -126,7 +125,7 @@ async fn hostile_names_are_name_invalid() {
         assert!(reply.starts_with("HTTP/1.1 400"), "{raw}: {reply}");
         assert!(reply.contains("NAME_INVALID"), "{raw}: {reply}");
     }
-    assert_nothing_stored(&s);
+    assert_nothing_stored(&s).await;
     let v: serde_json::Value = s.get("/v2/_catalog").await.json().await.unwrap();
     assert_eq!(v["repositories"], serde_json::json!([]));
 }
@@ -182,15 +181,16 @@ async fn truncated_body_changes_nothing() {
         StatusCode::NOT_FOUND
     );
     // The server cleans up as it notices the broken body; give a loaded machine a moment.
-    let uploads = s.data_dir().join("uploads");
+    let storage = s.storage();
     for _ in 0..100 {
-        if std::fs::read_dir(&uploads).unwrap().next().is_none() {
+        if storage.upload_ids().await.is_empty() {
             break;
         }
         tokio::time::sleep(std::time::Duration::from_millis(50)).await;
     }
-    assert!(
-        std::fs::read_dir(&uploads).unwrap().next().is_none(),
+    assert_eq!(
+        storage.upload_ids().await,
+        Vec::<String>::new(),
         "the cut-short upload was left behind"
     );
 }
@@ -219,13 +219,9 @@ async fn wrong_content_range_is_refused() {
     assert_eq!(error_code(r).await, "BLOB_UPLOAD_INVALID");
     assert_eq!(header(&s.get(&loc).await, "range"), "0-0");
     assert_eq!(
-        std::fs::metadata(
-            s.data_dir()
-                .join("uploads")
-                .join(loc.rsplit('/').next().unwrap())
-        )
-        .unwrap()
-        .len(),
+        s.storage()
+            .upload_len(loc.rsplit('/').next().unwrap())
+            .await,
         0
     );
     // Unknown session ids.

@@ -153,7 +153,7 @@ async fn kill_9_during_pushes_never_corrupts() {
             t.await.unwrap();
         }
         s.restart().await;
-        verify_blob_files(&s.data_dir());
+        s.storage().verify_blobs().await;
         check_consistent(&s).await;
     }
     // Every manifest the registry acknowledged survived (a later push to the same tag may
@@ -191,12 +191,9 @@ async fn chunked_upload_resumes_after_kill_9() {
     // between) must not end up in the blob.
     s.kill9();
     let id = loc.rsplit('/').next().unwrap();
-    let mut f = std::fs::OpenOptions::new()
-        .append(true)
-        .open(s.data_dir().join("uploads").join(id))
-        .unwrap();
-    std::io::Write::write_all(&mut f, b"half-written chunk from a crash").unwrap();
-    drop(f);
+    s.storage()
+        .leave_junk_in_upload(id, 300_000, b"half-written chunk from a crash")
+        .await;
     s.restart().await;
     assert_eq!(header(&s.get(&loc).await, "range"), "0-299999");
     let r = s
@@ -214,14 +211,7 @@ async fn a_damaged_blob_file_is_an_error_not_a_crash() {
     let s = Server::start().await;
     let data: Vec<u8> = (0..1_000_000u32).map(|i| (i % 199) as u8).collect();
     let d = s.push_blob("damaged", &data).await;
-    let hex = d.trim_start_matches("sha256:");
-    let path = s.data_dir().join("blobs/sha256").join(&hex[..2]).join(hex);
-    std::fs::OpenOptions::new()
-        .write(true)
-        .open(&path)
-        .unwrap()
-        .set_len(1000)
-        .unwrap();
+    s.storage().truncate_blob(&d, 1000).await;
     let r = s.get(&format!("/v2/damaged/blobs/{d}")).await;
     assert!(r.status().is_server_error(), "{}", r.status());
     // The server is still up.
@@ -282,5 +272,5 @@ async fn a_client_that_hangs_up_mid_chunk_then_retries_gets_a_correct_blob() {
             d
         );
     }
-    verify_blob_files(&s.data_dir());
+    s.storage().verify_blobs().await;
 }

@@ -7,3 +7,4 @@ mod crash;
 mod fleet;
 mod harness;
 mod server;
+mod storage;

@@ -1,0 +1,180 @@
+//! Looking at (and damaging) what a server keeps in its blob store, whichever backend it runs
+//! on: the data directory of the embedded default, or the S3 bucket and prefix of a fleet.
+//! Tests use it to check that nothing is left behind and that every stored blob hashes to its
+//! name, and to simulate crashes and corruption.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use futures::TryStreamExt as _;
+use object_store::aws::{AmazonS3, AmazonS3Builder};
+use object_store::path::Path as ObjPath;
+use object_store::{ObjectStore, ObjectStoreExt as _, PutPayload};
+
+use crate::harness::sha256;
+
+/// One server's blob storage.
+pub enum Storage {
+    /// `<data dir>/blobs/...` and `<data dir>/uploads/<id>`.
+    Fs(PathBuf),
+    /// `<prefix>blobs/...` and `<prefix>uploads/<id>/...` in the test bucket.
+    S3 { s3: Arc<AmazonS3>, prefix: String },
+}
+
+impl Storage {
+    /// The test bucket under `prefix`, reached with the same `AWS_*` environment and
+    /// `BERTH_TEST_S3_*` variables the servers get.
+    pub fn s3(prefix: &str) -> Self {
+        if rustls::crypto::CryptoProvider::get_default().is_none() {
+            let _ = rustls::crypto::ring::default_provider().install_default();
+        }
+        let var = |k: &str| std::env::var(k).unwrap_or_else(|_| panic!("{k} is not set"));
+        let s3 = AmazonS3Builder::from_env()
+            .with_endpoint(var("BERTH_TEST_S3_ENDPOINT"))
+            .with_bucket_name(var("BERTH_TEST_S3_BUCKET"))
+            .with_allow_http(true)
+            .build()
+            .expect("S3 client for the test bucket");
+        Self::S3 {
+            s3: Arc::new(s3),
+            prefix: prefix.trim_end_matches('/').to_owned(),
+        }
+    }
+
+    fn key(prefix: &str, rest: &str) -> ObjPath {
+        ObjPath::from(format!("{prefix}/{rest}"))
+    }
+
+    /// `(key below the prefix, size)` of every object under `dir` (`"uploads"` or `"blobs"`).
+    async fn list_s3(s3: &AmazonS3, prefix: &str, dir: &str) -> Vec<(String, u64)> {
+        let root = Self::key(prefix, dir);
+        let objects: Vec<_> = s3.list(Some(&root)).try_collect().await.unwrap();
+        objects
+            .into_iter()
+            .map(|o| {
+                let key = o.location.as_ref();
+                let rest = key.strip_prefix(prefix).unwrap().trim_start_matches('/');
+                (rest.to_owned(), o.size)
+            })
+            .collect()
+    }
+
+    /// Ids of the upload sessions that have anything in storage.
+    pub async fn upload_ids(&self) -> Vec<String> {
+        let mut ids: Vec<String> = match self {
+            Self::Fs(dir) => match std::fs::read_dir(dir.join("uploads")) {
+                Ok(entries) => entries
+                    .map(|e| e.unwrap().file_name().into_string().unwrap())
+                    .collect(),
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
+                Err(e) => panic!("read uploads dir: {e}"),
+            },
+            Self::S3 { s3, prefix } => Self::list_s3(s3, prefix, "uploads")
+                .await
+                .into_iter()
+                .map(|(k, _)| k.split('/').nth(1).unwrap().to_owned())
+                .collect(),
+        };
+        ids.sort();
+        ids.dedup();
+        ids
+    }
+
+    /// How many bytes upload `id` holds in storage (including any left past its offset).
+    pub async fn upload_len(&self, id: &str) -> u64 {
+        match self {
+            Self::Fs(dir) => std::fs::metadata(dir.join("uploads").join(id))
+                .unwrap()
+                .len(),
+            Self::S3 { s3, prefix } => Self::list_s3(s3, prefix, &format!("uploads/{id}"))
+                .await
+                .into_iter()
+                .filter_map(|(k, size)| {
+                    let start: u64 = k.rsplit('/').next()?.parse().ok()?;
+                    Some(start + size)
+                })
+                .max()
+                .unwrap_or(0),
+        }
+    }
+
+    /// Leave `junk` in upload `id` right after its first `offset` bytes, as a chunk whose
+    /// metadata update never happened (a crash in between) would.
+    pub async fn leave_junk_in_upload(&self, id: &str, offset: u64, junk: &[u8]) {
+        match self {
+            Self::Fs(dir) => {
+                let path = dir.join("uploads").join(id);
+                let f = std::fs::OpenOptions::new().write(true).open(path).unwrap();
+                std::os::unix::fs::FileExt::write_all_at(&f, junk, offset).unwrap();
+            }
+            Self::S3 { s3, prefix } => {
+                let key = Self::key(prefix, &format!("uploads/{id}/{offset:020}"));
+                s3.put(&key, PutPayload::from(junk.to_vec())).await.unwrap();
+            }
+        }
+    }
+
+    /// Check that every committed blob hashes to its name; returns how many there are.
+    pub async fn verify_blobs(&self) -> usize {
+        let blobs: Vec<(String, Vec<u8>)> = match self {
+            Self::Fs(dir) => {
+                let root = dir.join("blobs").join("sha256");
+                let mut out = Vec::new();
+                let Ok(prefixes) = std::fs::read_dir(&root) else {
+                    return 0;
+                };
+                for p in prefixes {
+                    for f in std::fs::read_dir(p.unwrap().path()).unwrap() {
+                        let f = f.unwrap();
+                        let name = f.file_name().into_string().unwrap();
+                        out.push((name, std::fs::read(f.path()).unwrap()));
+                    }
+                }
+                out
+            }
+            Self::S3 { s3, prefix } => {
+                let mut out = Vec::new();
+                for (key, _) in Self::list_s3(s3, prefix, "blobs/sha256").await {
+                    let bytes = s3
+                        .get(&Self::key(prefix, &key))
+                        .await
+                        .unwrap()
+                        .bytes()
+                        .await
+                        .unwrap();
+                    out.push((key.rsplit('/').next().unwrap().to_owned(), bytes.to_vec()));
+                }
+                out
+            }
+        };
+        for (name, bytes) in &blobs {
+            assert_eq!(
+                sha256(bytes),
+                format!("sha256:{name}"),
+                "corrupt blob {name}"
+            );
+        }
+        blobs.len()
+    }
+
+    /// Cut the stored blob `digest` down to its first `len` bytes.
+    pub async fn truncate_blob(&self, digest: &str, len: usize) {
+        let hex = digest.trim_start_matches("sha256:");
+        let rest = format!("blobs/sha256/{}/{hex}", &hex[..2]);
+        match self {
+            Self::Fs(dir) => std::fs::OpenOptions::new()
+                .write(true)
+                .open(dir.join(rest))
+                .unwrap()
+                .set_len(len as u64)
+                .unwrap(),
+            Self::S3 { s3, prefix } => {
+                let key = Self::key(prefix, &rest);
+                let bytes = s3.get(&key).await.unwrap().bytes().await.unwrap();
+                s3.put(&key, PutPayload::from(bytes.slice(..len)))
+                    .await
+                    .unwrap();
+            }
+        }
+    }
+}
