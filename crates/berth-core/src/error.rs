@@ -110,7 +110,9 @@ impl From<MetaError> for Error {
             MetaError::Conflict => Self::UploadInvalid(
                 "upload was changed by a concurrent request; check its status".into(),
             ),
-            MetaError::Unavailable(m) => Self::Unavailable(m),
+            MetaError::Unavailable(m) => {
+                Self::Unavailable(format!("metadata database unavailable: {m}"))
+            }
             e @ (MetaError::SchemaTooNew { .. } | MetaError::Backend(_)) => {
                 Self::Internal(e.to_string())
             }

@@ -45,9 +45,14 @@ pub struct FleetBackend {
 impl FleetBackend {
     /// Create an empty database on the test cluster and pick an unused S3 prefix.
     pub fn create() -> Self {
+        Self::create_on(&need_env("BERTH_TEST_DATABASE_URL"))
+    }
+
+    /// Create an empty database on the cluster `admin` (a URL whose role may create
+    /// databases) and pick an unused S3 prefix.
+    pub fn create_on(admin: &str) -> Self {
         use std::sync::atomic::{AtomicU64, Ordering};
         static N: AtomicU64 = AtomicU64::new(0);
-        let admin = need_env("BERTH_TEST_DATABASE_URL");
         let nanos = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .unwrap()
@@ -59,7 +64,7 @@ impl FleetBackend {
             N.fetch_add(1, Ordering::Relaxed)
         );
         let out = Command::new("psql")
-            .arg(&admin)
+            .arg(admin)
             .args(["-X", "-q", "-v", "ON_ERROR_STOP=1", "-c"])
             .arg(format!("CREATE DATABASE {name}"))
             .output()
@@ -394,4 +399,109 @@ pub fn header<'a>(r: &'a Response, name: &str) -> &'a str {
         .unwrap_or_else(|| panic!("missing header {name}"))
         .to_str()
         .unwrap()
+}
+
+/// Push one image with a chunked layer upload; returns (repo, tag, manifest digest) once the
+/// registry acknowledged the manifest. Any error (the server died) ends it early.
+pub async fn push_one(
+    http: reqwest::Client,
+    base: String,
+    repo: String,
+    tag: String,
+    seed: u32,
+) -> Option<String> {
+    let layer: Vec<u8> = (0..(1u32 << 20) + (seed % 64) * 4099)
+        .map(|i| (i.wrapping_mul(seed + 31) >> 3) as u8)
+        .collect();
+    let config = format!("{{\"seed\":{seed}}}");
+    let cd = sha256(config.as_bytes());
+    let r = http
+        .post(format!("{base}/v2/{repo}/blobs/uploads/?digest={cd}"))
+        .body(config.clone())
+        .send()
+        .await
+        .ok()?;
+    if r.status() != StatusCode::CREATED {
+        return None;
+    }
+    let r = http
+        .post(format!("{base}/v2/{repo}/blobs/uploads/"))
+        .send()
+        .await
+        .ok()?;
+    let mut loc = r.headers().get("location")?.to_str().ok()?.to_owned();
+    let mut off = 0;
+    for chunk in layer.chunks(256 << 10) {
+        let r = http
+            .patch(format!("{base}{loc}"))
+            .header("content-range", format!("{off}-{}", off + chunk.len() - 1))
+            .body(chunk.to_vec())
+            .send()
+            .await
+            .ok()?;
+        if r.status() != StatusCode::ACCEPTED {
+            return None;
+        }
+        loc = r.headers().get("location")?.to_str().ok()?.to_owned();
+        off += chunk.len();
+    }
+    let ld = sha256(&layer);
+    let r = http
+        .put(format!("{base}{loc}?digest={ld}"))
+        .send()
+        .await
+        .ok()?;
+    if r.status() != StatusCode::CREATED {
+        return None;
+    }
+    let m = image_manifest(&cd, config.len(), &[(&ld, layer.len())], None);
+    let r = http
+        .put(format!("{base}/v2/{repo}/manifests/{tag}"))
+        .header("content-type", OCI_MANIFEST)
+        .body(m.clone())
+        .send()
+        .await
+        .ok()?;
+    (r.status() == StatusCode::CREATED).then(|| sha256(&m))
+}
+
+/// Every tag in every repository resolves to a complete manifest whose blobs are all there and
+/// hash to their digests.
+pub async fn check_consistent(s: &Server) -> usize {
+    let cat: serde_json::Value = s.get("/v2/_catalog").await.json().await.unwrap();
+    let mut images = 0;
+    for repo in cat["repositories"].as_array().unwrap() {
+        let repo = repo.as_str().unwrap();
+        let tags: serde_json::Value = s
+            .get(&format!("/v2/{repo}/tags/list"))
+            .await
+            .json()
+            .await
+            .unwrap();
+        for tag in tags["tags"].as_array().unwrap() {
+            let r = s
+                .get(&format!("/v2/{repo}/manifests/{}", tag.as_str().unwrap()))
+                .await;
+            assert_eq!(r.status(), StatusCode::OK, "{repo}:{tag} points at nothing");
+            let d = header(&r, "docker-content-digest").to_owned();
+            let body = r.bytes().await.unwrap();
+            assert_eq!(sha256(&body), d, "{repo}:{tag} manifest is corrupt");
+            let m: serde_json::Value = serde_json::from_slice(&body).unwrap();
+            let mut blobs = vec![m["config"]["digest"].as_str().unwrap().to_owned()];
+            for l in m["layers"].as_array().unwrap() {
+                blobs.push(l["digest"].as_str().unwrap().to_owned());
+            }
+            for b in blobs {
+                let r = s.get(&format!("/v2/{repo}/blobs/{b}")).await;
+                assert_eq!(r.status(), StatusCode::OK, "{repo}:{tag} blob {b} missing");
+                assert_eq!(
+                    sha256(&r.bytes().await.unwrap()),
+                    b,
+                    "{repo}:{tag} blob {b} corrupt"
+                );
+            }
+            images += 1;
+        }
+    }
+    images
 }

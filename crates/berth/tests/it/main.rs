@@ -5,6 +5,7 @@ mod api;
 mod bad_input;
 mod crash;
 mod fleet;
+mod fleet_faults;
 mod harness;
 mod server;
 mod storage;
