@@ -34,12 +34,7 @@ async fn pull_verified(
     let digest = header(&r, "docker-content-digest").to_owned();
     let body = r.bytes().await.map_err(|e| e.to_string())?;
     assert_eq!(sha256(&body), digest, "{repo}:{tag} manifest");
-    let m: serde_json::Value = serde_json::from_slice(&body).unwrap();
-    let mut blobs = vec![m["config"]["digest"].as_str().unwrap().to_owned()];
-    for l in m["layers"].as_array().unwrap() {
-        blobs.push(l["digest"].as_str().unwrap().to_owned());
-    }
-    for b in blobs {
+    for b in image_blobs(&body) {
         let r = http
             .get(format!("{base}/v2/{repo}/blobs/{b}"))
             .send()

@@ -486,12 +486,7 @@ pub async fn check_consistent(s: &Server) -> usize {
             let d = header(&r, "docker-content-digest").to_owned();
             let body = r.bytes().await.unwrap();
             assert_eq!(sha256(&body), d, "{repo}:{tag} manifest is corrupt");
-            let m: serde_json::Value = serde_json::from_slice(&body).unwrap();
-            let mut blobs = vec![m["config"]["digest"].as_str().unwrap().to_owned()];
-            for l in m["layers"].as_array().unwrap() {
-                blobs.push(l["digest"].as_str().unwrap().to_owned());
-            }
-            for b in blobs {
+            for b in image_blobs(&body) {
                 let r = s.get(&format!("/v2/{repo}/blobs/{b}")).await;
                 assert_eq!(r.status(), StatusCode::OK, "{repo}:{tag} blob {b} missing");
                 assert_eq!(
@@ -504,4 +499,14 @@ pub async fn check_consistent(s: &Server) -> usize {
         }
     }
     images
+}
+
+/// The config and layer digests of an image manifest.
+pub fn image_blobs(manifest: &[u8]) -> Vec<String> {
+    let m: serde_json::Value = serde_json::from_slice(manifest).unwrap();
+    let mut blobs = vec![m["config"]["digest"].as_str().unwrap().to_owned()];
+    for l in m["layers"].as_array().unwrap() {
+        blobs.push(l["digest"].as_str().unwrap().to_owned());
+    }
+    blobs
 }
