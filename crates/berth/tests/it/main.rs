@@ -7,5 +7,6 @@ mod crash;
 mod fleet;
 mod fleet_faults;
 mod harness;
+mod large;
 mod server;
 mod storage;
