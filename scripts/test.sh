@@ -2,7 +2,7 @@
 # Run every test Berth has: unit and integration tests (cargo) on the embedded default, the
 # PostgreSQL and S3 backends' testsuites, then the whole integration suite again over a real
 # PostgreSQL and a real S3-compatible server (both started here, on loopback) with the
-# multi-instance tests, then the real-client tests
+# multi-instance and fault tests, a 60 s load test through two instances, then the real-client tests
 # (skopeo, buildah, umoci, oras). Installs what it needs on a Debian machine (run as root).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -27,4 +27,7 @@ cargo test --workspace
 # The whole service-level suite again, every server now on PostgreSQL + S3 (a fresh database
 # and key prefix per server), plus the multi-instance tests that only run in this mode.
 BERTH_TEST_BACKEND=fleet cargo test -p berth --test it
+# 200 clients push and pull small images through two instances over PostgreSQL + S3 for 60 s;
+# fails on any error or any image that does not verify afterwards through both instances.
+bash scripts/load.sh --fleet --skip-build --clients 200 --seconds 60
 BERTH_BIN="$PWD/target/debug/berth" bash scripts/test-clients.sh

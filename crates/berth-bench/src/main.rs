@@ -5,6 +5,7 @@
 mod bench;
 mod client;
 mod data;
+mod load;
 mod machine;
 mod out;
 mod procfs;
@@ -155,6 +156,31 @@ enum Command {
         #[arg(long, default_value_t = 5)]
         list_repeat: u32,
     },
+    /// Many clients push small images through one instance and pull through another for a
+    /// while; then every image is verified through every instance. Fails on any error.
+    Load {
+        /// Registry base URL of each instance (repeat for several)
+        #[arg(long = "url", required = true)]
+        urls: Vec<String>,
+        /// Concurrent clients
+        #[arg(long, default_value_t = 200)]
+        clients: usize,
+        /// Seconds of load
+        #[arg(long, default_value_t = 60)]
+        seconds: u64,
+        /// Layer size of each image
+        #[arg(long, value_parser = size, default_value = "16KiB")]
+        layer: u64,
+        /// Repository name prefix
+        #[arg(long, default_value = "load")]
+        repo: String,
+        /// Repositories to spread over
+        #[arg(long, default_value_t = 20)]
+        repos: usize,
+        /// Requests in flight while verifying
+        #[arg(long, default_value_t = 64)]
+        verify_concurrency: usize,
+    },
     /// Print a free TCP port on 127.0.0.1
     FreePort,
     /// Summarise a JSON-lines results file: Markdown tables on stdout, JSON to --out
@@ -262,6 +288,29 @@ fn main() -> anyhow::Result<()> {
                     list_repeat,
                 };
                 bench::tags(&out, &reg, &target.repo, &o).await
+            }
+            Command::Load {
+                urls,
+                clients,
+                seconds,
+                layer,
+                repo,
+                repos,
+                verify_concurrency,
+            } => {
+                let regs = urls
+                    .iter()
+                    .map(|u| client::Registry::new(u))
+                    .collect::<anyhow::Result<Vec<_>>>()?;
+                let o = load::LoadOpts {
+                    clients,
+                    duration: std::time::Duration::from_secs(seconds),
+                    layer: usize::try_from(layer)?,
+                    repo,
+                    repos,
+                    verify_concurrency,
+                };
+                load::run(&out, regs, &o).await
             }
             Command::FreePort => {
                 let l = std::net::TcpListener::bind("127.0.0.1:0")?;
