@@ -6,6 +6,8 @@
 # Usage: scripts/test-clients.sh            (run as root on Debian 12; installs what it needs)
 # Environment:
 #   BERTH_BIN=path       use this binary instead of building with `cargo build -p berth`
+#   BERTH_SERVE_ARGS="…" extra `berth serve` flags, split on spaces (scripts/test.sh passes
+#                        --metadata-url and --s3-* to run every check on PostgreSQL + S3)
 #   BIG_LAYER_MIB=512    size of the large-layer round trip, in MiB
 #   KEEP_WORK=1          keep the temporary directory (path printed at the end)
 #
@@ -140,8 +142,10 @@ start_server() {
     REGISTRY="127.0.0.1:$port"
     mkdir -p "$WORK/data"
     # Only flags: a BERTH_CONFIG in the caller's environment must not change the test server.
+    local extra=()
+    read -r -a extra <<<"${BERTH_SERVE_ARGS:-}"
     env -u BERTH_CONFIG "$bin" serve --listen "$REGISTRY" --data-dir "$WORK/data" --log-format json \
-        >"$WORK/server.log" 2>&1 &
+        "${extra[@]}" >"$WORK/server.log" 2>&1 &
     SERVER_PID=$!
     for _ in $(seq 1 100); do
         if curl -fsS -o /dev/null "http://$REGISTRY/v2/" 2>/dev/null; then
