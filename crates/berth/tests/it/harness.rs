@@ -79,6 +79,14 @@ impl FleetBackend {
         }
     }
 
+    /// The same database and prefix, with S3 reached at `endpoint` (a fault proxy, say).
+    pub fn with_s3_endpoint(&self, endpoint: &str) -> Self {
+        Self {
+            s3_endpoint: Some(endpoint.to_owned()),
+            ..self.clone()
+        }
+    }
+
     fn args(&self) -> Vec<String> {
         vec![
             "--metadata-url".into(),

@@ -4,7 +4,9 @@
 mod api;
 mod bad_input;
 mod crash;
+mod fault_proxy;
 mod fleet;
 mod harness;
 mod redirect;
+mod s3_faults;
 mod server;
