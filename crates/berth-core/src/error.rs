@@ -72,11 +72,34 @@ pub enum Error {
     #[error("{0}")]
     Unsupported(String),
     /// A backend is down or busy; the request may be retried.
-    #[error("{0}")]
-    Unavailable(String),
+    #[error("{backend} unavailable: {detail}")]
+    Unavailable {
+        /// Which backend, the part a client is told.
+        backend: Backend,
+        /// What went wrong, for the log only: it may name internal hosts, buckets and keys.
+        detail: String,
+    },
     /// Anything else: logged in full, reported without detail.
     #[error("{0}")]
     Internal(String),
+}
+
+/// The backends a request may find unavailable.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    /// The metadata store (PostgreSQL, SQLite).
+    Metadata,
+    /// The blob store (S3, the filesystem).
+    BlobStorage,
+}
+
+impl std::fmt::Display for Backend {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Self::Metadata => "metadata store",
+            Self::BlobStorage => "blob storage",
+        })
+    }
 }
 
 impl Error {
@@ -95,7 +118,7 @@ impl Error {
             Self::ManifestBlobUnknown(_) => ErrorCode::ManifestBlobUnknown,
             Self::ManifestUnknown | Self::ManifestNotAcceptable(_) => ErrorCode::ManifestUnknown,
             Self::PaginationInvalid(_) | Self::Unsupported(_) => ErrorCode::Unsupported,
-            Self::Unavailable(_) => ErrorCode::Unavailable,
+            Self::Unavailable { .. } => ErrorCode::Unavailable,
             Self::Internal(_) => ErrorCode::Internal,
         }
     }
@@ -110,9 +133,10 @@ impl From<MetaError> for Error {
             MetaError::Conflict => Self::UploadInvalid(
                 "upload was changed by a concurrent request; check its status".into(),
             ),
-            MetaError::Unavailable(m) => {
-                Self::Unavailable(format!("metadata database unavailable: {m}"))
-            }
+            MetaError::Unavailable(detail) => Self::Unavailable {
+                backend: Backend::Metadata,
+                detail,
+            },
             e @ (MetaError::SchemaTooNew { .. } | MetaError::Backend(_)) => {
                 Self::Internal(e.to_string())
             }
@@ -125,9 +149,10 @@ impl From<StoreError> for Error {
         match e {
             StoreError::NotFound => Self::UploadUnknown,
             StoreError::Body(m) => Self::SizeInvalid(m),
-            e @ StoreError::Io(_) if e.is_unavailable() => {
-                Self::Unavailable(format!("blob storage unavailable: {e}"))
-            }
+            e @ StoreError::Io(_) if e.is_unavailable() => Self::Unavailable {
+                backend: Backend::BlobStorage,
+                detail: e.to_string(),
+            },
             e @ (StoreError::OffsetMismatch { .. } | StoreError::Io(_)) => {
                 Self::Internal(e.to_string())
             }

@@ -8,7 +8,7 @@ mod manifests;
 mod registry;
 mod uploads;
 
-pub use error::Error;
+pub use error::{Backend, Error};
 pub use manifests::{ManifestPut, TagList};
 pub use registry::{BlobRead, Limits, Registry};
 pub use uploads::{BodyLength, UploadState};

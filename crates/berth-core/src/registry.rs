@@ -1,4 +1,5 @@
 use std::sync::Arc;
+use std::time::Duration;
 
 use berth_meta::MetaStore;
 use berth_oci::range::ByteRange;
@@ -35,6 +36,8 @@ pub struct Registry {
     pub(crate) meta: Arc<dyn MetaStore>,
     pub(crate) limits: Limits,
     pub(crate) upload_locks: crate::uploads::UploadLocks,
+    /// How long presigned blob URLs stay valid; `None`: blob reads are served, not redirected.
+    redirect_expiry: Option<Duration>,
 }
 
 /// A blob (or a range of it) ready to send.
@@ -58,7 +61,28 @@ impl Registry {
             meta,
             limits,
             upload_locks,
+            redirect_expiry: None,
         }
+    }
+
+    /// Hand out presigned blob URLs valid for `expiry` ([`Registry::blob_url`]), so that
+    /// clients fetch blob bytes from the object store instead of through this server.
+    ///
+    /// Checks first that the store makes such URLs, by making one (which asks nothing of
+    /// the object store: S3 URLs are signed locally).
+    ///
+    /// # Errors
+    /// [`Error::Unsupported`] if the store has no presigned URLs (the filesystem store);
+    /// a backend error if making one fails (say, credentials cannot be loaded).
+    pub async fn with_redirect(mut self, expiry: Duration) -> Result<Self, Error> {
+        let probe = Digest::sha256_of(b"berth presign probe");
+        if self.store.presigned_get(&probe, expiry).await?.is_none() {
+            return Err(Error::Unsupported(
+                "this blob store cannot make presigned URLs (only S3 storage can)".into(),
+            ));
+        }
+        self.redirect_expiry = Some(expiry);
+        Ok(self)
     }
 
     /// The limits in force.
@@ -114,6 +138,27 @@ impl Registry {
             range,
             content,
         })
+    }
+
+    /// A URL at which anyone may fetch `digest` (from `repo`) straight from the object store
+    /// for a while, or `None` when redirects are off or the store has no such URLs; the
+    /// caller then reads the blob with [`Registry::read_blob`]. The URL is only handed out
+    /// for a blob linked into `repo`, so a redirect never reveals a blob of another
+    /// repository. Storage is not asked whether the bytes exist: metadata says so.
+    ///
+    /// # Errors
+    /// [`Error::BlobUnknown`] if the repository does not hold the blob; backend errors.
+    #[tracing::instrument(skip(self))]
+    pub async fn blob_url(
+        &self,
+        repo: &RepoName,
+        digest: &Digest,
+    ) -> Result<Option<String>, Error> {
+        let Some(expiry) = self.redirect_expiry else {
+            return Ok(None);
+        };
+        self.stat_blob(repo, digest).await?;
+        Ok(self.store.presigned_get(digest, expiry).await?)
     }
 
     /// Remove `digest` from `repo`. The bytes stay for other repositories; space is reclaimed

@@ -6,7 +6,7 @@ use std::collections::HashMap;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use berth_meta::Upload;
 use berth_oci::{Digest, DigestAlgorithm, Hasher, RepoName};
@@ -95,6 +95,9 @@ async fn to_completion<T: Send + 'static>(
         .await
         .map_err(|e| Error::Internal(format!("upload task failed: {e}")))?
 }
+
+/// How long [`Registry::discard_later`] keeps trying.
+const DISCARD_FOR: Duration = Duration::from_secs(600);
 
 fn now() -> i64 {
     SystemTime::now()
@@ -288,12 +291,46 @@ impl Registry {
                 Ok(size)
             }
             .await;
-            if result.is_err() {
-                let _ = this.store.abort_upload(&id).await;
+            match &result {
+                Ok(_) => {}
+                Err(Error::Unavailable { .. }) => this.discard_later(id),
+                Err(_) => {
+                    let _ = this.store.abort_upload(&id).await;
+                }
             }
             result
         })
         .await
+    }
+
+    /// Remove the objects of a push that failed because blob storage is unavailable, in the
+    /// background: trying now would hold the client's 503 up by the same timeouts that
+    /// failed the push. Tries again with growing pauses for about ten minutes, so a brief
+    /// outage leaves nothing behind; what a longer one leaves is never read as blob bytes.
+    fn discard_later(&self, id: String) {
+        let store = Arc::clone(&self.store);
+        tokio::spawn(async move {
+            let mut pause = Duration::from_secs(1);
+            let mut waited = Duration::ZERO;
+            loop {
+                tokio::time::sleep(pause).await;
+                waited += pause;
+                match store.abort_upload(&id).await {
+                    Ok(()) => {
+                        tracing::debug!(upload = %id, "removed the objects of a failed push");
+                        return;
+                    }
+                    Err(e) if e.is_unavailable() && waited < DISCARD_FOR => {
+                        tracing::debug!(upload = %id, error = %e, "blob storage still unavailable");
+                        pause = (pause * 2).min(Duration::from_secs(60));
+                    }
+                    Err(e) => {
+                        tracing::warn!(upload = %id, error = %e, "could not remove the objects of a failed push; they stay in storage");
+                        return;
+                    }
+                }
+            }
+        });
     }
 
     /// Verify `actual` against `expected`, then make the blob visible and link it into `repo`.

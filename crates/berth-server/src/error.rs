@@ -58,7 +58,7 @@ fn status(e: &Error) -> StatusCode {
         }
         Error::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
         Error::Unsupported(_) => StatusCode::METHOD_NOT_ALLOWED,
-        Error::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+        Error::Unavailable { .. } => StatusCode::SERVICE_UNAVAILABLE,
         Error::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
     }
 }
@@ -79,9 +79,13 @@ impl IntoResponse for ApiError {
         let (status, code, message, detail) = match &self {
             Self::Core(e) => {
                 let code = e.code();
-                // Internal details are logged by the middleware, never sent.
+                // Internal details, and what made a backend unavailable (which may name
+                // internal hosts, buckets and keys), are logged by the middleware, never sent.
                 let message = match e {
                     Error::Internal(_) => code.description().to_owned(),
+                    Error::Unavailable { backend, .. } => {
+                        format!("{backend} is unavailable; try again later")
+                    }
                     e => e.to_string(),
                 };
                 let detail = match e {
@@ -127,5 +131,35 @@ impl IntoResponse for ApiError {
         }
         resp.extensions_mut().insert(Arc::new(self));
         resp
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use http_body_util::BodyExt;
+
+    use super::*;
+
+    #[tokio::test]
+    async fn unavailable_names_the_backend_and_keeps_the_detail_for_the_log() {
+        let detail = "S3 GET http://10.1.2.3:9000/bucket/prod/blobs/sha256/ab/abcd: timed out";
+        let resp = ApiError::Core(Error::Unavailable {
+            backend: berth_core::Backend::BlobStorage,
+            detail: detail.into(),
+        })
+        .into_response();
+        assert_eq!(resp.status(), StatusCode::SERVICE_UNAVAILABLE);
+        let logged = resp
+            .extensions()
+            .get::<Arc<ApiError>>()
+            .expect("kept for the log");
+        assert!(format!("{logged:?}").contains(detail));
+        let sent = resp.into_body().collect().await.unwrap().to_bytes();
+        let v: serde_json::Value = serde_json::from_slice(&sent).unwrap();
+        assert_eq!(v["errors"][0]["code"], "UNAVAILABLE");
+        assert_eq!(
+            v["errors"][0]["message"],
+            "blob storage is unavailable; try again later"
+        );
     }
 }

@@ -363,6 +363,11 @@ async fn get_blob(
             Body::empty(),
         );
     }
+    // Every GET is redirected, a ranged one too: the client sends its Range header again to
+    // the new location (as Distribution's redirects expect), and the object store answers it.
+    if let Some(url) = state.registry.blob_url(repo, d).await? {
+        return blob_redirect(&url, d);
+    }
     let range = match header_str(headers, header::RANGE) {
         // A malformed Range may be ignored (RFC 9110); serve the whole blob.
         Some(h) => parse_range(h).ok().flatten(),
@@ -384,6 +389,20 @@ async fn get_blob(
     finish(
         common(b).header(header::CONTENT_LENGTH, len),
         Body::from_stream(stream),
+    )
+}
+
+/// `307 Temporary Redirect` to a presigned object-store URL of blob `d`.
+fn blob_redirect(url: &str, d: &Digest) -> Reply {
+    let location = HeaderValue::from_str(url)
+        .map_err(|e| Error::Internal(format!("presigned URL is not a header value: {e}")))?;
+    metrics::counter!("berth_blob_redirects_total").increment(1);
+    finish(
+        reply(StatusCode::TEMPORARY_REDIRECT)
+            .header(header::LOCATION, location)
+            .header("docker-content-digest", hv(&d.to_string()))
+            .header(header::CONTENT_LENGTH, "0"),
+        Body::empty(),
     )
 }
 

@@ -60,9 +60,11 @@
 //! is most layers. Frames of the body are kept as they arrive (frames below 32 KiB are gathered
 //! into larger buffers), so large frames are not copied on their way to S3.
 //!
-//! A writer that dies mid-upload (a crash, a killed process) leaves an incomplete multipart
-//! upload behind, which S3 keeps (and bills) until it is aborted: give the bucket a lifecycle
-//! rule such as `AbortIncompleteMultipartUpload` after a day.
+//! A failed write aborts its multipart upload in the background, so that the error is not
+//! held up by an S3 that is failing anyway. A writer that dies mid-upload (a crash, a killed
+//! process), or an abort that fails, leaves an incomplete multipart upload behind, which S3
+//! keeps (and bills) until it is aborted: give the bucket a lifecycle rule such as
+//! `AbortIncompleteMultipartUpload` after a day.
 //!
 //! # Errors and timeouts
 //!
@@ -699,13 +701,19 @@ impl ObjectWriter {
         Ok(total)
     }
 
-    /// Give up: stop the parts in flight and abort the multipart upload, so nothing appears.
+    /// Give up: stop the parts in flight, so nothing appears, and abort the multipart upload
+    /// in the background. The abort only frees the parts' storage (an incomplete multipart
+    /// upload is never visible), so the caller's error does not wait for it: when S3 is what
+    /// failed, the abort would wait out the same timeouts again.
     async fn abort(&mut self) {
         self.in_flight.shutdown().await;
         if let Some(mut upload) = self.upload.take() {
-            if let Err(e) = upload.abort().await {
-                tracing::warn!(key = %self.path, error = %e, "aborting an S3 multipart upload failed");
-            }
+            let key = self.path.clone();
+            tokio::spawn(async move {
+                if let Err(e) = upload.abort().await {
+                    tracing::warn!(%key, error = %e, "aborting an S3 multipart upload failed");
+                }
+            });
         }
     }
 }

@@ -388,7 +388,10 @@ impl Config {
         let storage = resolve_s3(raw.storage.s3, over)?.map_or(Storage::Fs, Storage::S3);
         let redirect = over.redirect.or(raw.storage.redirect).unwrap_or(false);
         if redirect && matches!(storage, Storage::Fs) {
-            bail!("storage.redirect needs S3 storage: files in the data directory have no URL");
+            bail!(
+                "storage.redirect needs S3 storage: files in the data directory have no URL \
+                 (configure [storage.s3] or set storage.redirect = false)"
+            );
         }
         let manifest_max_bytes = raw.limits.manifest_max_bytes.unwrap_or(4 << 20);
         if manifest_max_bytes == 0 {

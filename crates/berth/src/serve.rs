@@ -212,11 +212,6 @@ pub fn migrate(cfg: &Config) -> anyhow::Result<()> {
 }
 
 async fn serve(cfg: Config) -> anyhow::Result<()> {
-    if cfg.redirect {
-        anyhow::bail!(
-            "storage.redirect is not available in this version yet; leave it out or set it to false"
-        );
-    }
     let _lock = lock_data_dir(&cfg)?;
     // HTTPS to S3 and PostgreSQL, and the TLS listener, all use rustls with ring.
     let _ = rustls::crypto::ring::default_provider().install_default();
@@ -231,7 +226,18 @@ async fn serve(cfg: Config) -> anyhow::Result<()> {
         chunk_min_length: cfg.chunk_min_length,
         ..Limits::default()
     };
-    let registry = Registry::new(store, meta, limits);
+    let mut registry = Registry::new(store, meta, limits);
+    if cfg.redirect {
+        // Refuse to start rather than quietly serve every blob locally.
+        registry = registry
+            .with_redirect(Duration::from_secs(cfg.redirect_expiry_seconds))
+            .await
+            .context("storage.redirect = true, but blob GETs cannot be redirected")?;
+        tracing::info!(
+            expiry_seconds = cfg.redirect_expiry_seconds,
+            "blob GETs redirect to presigned URLs"
+        );
+    }
     let metrics = PrometheusBuilder::new()
         .set_buckets_for_metric(
             Matcher::Full("berth_http_request_duration_seconds".into()),

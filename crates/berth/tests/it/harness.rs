@@ -40,6 +40,8 @@ fn need_env(name: &str) -> String {
 pub struct FleetBackend {
     pub db_url: String,
     pub s3_prefix: String,
+    /// Where servers reach S3; `None`: the test server itself (`BERTH_TEST_S3_ENDPOINT`).
+    pub s3_endpoint: Option<String>,
 }
 
 impl FleetBackend {
@@ -82,6 +84,15 @@ impl FleetBackend {
         Self {
             db_url: format!("{base}/{name}"),
             s3_prefix: format!("t{short}/"),
+            s3_endpoint: None,
+        }
+    }
+
+    /// The same database and prefix, with S3 reached at `endpoint` (a fault proxy, say).
+    pub fn with_s3_endpoint(&self, endpoint: &str) -> Self {
+        Self {
+            s3_endpoint: Some(endpoint.to_owned()),
+            ..self.clone()
         }
     }
 
@@ -90,7 +101,9 @@ impl FleetBackend {
             "--metadata-url".into(),
             self.db_url.clone(),
             "--s3-endpoint".into(),
-            need_env("BERTH_TEST_S3_ENDPOINT"),
+            self.s3_endpoint
+                .clone()
+                .unwrap_or_else(|| need_env("BERTH_TEST_S3_ENDPOINT")),
             "--s3-bucket".into(),
             need_env("BERTH_TEST_S3_BUCKET"),
             "--s3-prefix".into(),
@@ -123,6 +136,18 @@ impl Server {
         Self::launch_on(http, Vec::new(), false, Some(backend.clone())).await
     }
 
+    /// An instance over `backend` with extra `serve` arguments and, when given, a config file
+    /// holding `config` (TOML; flags and the backend's arguments win over it).
+    pub async fn start_on_with(
+        backend: &FleetBackend,
+        args: &[&str],
+        config: Option<&str>,
+    ) -> Self {
+        let http = Client::builder().no_proxy().build().unwrap();
+        let args = args.iter().map(|a| (*a).to_owned()).collect();
+        Self::launch_with(http, args, false, Some(backend.clone()), config).await
+    }
+
     async fn launch(http: Client, extra_args: Vec<String>, tls: bool) -> Self {
         let backend = fleet().then(FleetBackend::create);
         Self::launch_on(http, extra_args, tls, backend).await
@@ -130,17 +155,33 @@ impl Server {
 
     async fn launch_on(
         http: Client,
+        extra_args: Vec<String>,
+        tls: bool,
+        backend: Option<FleetBackend>,
+    ) -> Self {
+        Self::launch_with(http, extra_args, tls, backend, None).await
+    }
+
+    async fn launch_with(
+        http: Client,
         mut extra_args: Vec<String>,
         tls: bool,
         backend: Option<FleetBackend>,
+        config: Option<&str>,
     ) -> Self {
         if let Some(b) = &backend {
             extra_args.extend(b.args());
         }
+        let dir = tempfile::tempdir().unwrap();
+        if let Some(config) = config {
+            let file = dir.path().join("berth.toml");
+            std::fs::write(&file, config).unwrap();
+            extra_args.extend(["--config".into(), file.display().to_string()]);
+        }
         let mut s = Self {
             child: None,
             port: 0,
-            dir: tempfile::tempdir().unwrap(),
+            dir,
             base: String::new(),
             http,
             extra_args,

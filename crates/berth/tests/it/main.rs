@@ -4,9 +4,12 @@
 mod api;
 mod bad_input;
 mod crash;
+mod fault_proxy;
 mod fleet;
 mod fleet_faults;
 mod harness;
 mod large;
+mod redirect;
+mod s3_faults;
 mod server;
 mod storage;
