@@ -253,6 +253,7 @@ impl Registry {
             algorithm,
             hash_state: Some(algorithm.hasher().save()),
             created_at: now(),
+            updated_at: now(),
         };
         if let Err(e) = self.meta.create_upload(&upload).await {
             let _ = self.store.abort_upload(&id).await;
@@ -384,7 +385,7 @@ impl Registry {
         if written > 0 {
             u.offset += written;
             u.hash_state = Some(hasher.save());
-            self.meta.advance_upload(&u, from).await?;
+            self.meta.advance_upload(&u, from, None).await?;
         }
         Ok(u)
     }
