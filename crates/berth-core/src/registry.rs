@@ -35,6 +35,8 @@ pub struct Registry {
     pub(crate) meta: Arc<dyn MetaStore>,
     pub(crate) limits: Limits,
     pub(crate) upload_locks: crate::uploads::UploadLocks,
+    /// Names this instance in leases: the process id and a random suffix.
+    pub(crate) instance: Arc<str>,
 }
 
 /// A blob (or a range of it) ready to send.
@@ -53,17 +55,29 @@ impl Registry {
     /// A registry over `store` and `meta`.
     pub fn new(store: Arc<dyn BlobStore>, meta: Arc<dyn MetaStore>, limits: Limits) -> Self {
         let upload_locks = crate::uploads::UploadLocks::default();
+        let suffix = uuid::Uuid::new_v4().simple().to_string();
         Self {
             store,
             meta,
             limits,
             upload_locks,
+            instance: format!("{}-{}", std::process::id(), &suffix[..8]).into(),
         }
     }
 
     /// The limits in force.
     pub fn limits(&self) -> &Limits {
         &self.limits
+    }
+
+    /// The metadata store (for the job runner, which shares it).
+    pub fn meta(&self) -> &Arc<dyn MetaStore> {
+        &self.meta
+    }
+
+    /// The name of this registry instance in leases (unique among running instances).
+    pub fn instance(&self) -> &str {
+        &self.instance
     }
 
     /// The size of `digest` in `repo` (a blob `HEAD`).

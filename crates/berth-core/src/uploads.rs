@@ -134,6 +134,23 @@ impl UploadLocks {
         }
     }
 
+    /// The lock of `id` if nobody holds it now.
+    pub(crate) fn try_lock(&self, id: &str) -> Option<UploadGuard> {
+        let mut map = self.0.lock().expect("upload lock map");
+        let lock = map.entry(id.to_owned()).or_default().clone();
+        match lock.clone().try_lock_owned() {
+            Ok(guard) => Some(UploadGuard {
+                guard: Some(guard),
+                lock,
+                id: id.to_owned(),
+                locks: self.clone(),
+            }),
+            // Someone holds it, so the entry stays until they let go (their guard's drop
+            // waits for the map lock held here, and then sees our clone gone).
+            Err(_) => None,
+        }
+    }
+
     #[cfg(test)]
     fn len(&self) -> usize {
         self.0.lock().expect("upload lock map").len()
@@ -469,6 +486,28 @@ impl Registry {
         .await
     }
 
+    /// Forget upload `u`, listed as idle since before `idle_since` (seconds since the Unix
+    /// epoch), and discard its bytes, unless a request is working on it or it advanced since.
+    /// Returns whether it was expired.
+    pub(crate) async fn expire_upload(&self, u: &Upload, idle_since: i64) -> Result<bool, Error> {
+        let Some(_guard) = self.upload_locks.try_lock(&u.id) else {
+            return Ok(false);
+        };
+        // Read it again under the lock: it may have advanced since it was listed.
+        match self.meta.upload(&u.repo, &u.id).await? {
+            Some(current) if current.updated_at < idle_since => {}
+            _ => return Ok(false),
+        }
+        // Bytes first: if discarding them fails, the session stays and the next run retries.
+        self.store.abort_upload(&u.id).await?;
+        let expired = self.meta.expire_upload(&u.id, idle_since, None).await?;
+        if expired {
+            metrics::counter!("berth_uploads_expired_total").increment(1);
+            tracing::info!(upload = %u.id, repo = %u.repo, "idle upload expired");
+        }
+        Ok(expired)
+    }
+
     /// Cancel an upload session (`DELETE`).
     ///
     /// # Errors
@@ -509,6 +548,20 @@ mod tests {
         assert!(!waiter.is_finished());
         drop(a);
         waiter.await.unwrap();
+        assert_eq!(locks.len(), 0);
+    }
+
+    #[tokio::test]
+    async fn try_lock_skips_a_held_upload() {
+        let locks = UploadLocks::default();
+        let a = locks.lock("a").await;
+        assert!(locks.try_lock("a").is_none());
+        assert_eq!(locks.len(), 1);
+        drop(a);
+        assert_eq!(locks.len(), 0);
+        let b = locks.try_lock("a").expect("free now");
+        assert_eq!(locks.len(), 1);
+        drop(b);
         assert_eq!(locks.len(), 0);
     }
 }

@@ -107,10 +107,23 @@ impl Server {
         Self::launch(http, Vec::new(), false).await
     }
 
+    /// [`Server::start`] with more `berth serve` arguments.
+    pub async fn start_with(args: &[&str]) -> Self {
+        let http = Client::builder().no_proxy().build().unwrap();
+        let args = args.iter().map(|a| a.to_string()).collect();
+        Self::launch(http, args, false).await
+    }
+
     /// Another instance over the same PostgreSQL + S3 backend as `backend`.
     pub async fn start_on(backend: &FleetBackend) -> Self {
+        Self::start_on_with(backend, &[]).await
+    }
+
+    /// [`Server::start_on`] with more `berth serve` arguments.
+    pub async fn start_on_with(backend: &FleetBackend, args: &[&str]) -> Self {
         let http = Client::builder().no_proxy().build().unwrap();
-        Self::launch_on(http, Vec::new(), false, Some(backend.clone())).await
+        let args = args.iter().map(|a| a.to_string()).collect();
+        Self::launch_on(http, args, false, Some(backend.clone())).await
     }
 
     async fn launch(http: Client, extra_args: Vec<String>, tls: bool) -> Self {
@@ -372,6 +385,12 @@ pub async fn error_code(r: Response) -> String {
         .as_str()
         .expect("errors[0].code")
         .to_owned()
+}
+
+/// The upload id at the end of an upload's `Location`.
+pub fn upload_id(location: &str) -> &str {
+    let path = location.split('?').next().unwrap_or(location);
+    path.rsplit('/').next().unwrap_or(path)
 }
 
 pub fn header<'a>(r: &'a Response, name: &str) -> &'a str {

@@ -6,4 +6,5 @@ mod bad_input;
 mod crash;
 mod fleet;
 mod harness;
+mod jobs;
 mod server;
