@@ -11,6 +11,7 @@ pub mod jobs;
 mod manifests;
 mod registry;
 mod upload_expiry;
+mod upload_lease;
 mod uploads;
 
 pub use error::Error;
@@ -18,4 +19,5 @@ pub use jobs::{JobRunner, PruneJobs, RunnerSettings, Schedule, Worker};
 pub use manifests::{ManifestPut, TagList};
 pub use registry::{BlobRead, Limits, Registry};
 pub use upload_expiry::ExpireUploads;
+pub use upload_lease::UploadLeases;
 pub use uploads::{BodyLength, UploadState};

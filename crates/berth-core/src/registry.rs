@@ -37,6 +37,8 @@ pub struct Registry {
     pub(crate) upload_locks: crate::uploads::UploadLocks,
     /// Names this instance in leases: the process id and a random suffix.
     pub(crate) instance: Arc<str>,
+    /// Upload leases in the metadata store, when several instances share it.
+    pub(crate) leases: Option<crate::UploadLeases>,
 }
 
 /// A blob (or a range of it) ready to send.
@@ -62,7 +64,18 @@ impl Registry {
             limits,
             upload_locks,
             instance: format!("{}-{}", std::process::id(), &suffix[..8]).into(),
+            leases: None,
         }
+    }
+
+    /// The same registry, holding a lease in the metadata store on every upload it works on,
+    /// as `leases` says: for a fleet of instances sharing metadata, so that two of them never
+    /// append to one upload at once. Without it (the default, for a single instance) uploads
+    /// are serialised in-process only, and cost no extra metadata writes.
+    #[must_use]
+    pub fn with_upload_leases(mut self, leases: crate::UploadLeases) -> Self {
+        self.leases = Some(leases);
+        self
     }
 
     /// The limits in force.

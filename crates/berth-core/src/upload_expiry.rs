@@ -86,11 +86,13 @@ mod tests {
     use std::sync::Arc;
 
     use berth_meta::sqlite::{Durability, SqliteMeta};
-    use berth_meta::{JobId, JobLease, LeaseHolder};
+    use berth_meta::{JobId, JobLease, LeaseHolder, MetaStore, Upload, UploadLease};
+    use berth_oci::DigestAlgorithm;
     use berth_store::fs::{FsStore, SyncMode};
+    use berth_store::BlobStore;
 
     use super::*;
-    use crate::Limits;
+    use crate::{Limits, UploadLeases};
 
     fn job() -> ClaimedJob {
         ClaimedJob {
@@ -135,5 +137,56 @@ mod tests {
             registry.upload_status(&repo, &kept.id).await.unwrap();
             assert!(dir.path().join("uploads").join(&kept.id).exists());
         }
+    }
+
+    /// In a fleet, an upload that a request on another instance holds the lease of is left
+    /// alone, however idle its row looks.
+    #[tokio::test]
+    async fn leaves_uploads_leased_elsewhere_alone() {
+        let dir = tempfile::tempdir().unwrap();
+        let meta: Arc<dyn MetaStore> =
+            Arc::new(SqliteMeta::open(&dir.path().join("meta.db"), Durability::Normal).unwrap());
+        let store = Arc::new(FsStore::open(dir.path(), SyncMode::Relaxed).unwrap());
+        let registry = Registry::new(store.clone(), Arc::clone(&meta), Limits::default())
+            .with_upload_leases(UploadLeases::default());
+        let repo: berth_oci::RepoName = "idle/app".parse().unwrap();
+        let long_ago = berth_meta::jobs::epoch_ms(SystemTime::now()) / 1000 - 3600;
+        for id in ["idle-free", "idle-leased"] {
+            store.start_upload(id).await.unwrap();
+            meta.create_upload(&Upload {
+                id: id.into(),
+                repo: repo.clone(),
+                offset: 0,
+                algorithm: DigestAlgorithm::Sha256,
+                hash_state: None,
+                created_at: long_ago,
+                updated_at: long_ago,
+            })
+            .await
+            .unwrap();
+        }
+        let elsewhere = LeaseHolder::new("upload/other-instance/1");
+        assert_eq!(
+            meta.lease_upload("idle-leased", &elsewhere, Duration::from_secs(60))
+                .await
+                .unwrap(),
+            UploadLease::Granted
+        );
+        let worker = ExpireUploads::new(
+            registry.clone(),
+            Duration::from_secs(60),
+            Duration::from_secs(60),
+        );
+        worker.run(&job(), &CancellationToken::new()).await.unwrap();
+        assert!(meta.upload(&repo, "idle-free").await.unwrap().is_none());
+        assert!(!dir.path().join("uploads").join("idle-free").exists());
+        assert!(meta.upload(&repo, "idle-leased").await.unwrap().is_some());
+        assert!(dir.path().join("uploads").join("idle-leased").exists());
+        // Once its holder is gone (the lease given back or expired), it goes too.
+        meta.release_upload("idle-leased", &elsewhere)
+            .await
+            .unwrap();
+        worker.run(&job(), &CancellationToken::new()).await.unwrap();
+        assert!(meta.upload(&repo, "idle-leased").await.unwrap().is_none());
     }
 }

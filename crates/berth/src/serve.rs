@@ -7,7 +7,9 @@ use std::time::Duration;
 
 use anyhow::Context;
 use axum::serve::Listener;
-use berth_core::{ExpireUploads, JobRunner, Limits, PruneJobs, Registry, RunnerSettings};
+use berth_core::{
+    ExpireUploads, JobRunner, Limits, PruneJobs, Registry, RunnerSettings, UploadLeases,
+};
 use berth_meta::postgres::{Migrate, PgMeta, PgOptions};
 use berth_meta::sqlite::{self, SqliteMeta};
 use berth_meta::{LeaseHolder, MetaStore};
@@ -259,7 +261,13 @@ async fn serve(cfg: Config) -> anyhow::Result<()> {
         chunk_min_length: cfg.chunk_min_length,
         ..Limits::default()
     };
-    let registry = Registry::new(store, meta, limits);
+    let mut registry = Registry::new(store, meta, limits);
+    if matches!(cfg.metadata, Metadata::Postgres { .. }) {
+        // Other instances may share this metadata: a request working on an upload leases it
+        // there, so no two instances append to one upload at once. (SQLite has one instance:
+        // its in-process lock is enough, and costs no writes.)
+        registry = registry.with_upload_leases(UploadLeases::default());
+    }
     let metrics = PrometheusBuilder::new()
         .set_buckets_for_metric(
             Matcher::Full("berth_http_request_duration_seconds".into()),
