@@ -79,6 +79,10 @@ pub enum Error {
         /// What went wrong, for the log only: it may name internal hosts, buckets and keys.
         detail: String,
     },
+    /// Another request holds this upload (in a fleet: its lease), or this request lost it;
+    /// the client may check the upload's status and retry. Answered with 503, and the message.
+    #[error("{0}")]
+    UploadBusy(String),
     /// Anything else: logged in full, reported without detail.
     #[error("{0}")]
     Internal(String),
@@ -118,7 +122,7 @@ impl Error {
             Self::ManifestBlobUnknown(_) => ErrorCode::ManifestBlobUnknown,
             Self::ManifestUnknown | Self::ManifestNotAcceptable(_) => ErrorCode::ManifestUnknown,
             Self::PaginationInvalid(_) | Self::Unsupported(_) => ErrorCode::Unsupported,
-            Self::Unavailable { .. } => ErrorCode::Unavailable,
+            Self::Unavailable { .. } | Self::UploadBusy(_) => ErrorCode::Unavailable,
             Self::Internal(_) => ErrorCode::Internal,
         }
     }

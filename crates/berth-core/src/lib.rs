@@ -2,13 +2,22 @@
 //! the [`BlobStore`](berth_store::BlobStore) and [`MetaStore`](berth_meta::MetaStore) traits:
 //! it hashes blobs as they stream in, verifies digests before anything becomes visible,
 //! validates manifests and their references, and keeps upload sessions durable.
+//!
+//! Background work runs as jobs from the metadata store's queue: [`JobRunner`] drains it on
+//! every instance, with a [`Worker`] per kind of job, such as [`ExpireUploads`].
 
 mod error;
+pub mod jobs;
 mod manifests;
 mod registry;
+mod upload_expiry;
+mod upload_lease;
 mod uploads;
 
 pub use error::{Backend, Error};
+pub use jobs::{JobRunner, PruneJobs, RunnerSettings, Schedule, Worker};
 pub use manifests::{ManifestPut, TagList};
 pub use registry::{BlobRead, Limits, Registry};
+pub use upload_expiry::ExpireUploads;
+pub use upload_lease::UploadLeases;
 pub use uploads::{BodyLength, UploadState};

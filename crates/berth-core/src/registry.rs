@@ -38,6 +38,10 @@ pub struct Registry {
     pub(crate) upload_locks: crate::uploads::UploadLocks,
     /// How long presigned blob URLs stay valid; `None`: blob reads are served, not redirected.
     redirect_expiry: Option<Duration>,
+    /// Names this instance in leases: the process id and a random suffix.
+    pub(crate) instance: Arc<str>,
+    /// Upload leases in the metadata store, when several instances share it.
+    pub(crate) leases: Option<crate::UploadLeases>,
 }
 
 /// A blob (or a range of it) ready to send.
@@ -56,12 +60,15 @@ impl Registry {
     /// A registry over `store` and `meta`.
     pub fn new(store: Arc<dyn BlobStore>, meta: Arc<dyn MetaStore>, limits: Limits) -> Self {
         let upload_locks = crate::uploads::UploadLocks::default();
+        let suffix = uuid::Uuid::new_v4().simple().to_string();
         Self {
             store,
             meta,
             limits,
             upload_locks,
             redirect_expiry: None,
+            instance: format!("{}-{}", std::process::id(), &suffix[..8]).into(),
+            leases: None,
         }
     }
 
@@ -85,9 +92,29 @@ impl Registry {
         Ok(self)
     }
 
+    /// The same registry, holding a lease in the metadata store on every upload it works on,
+    /// as `leases` says: for a fleet of instances sharing metadata, so that two of them never
+    /// append to one upload at once. Without it (the default, for a single instance) uploads
+    /// are serialised in-process only, and cost no extra metadata writes.
+    #[must_use]
+    pub fn with_upload_leases(mut self, leases: crate::UploadLeases) -> Self {
+        self.leases = Some(leases);
+        self
+    }
+
     /// The limits in force.
     pub fn limits(&self) -> &Limits {
         &self.limits
+    }
+
+    /// The metadata store (for the job runner, which shares it).
+    pub fn meta(&self) -> &Arc<dyn MetaStore> {
+        &self.meta
+    }
+
+    /// The name of this registry instance in leases (unique among running instances).
+    pub fn instance(&self) -> &str {
+        &self.instance
     }
 
     /// The size of `digest` in `repo` (a blob `HEAD`).

@@ -14,6 +14,7 @@ use berth_store::{BlobContent, ByteStream, StoreError};
 use bytes::Bytes;
 use futures::{Stream, StreamExt};
 
+use crate::upload_lease::{lost_error, HeldLease};
 use crate::{Error, Registry};
 
 /// Where an upload session stands.
@@ -137,6 +138,23 @@ impl UploadLocks {
         }
     }
 
+    /// The lock of `id` if nobody holds it now.
+    pub(crate) fn try_lock(&self, id: &str) -> Option<UploadGuard> {
+        let mut map = self.0.lock().expect("upload lock map");
+        let lock = map.entry(id.to_owned()).or_default().clone();
+        match lock.clone().try_lock_owned() {
+            Ok(guard) => Some(UploadGuard {
+                guard: Some(guard),
+                lock,
+                id: id.to_owned(),
+                locks: self.clone(),
+            }),
+            // Someone holds it, so the entry stays until they let go (their guard's drop
+            // waits for the map lock held here, and then sees our clone gone).
+            Err(_) => None,
+        }
+    }
+
     #[cfg(test)]
     fn len(&self) -> usize {
         self.0.lock().expect("upload lock map").len()
@@ -173,7 +191,8 @@ impl Drop for InFlight {
 
 impl Registry {
     /// Stream `body` into upload `id` at `offset`, hashing it into `hasher`. Returns the bytes
-    /// appended and the hasher after them.
+    /// appended and the hasher after them. Under a `lease`, the chunk is dropped if the lease
+    /// is lost before the store keeps it.
     async fn append_hashed(
         &self,
         id: &str,
@@ -181,17 +200,26 @@ impl Registry {
         hasher: Hasher,
         body: ByteStream,
         expect: BodyLength,
+        lease: Option<&HeldLease>,
     ) -> Result<(u64, Hasher), Error> {
         let _in_flight = InFlight::new();
         let shared = Arc::new(Mutex::new(Some(hasher)));
-        let stream = Hashing {
+        let stream: ByteStream = Box::pin(Hashing {
             inner: body,
             hasher: shared.clone(),
             seen: 0,
             expect,
             done: false,
+        });
+        let stream = match lease {
+            Some(l) => l.guard(stream),
+            None => stream,
         };
-        let written = self.store.append(id, offset, Box::pin(stream)).await?;
+        let written = match self.store.append(id, offset, stream).await {
+            Ok(n) => n,
+            Err(_) if lease.is_some_and(HeldLease::is_lost) => return Err(lost_error()),
+            Err(e) => return Err(e.into()),
+        };
         metrics::counter!("berth_blob_bytes_received_total").increment(written);
         let hasher = shared
             .lock()
@@ -256,6 +284,7 @@ impl Registry {
             algorithm,
             hash_state: Some(algorithm.hasher().save()),
             created_at: now(),
+            updated_at: now(),
         };
         if let Err(e) = self.meta.create_upload(&upload).await {
             let _ = self.store.abort_upload(&id).await;
@@ -283,8 +312,9 @@ impl Registry {
             let id = uuid::Uuid::new_v4().to_string();
             this.store.start_upload(&id).await?;
             let result = async {
+                // The id is this request's alone (no session row exists): no lease needed.
                 let (size, hasher) = this
-                    .append_hashed(&id, 0, digest.algorithm().hasher(), body, len)
+                    .append_hashed(&id, 0, digest.algorithm().hasher(), body, len, None)
                     .await?;
                 this.commit(&repo, &id, &digest, hasher.finish(), size)
                     .await?;
@@ -380,13 +410,41 @@ impl Registry {
         })
     }
 
-    /// Append a chunk to `u`, which the caller holds the lock of; returns the new session.
+    /// Take upload `id`'s lease when leases are on (the caller holds its in-process lock).
+    async fn lease(&self, id: &str) -> Result<Option<HeldLease>, Error> {
+        match &self.leases {
+            Some(cfg) => Ok(Some(
+                HeldLease::acquire(&self.meta, id, &self.instance, cfg).await?,
+            )),
+            None => Ok(None),
+        }
+    }
+
+    /// Run `work` on upload `id` holding its in-process lock and, when leases are on, its
+    /// lease, which is given back afterwards.
+    async fn with_upload<T>(
+        &self,
+        id: &str,
+        work: impl AsyncFnOnce(Option<&HeldLease>) -> Result<T, Error>,
+    ) -> Result<T, Error> {
+        let _guard = self.upload_locks.lock(id).await;
+        let lease = self.lease(id).await?;
+        let result = work(lease.as_ref()).await;
+        if let Some(lease) = lease {
+            lease.release().await;
+        }
+        result
+    }
+
+    /// Append a chunk to `u`, which the caller holds the lock (and lease) of; returns the new
+    /// session.
     async fn append_to(
         &self,
         mut u: Upload,
         range: Option<(u64, u64)>,
         body: ByteStream,
         len: BodyLength,
+        lease: Option<&HeldLease>,
     ) -> Result<Upload, Error> {
         let expect = match (range, len) {
             (Some((start, _)), _) if start != u.offset => {
@@ -416,12 +474,21 @@ impl Registry {
         };
         let from = u.offset;
         let (written, hasher) = self
-            .append_hashed(&u.id, from, hasher, body, expect)
+            .append_hashed(&u.id, from, hasher, body, expect, lease)
             .await?;
         if written > 0 {
             u.offset += written;
             u.hash_state = Some(hasher.save());
-            self.meta.advance_upload(&u, from).await?;
+            // Fenced by the lease: a request that lost it cannot record its chunk.
+            match self
+                .meta
+                .advance_upload(&u, from, lease.map(HeldLease::holder))
+                .await
+            {
+                Ok(()) => {}
+                Err(_) if lease.is_some_and(HeldLease::is_lost) => return Err(lost_error()),
+                Err(e) => return Err(e.into()),
+            }
         }
         Ok(u)
     }
@@ -442,13 +509,15 @@ impl Registry {
     ) -> Result<UploadState, Error> {
         let (this, repo, id) = (self.clone(), repo.clone(), id.to_owned());
         to_completion(async move {
-            let _guard = this.upload_locks.lock(&id).await;
-            let u = this.session(&repo, &id).await?;
-            let u = this.append_to(u, range, body, len).await?;
-            Ok(UploadState {
-                id: u.id,
-                offset: u.offset,
+            this.with_upload(&id, async |lease| {
+                let u = this.session(&repo, &id).await?;
+                let u = this.append_to(u, range, body, len, lease).await?;
+                Ok(UploadState {
+                    id: u.id,
+                    offset: u.offset,
+                })
             })
+            .await
         })
         .await
     }
@@ -470,39 +539,111 @@ impl Registry {
     ) -> Result<u64, Error> {
         let (this, repo, id, digest) = (self.clone(), repo.clone(), id.to_owned(), digest.clone());
         to_completion(async move {
-            let _guard = this.upload_locks.lock(&id).await;
-            let mut u = this.session(&repo, &id).await?;
-            if let Some(body) = body {
-                u = this.append_to(u, range, body, len).await?;
-            }
-            let restored = u
-                .hash_state
-                .as_deref()
-                .filter(|_| u.algorithm == digest.algorithm())
-                .and_then(|s| Hasher::restore(u.algorithm, s));
-            let hasher = match restored {
-                Some(h) => h,
-                None => this.rehash(&u.id, digest.algorithm(), u.offset).await?,
-            };
-            let result = this
-                .commit(&repo, &u.id, &digest, hasher.finish(), u.offset)
-                .await;
-            match &result {
-                Ok(()) => {
-                    // The blob is in; a stale session row is harmless, so don't fail the push.
-                    if let Err(e) = this.meta.delete_upload(&u.id).await {
-                        tracing::warn!(upload = %u.id, error = %e, "could not forget a finished upload");
-                    }
-                }
-                Err(Error::DigestMismatch { .. }) => {
-                    let _ = this.store.abort_upload(&u.id).await;
-                    this.meta.delete_upload(&u.id).await?;
-                }
-                Err(_) => {}
-            }
-            result.map(|()| u.offset)
+            this.with_upload(&id, async |lease| {
+                this.finish_leased(&repo, &id, &digest, range, body, len, lease)
+                    .await
+            })
+            .await
         })
         .await
+    }
+
+    /// [`Self::finish_upload`], holding the upload's lock (and lease).
+    #[allow(clippy::too_many_arguments)]
+    async fn finish_leased(
+        &self,
+        repo: &RepoName,
+        id: &str,
+        digest: &Digest,
+        range: Option<(u64, u64)>,
+        body: Option<ByteStream>,
+        len: BodyLength,
+        lease: Option<&HeldLease>,
+    ) -> Result<u64, Error> {
+        let mut u = self.session(repo, id).await?;
+        if let Some(body) = body {
+            u = self.append_to(u, range, body, len, lease).await?;
+        }
+        let restored = u
+            .hash_state
+            .as_deref()
+            .filter(|_| u.algorithm == digest.algorithm())
+            .and_then(|s| Hasher::restore(u.algorithm, s));
+        let hasher = match restored {
+            Some(h) => h,
+            None => self.rehash(&u.id, digest.algorithm(), u.offset).await?,
+        };
+        // Never commit under a lease that is gone: another request may be changing the
+        // upload.
+        if lease.is_some_and(HeldLease::is_lost) {
+            return Err(lost_error());
+        }
+        let result = self
+            .commit(repo, &u.id, digest, hasher.finish(), u.offset)
+            .await;
+        match &result {
+            Ok(()) => {
+                // The blob is in; a stale session row is harmless, so don't fail the push.
+                if let Err(e) = self.meta.delete_upload(&u.id).await {
+                    tracing::warn!(upload = %u.id, error = %e, "could not forget a finished upload");
+                }
+            }
+            Err(Error::DigestMismatch { .. }) => {
+                let _ = self.store.abort_upload(&u.id).await;
+                self.meta.delete_upload(&u.id).await?;
+            }
+            Err(_) => {}
+        }
+        result.map(|()| u.offset)
+    }
+
+    /// Forget upload `u`, listed as idle since before `idle_since` (seconds since the Unix
+    /// epoch), and discard its bytes, unless a request is working on it or it advanced since.
+    /// Returns whether it was expired.
+    pub(crate) async fn expire_upload(&self, u: &Upload, idle_since: i64) -> Result<bool, Error> {
+        let Some(_guard) = self.upload_locks.try_lock(&u.id) else {
+            return Ok(false);
+        };
+        // In a fleet, a request on another instance holds the lease of an upload it works on.
+        let lease = match &self.leases {
+            Some(cfg) => {
+                match HeldLease::try_acquire(&self.meta, &u.id, &self.instance, cfg).await? {
+                    Some(lease) => Some(lease),
+                    None => return Ok(false),
+                }
+            }
+            None => None,
+        };
+        let result = self.expire_locked(u, idle_since, lease.as_ref()).await;
+        if let Some(lease) = lease {
+            lease.release().await;
+        }
+        result
+    }
+
+    /// [`Self::expire_upload`], holding the upload's lock (and lease).
+    async fn expire_locked(
+        &self,
+        u: &Upload,
+        idle_since: i64,
+        lease: Option<&HeldLease>,
+    ) -> Result<bool, Error> {
+        // Read it again under the lock: it may have advanced since it was listed.
+        match self.meta.upload(&u.repo, &u.id).await? {
+            Some(current) if current.updated_at < idle_since => {}
+            _ => return Ok(false),
+        }
+        // Bytes first: if discarding them fails, the session stays and the next run retries.
+        self.store.abort_upload(&u.id).await?;
+        let expired = self
+            .meta
+            .expire_upload(&u.id, idle_since, lease.map(HeldLease::holder))
+            .await?;
+        if expired {
+            metrics::counter!("berth_uploads_expired_total").increment(1);
+            tracing::info!(upload = %u.id, repo = %u.repo, "idle upload expired");
+        }
+        Ok(expired)
     }
 
     /// Cancel an upload session (`DELETE`).
@@ -513,11 +654,13 @@ impl Registry {
     pub async fn cancel_upload(&self, repo: &RepoName, id: &str) -> Result<(), Error> {
         let (this, repo, id) = (self.clone(), repo.clone(), id.to_owned());
         to_completion(async move {
-            let _guard = this.upload_locks.lock(&id).await;
-            let u = this.session(&repo, &id).await?;
-            this.meta.delete_upload(&u.id).await?;
-            this.store.abort_upload(&u.id).await?;
-            Ok(())
+            this.with_upload(&id, async |_lease| {
+                let u = this.session(&repo, &id).await?;
+                this.meta.delete_upload(&u.id).await?;
+                this.store.abort_upload(&u.id).await?;
+                Ok(())
+            })
+            .await
         })
         .await
     }
@@ -545,6 +688,20 @@ mod tests {
         assert!(!waiter.is_finished());
         drop(a);
         waiter.await.unwrap();
+        assert_eq!(locks.len(), 0);
+    }
+
+    #[tokio::test]
+    async fn try_lock_skips_a_held_upload() {
+        let locks = UploadLocks::default();
+        let a = locks.lock("a").await;
+        assert!(locks.try_lock("a").is_none());
+        assert_eq!(locks.len(), 1);
+        drop(a);
+        assert_eq!(locks.len(), 0);
+        let b = locks.try_lock("a").expect("free now");
+        assert_eq!(locks.len(), 1);
+        drop(b);
         assert_eq!(locks.len(), 0);
     }
 }

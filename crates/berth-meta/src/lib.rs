@@ -2,16 +2,25 @@
 //!
 //! Metadata is everything that is not blob bytes: repositories, which blobs each repository
 //! may reach (links), manifests (their bytes too: they are small and read often), tags, the
-//! references of each manifest, and upload sessions. Every change that touches several rows
-//! is one transaction, so a tag always points at a complete manifest and a manifest is never
-//! stored without its references.
+//! references of each manifest, upload sessions (with their leases), and the job queue
+//! ([`jobs`]) that every instance drains. Every change that touches several rows is one
+//! transaction, so a tag always points at a complete manifest and a manifest is never stored
+//! without its references.
 //!
 //! Backends: [`sqlite::SqliteMeta`] (the embedded default) and [`postgres::PgMeta`] (for a
 //! fleet of instances sharing one database). Every backend passes [`testsuite::run`].
 
+use std::time::Duration;
+
 use async_trait::async_trait;
 use berth_oci::{Digest, DigestAlgorithm, RepoName, Tag};
 
+pub use jobs::{
+    ClaimedJob, Job, JobFilter, JobId, JobKind, JobLease, JobState, LeaseHolder, NewJob,
+    ParseJobKindError, Retry, RunAt, UploadLease,
+};
+
+pub mod jobs;
 pub mod postgres;
 pub mod sqlite;
 pub mod testsuite;
@@ -25,7 +34,8 @@ pub enum MetaError {
     /// A manifest names a child manifest that is not in its repository.
     #[error("manifest {0} is not in the repository")]
     MissingManifest(Digest),
-    /// An upload changed underneath the caller (another request appended to it).
+    /// An upload changed underneath the caller (another request appended to it, or took its
+    /// lease).
     #[error("upload was changed by a concurrent request")]
     Conflict,
     /// The database's schema is newer than this program understands.
@@ -110,6 +120,9 @@ pub struct Upload {
     pub hash_state: Option<Vec<u8>>,
     /// When it started, in seconds since the Unix epoch.
     pub created_at: i64,
+    /// When it last advanced (or started), in seconds since the Unix epoch: uploads idle for
+    /// long are expired.
+    pub updated_at: i64,
 }
 
 /// One page of a listing.
@@ -239,15 +252,129 @@ pub trait MetaStore: Send + Sync + 'static {
     /// Backend errors.
     async fn upload(&self, repo: &RepoName, id: &str) -> Result<Option<Upload>, MetaError>;
 
-    /// Advance an upload from `from_offset` to `upload.offset` with its new hash state.
+    /// Advance an upload from `from_offset` to `upload.offset` with its new hash state, and
+    /// set its `updated_at` to now. With `fence`, only while that holder has the upload's
+    /// lease (see [`MetaStore::lease_upload`]; an expired lease nobody took since still
+    /// counts).
     ///
     /// # Errors
-    /// [`MetaError::Conflict`] if the stored offset is no longer `from_offset`.
-    async fn advance_upload(&self, upload: &Upload, from_offset: u64) -> Result<(), MetaError>;
+    /// [`MetaError::Conflict`] if the stored offset is no longer `from_offset`, the upload is
+    /// gone, or `fence` does not hold its lease.
+    async fn advance_upload(
+        &self,
+        upload: &Upload,
+        from_offset: u64,
+        fence: Option<&LeaseHolder>,
+    ) -> Result<(), MetaError>;
 
     /// Forget an upload session.
     ///
     /// # Errors
     /// Backend errors.
     async fn delete_upload(&self, id: &str) -> Result<(), MetaError>;
+
+    /// Upload sessions of any repository whose `updated_at` is before `idle_since` (seconds
+    /// since the Unix epoch), in id order, a page at a time (`page.last` is an upload id).
+    ///
+    /// # Errors
+    /// Backend errors.
+    async fn stale_uploads(
+        &self,
+        idle_since: i64,
+        page: Page<'_>,
+    ) -> Result<Vec<Upload>, MetaError>;
+
+    /// Forget upload `id` if it is still idle since before `idle_since` and nobody but
+    /// `holder` has a live lease on it. Returns whether it was forgotten. The caller discards
+    /// its stored bytes.
+    ///
+    /// # Errors
+    /// Backend errors.
+    async fn expire_upload(
+        &self,
+        id: &str,
+        idle_since: i64,
+        holder: Option<&LeaseHolder>,
+    ) -> Result<bool, MetaError>;
+
+    /// Take or renew the lease on upload `id` for `holder`, to last `ttl` from now by the
+    /// store's clock. Granted when the lease is free, expired, or already `holder`'s.
+    ///
+    /// # Errors
+    /// Backend errors.
+    async fn lease_upload(
+        &self,
+        id: &str,
+        holder: &LeaseHolder,
+        ttl: Duration,
+    ) -> Result<UploadLease, MetaError>;
+
+    /// Give back `holder`'s lease on upload `id` (nothing happens if it is not `holder`'s).
+    ///
+    /// # Errors
+    /// Backend errors.
+    async fn release_upload(&self, id: &str, holder: &LeaseHolder) -> Result<(), MetaError>;
+
+    /// Add a job to the queue. Returns its id, or `None` when it has a dedupe key and a job
+    /// with that key is already queued or running (nothing is added then).
+    ///
+    /// # Errors
+    /// Backend errors.
+    async fn enqueue_job(&self, job: &NewJob) -> Result<Option<JobId>, MetaError>;
+
+    /// Claim up to `limit` due jobs of `kinds` for `holder`, each leased for `lease` from now
+    /// by the store's clock, oldest due first. Due: queued with its run-at time passed, or
+    /// running with its lease expired (its worker stopped heartbeating). A claim counts an
+    /// attempt; an expired job that has used all its attempts becomes dead instead. Concurrent
+    /// claims never hand out the same job.
+    ///
+    /// # Errors
+    /// Backend errors.
+    async fn claim_jobs(
+        &self,
+        holder: &LeaseHolder,
+        kinds: &[JobKind],
+        limit: usize,
+        lease: Duration,
+    ) -> Result<Vec<ClaimedJob>, MetaError>;
+
+    /// Heartbeat: make `lease` last `ttl` from now. Returns false when the lease is no longer
+    /// held (the job was claimed again, finished or failed): the worker should stop.
+    ///
+    /// # Errors
+    /// Backend errors.
+    async fn extend_job_lease(&self, lease: &JobLease, ttl: Duration) -> Result<bool, MetaError>;
+
+    /// Mark the job of `lease` done and, in the same transaction, enqueue `next` (a periodic
+    /// job's next run, which may share its dedupe key). Returns false, changing nothing, when
+    /// the lease is no longer held.
+    ///
+    /// # Errors
+    /// Backend errors.
+    async fn finish_job(&self, lease: &JobLease, next: Option<&NewJob>) -> Result<bool, MetaError>;
+
+    /// Record that the attempt of `lease` failed with `error`: the job is queued again as
+    /// `retry` says, or dead if it says never or that was its last attempt. Returns the job's
+    /// new state, or `None`, changing nothing, when the lease is no longer held.
+    ///
+    /// # Errors
+    /// Backend errors.
+    async fn fail_job(
+        &self,
+        lease: &JobLease,
+        error: &str,
+        retry: Retry,
+    ) -> Result<Option<JobState>, MetaError>;
+
+    /// Jobs as `filter` selects them, in id order.
+    ///
+    /// # Errors
+    /// Backend errors.
+    async fn list_jobs(&self, filter: JobFilter<'_>) -> Result<Vec<Job>, MetaError>;
+
+    /// Delete done and dead jobs that finished more than `age` ago. Returns how many.
+    ///
+    /// # Errors
+    /// Backend errors.
+    async fn prune_jobs(&self, age: Duration) -> Result<u64, MetaError>;
 }

@@ -9,16 +9,27 @@
 
 use std::path::Path;
 use std::sync::{Arc, Mutex};
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use async_trait::async_trait;
 use berth_oci::{Digest, DigestAlgorithm, RepoName, Tag};
-use rusqlite::{params, Connection, OpenFlags, OptionalExtension, TransactionBehavior};
+use rusqlite::types::Value;
+use rusqlite::{
+    params, params_from_iter, Connection, OpenFlags, OptionalExtension, TransactionBehavior,
+};
 
-use crate::{MetaError, MetaStore, NewManifest, Page, Referrer, StoredManifest, Upload};
+use crate::jobs::{duration_ms, epoch_ms};
+use crate::{
+    ClaimedJob, Job, JobFilter, JobId, JobKind, JobLease, JobState, LeaseHolder, MetaError,
+    MetaStore, NewJob, NewManifest, Page, Referrer, Retry, RunAt, StoredManifest, Upload,
+    UploadLease,
+};
 
-/// Schema migrations, applied in order; the database records how many ran.
-const MIGRATIONS: &[&str] = &[r#"
+/// Schema migrations, applied in order; the database records how many ran. Never edit a
+/// released script: add a new one. The second adds upload leases and the job queue, with
+/// times in milliseconds since the Unix epoch (`*_ms`).
+const MIGRATIONS: &[&str] = &[
+    r#"
 CREATE TABLE repositories (
     id          INTEGER PRIMARY KEY,
     name        TEXT NOT NULL UNIQUE,
@@ -76,7 +87,34 @@ CREATE TABLE uploads (
     created_at  INTEGER NOT NULL,
     updated_at  INTEGER NOT NULL
 ) WITHOUT ROWID;
-"#];
+"#,
+    r#"
+ALTER TABLE uploads ADD COLUMN lease_holder TEXT;
+ALTER TABLE uploads ADD COLUMN lease_until_ms INTEGER;
+CREATE INDEX uploads_updated ON uploads(updated_at);
+CREATE TABLE jobs (
+    id             INTEGER PRIMARY KEY,
+    kind           TEXT NOT NULL,
+    state          TEXT NOT NULL CHECK (state IN ('queued', 'running', 'done', 'dead')),
+    payload        TEXT NOT NULL,
+    dedupe_key     TEXT,
+    attempts       INTEGER NOT NULL,
+    max_attempts   INTEGER NOT NULL,
+    run_at_ms      INTEGER NOT NULL,
+    holder         TEXT,
+    lease_until_ms INTEGER,
+    last_error     TEXT,
+    created_at_ms  INTEGER NOT NULL,
+    updated_at_ms  INTEGER NOT NULL,
+    finished_at_ms INTEGER
+);
+CREATE UNIQUE INDEX jobs_dedupe ON jobs(dedupe_key)
+    WHERE dedupe_key IS NOT NULL AND state IN ('queued', 'running');
+CREATE INDEX jobs_queued ON jobs(kind, run_at_ms) WHERE state = 'queued';
+CREATE INDEX jobs_running ON jobs(kind, lease_until_ms) WHERE state = 'running';
+CREATE INDEX jobs_finished ON jobs(finished_at_ms) WHERE finished_at_ms IS NOT NULL;
+"#,
+];
 
 /// Whether commits wait for the disk.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -177,6 +215,93 @@ fn now() -> i64 {
         .map_or(0, |d| d.as_secs() as i64)
 }
 
+/// Now in milliseconds since the Unix epoch: the clock of job and lease times. One process
+/// owns an SQLite database, so its clock is the only one.
+fn now_ms() -> i64 {
+    epoch_ms(SystemTime::now())
+}
+
+/// When a job enqueued at `now` becomes due, in milliseconds since the Unix epoch.
+fn run_at_ms(run_at: RunAt, now: i64) -> i64 {
+    match run_at {
+        RunAt::Now => now,
+        RunAt::After(d) => now.saturating_add(duration_ms(d)),
+        RunAt::At(t) => epoch_ms(t),
+    }
+}
+
+/// `n` numbered placeholders starting at `?first`, comma separated.
+fn placeholders(first: usize, n: usize) -> String {
+    (first..first + n)
+        .map(|i| format!("?{i}"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// Whether a job of `kinds` is due at `now` (the condition of a claim; `?1` is now, the kinds
+/// are `?2`...).
+fn due_condition(kinds: usize) -> String {
+    format!(
+        "kind IN ({}) AND ((state = 'queued' AND run_at_ms <= ?1) \
+         OR (state = 'running' AND lease_until_ms < ?1))",
+        placeholders(2, kinds)
+    )
+}
+
+fn insert_job(conn: &Connection, job: &NewJob, now: i64) -> rusqlite::Result<Option<JobId>> {
+    conn.prepare_cached(
+        "INSERT INTO jobs (kind, state, payload, dedupe_key, attempts, max_attempts, run_at_ms, \
+         created_at_ms, updated_at_ms) VALUES (?1, 'queued', ?2, ?3, 0, ?4, ?5, ?6, ?6) \
+         ON CONFLICT DO NOTHING RETURNING id",
+    )?
+    .query_row(
+        params![
+            job.kind.as_str(),
+            job.payload,
+            job.dedupe_key,
+            job.max_attempts.max(1),
+            run_at_ms(job.run_at, now),
+            now
+        ],
+        |r| r.get(0).map(JobId),
+    )
+    .optional()
+}
+
+/// Parameters that pick the job of a lease: `?1` id, `?2` holder, `?3` attempt.
+fn lease_params(lease: &JobLease) -> (i64, String, u32) {
+    (lease.id.0, lease.holder.as_str().to_owned(), lease.attempt)
+}
+
+const JOB_COLUMNS: &str = "id, kind, state, payload, dedupe_key, attempts, max_attempts, \
+    run_at_ms, holder, lease_until_ms, last_error, created_at_ms, finished_at_ms";
+
+fn job_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Result<Job, MetaError>> {
+    let kind: String = r.get(1)?;
+    let state: String = r.get(2)?;
+    let (Ok(kind), Some(state)) = (kind.parse::<JobKind>(), JobState::from_name(&state)) else {
+        return Ok(Err(MetaError::Backend(format!(
+            "job {} has kind {kind:?} and state {state:?}",
+            r.get::<_, i64>(0)?
+        ))));
+    };
+    Ok(Ok(Job {
+        id: JobId(r.get(0)?),
+        kind,
+        state,
+        payload: r.get(3)?,
+        dedupe_key: r.get(4)?,
+        attempts: r.get(5)?,
+        max_attempts: r.get(6)?,
+        run_at_ms: r.get(7)?,
+        holder: r.get::<_, Option<String>>(8)?.map(LeaseHolder::new),
+        lease_until_ms: r.get(9)?,
+        last_error: r.get(10)?,
+        created_at_ms: r.get(11)?,
+        finished_at_ms: r.get(12)?,
+    }))
+}
+
 fn backend(e: rusqlite::Error) -> MetaError {
     match e.sqlite_error_code() {
         Some(rusqlite::ErrorCode::DatabaseBusy | rusqlite::ErrorCode::DatabaseLocked) => {
@@ -258,6 +383,9 @@ fn ensure_repo(conn: &Connection, repo: &RepoName) -> rusqlite::Result<i64> {
     Ok(conn.last_insert_rowid())
 }
 
+/// The columns [`upload_from_row`] reads, in its order.
+const UPLOAD_COLUMNS: &str = "id, offset, algorithm, hash_state, created_at, updated_at";
+
 fn upload_from_row(repo: &RepoName, r: &rusqlite::Row<'_>) -> rusqlite::Result<Upload> {
     let algorithm =
         DigestAlgorithm::from_name(&r.get::<_, String>(2)?).unwrap_or(DigestAlgorithm::Sha256);
@@ -268,6 +396,7 @@ fn upload_from_row(repo: &RepoName, r: &rusqlite::Row<'_>) -> rusqlite::Result<U
         algorithm,
         hash_state: r.get(3)?,
         created_at: r.get(4)?,
+        updated_at: r.get(5)?,
     })
 }
 
@@ -689,7 +818,7 @@ impl MetaStore for SqliteMeta {
         self.write(move |conn| {
             conn.prepare_cached(
                 "INSERT INTO uploads (id, repo, offset, algorithm, hash_state, created_at, updated_at) \
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?6)",
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
             )
             .and_then(|mut s| {
                 s.execute(params![
@@ -698,7 +827,8 @@ impl MetaStore for SqliteMeta {
                     u.offset as i64,
                     u.algorithm.as_str(),
                     u.hash_state,
-                    u.created_at
+                    u.created_at,
+                    u.updated_at
                 ])
             })
             .map(drop)
@@ -710,10 +840,9 @@ impl MetaStore for SqliteMeta {
     async fn upload(&self, repo: &RepoName, id: &str) -> Result<Option<Upload>, MetaError> {
         let (repo, id) = (repo.clone(), id.to_owned());
         self.lookup(|conn| {
-            conn.prepare_cached(
-                "SELECT id, offset, algorithm, hash_state, created_at FROM uploads \
-                 WHERE id = ?1 AND repo = ?2",
-            )
+            conn.prepare_cached(&format!(
+                "SELECT {UPLOAD_COLUMNS} FROM uploads WHERE id = ?1 AND repo = ?2"
+            ))
             .and_then(|mut s| {
                 s.query_row(params![id, repo.as_str()], |r| upload_from_row(&repo, r))
                     .optional()
@@ -722,13 +851,19 @@ impl MetaStore for SqliteMeta {
         })
     }
 
-    async fn advance_upload(&self, u: &Upload, from_offset: u64) -> Result<(), MetaError> {
+    async fn advance_upload(
+        &self,
+        u: &Upload,
+        from_offset: u64,
+        fence: Option<&LeaseHolder>,
+    ) -> Result<(), MetaError> {
         let u = u.clone();
+        let fence = fence.map(|h| h.as_str().to_owned());
         self.write(move |conn| {
             let n = conn
                 .prepare_cached(
                     "UPDATE uploads SET offset = ?2, algorithm = ?3, hash_state = ?4, updated_at = ?5 \
-                     WHERE id = ?1 AND offset = ?6",
+                     WHERE id = ?1 AND offset = ?6 AND (?7 IS NULL OR lease_holder = ?7)",
                 )
                 .and_then(|mut s| {
                     s.execute(params![
@@ -737,7 +872,8 @@ impl MetaStore for SqliteMeta {
                         u.algorithm.as_str(),
                         u.hash_state,
                         now(),
-                        from_offset as i64
+                        from_offset as i64,
+                        fence
                     ])
                 })
                 .map_err(backend)?;
@@ -760,6 +896,351 @@ impl MetaStore for SqliteMeta {
         })
         .await
     }
+
+    async fn stale_uploads(
+        &self,
+        idle_since: i64,
+        page: Page<'_>,
+    ) -> Result<Vec<Upload>, MetaError> {
+        let last = page.last.unwrap_or("").to_owned();
+        let limit = i64::try_from(page.limit).unwrap_or(i64::MAX);
+        self.read(move |conn| {
+            let mut stmt = conn
+                .prepare_cached(&format!(
+                    "SELECT {UPLOAD_COLUMNS}, repo FROM uploads \
+                     WHERE updated_at < ?1 AND id > ?2 ORDER BY id LIMIT ?3"
+                ))
+                .map_err(backend)?;
+            let rows = stmt
+                .query_map(params![idle_since, last, limit], |r| {
+                    let repo: String = r.get(6)?;
+                    Ok(repo
+                        .parse::<RepoName>()
+                        .map_err(|e| MetaError::Backend(format!("stored repository {repo:?}: {e}")))
+                        .map(|repo| upload_from_row(&repo, r)))
+                })
+                .map_err(backend)?;
+            let mut out = Vec::new();
+            for row in rows {
+                out.push(row.map_err(backend)??.map_err(backend)?);
+            }
+            Ok(out)
+        })
+        .await
+    }
+
+    async fn expire_upload(
+        &self,
+        id: &str,
+        idle_since: i64,
+        holder: Option<&LeaseHolder>,
+    ) -> Result<bool, MetaError> {
+        let id = id.to_owned();
+        let holder = holder.map(|h| h.as_str().to_owned());
+        self.write(move |conn| {
+            conn.prepare_cached(
+                "DELETE FROM uploads WHERE id = ?1 AND updated_at < ?2 AND (lease_holder IS NULL \
+                 OR lease_until_ms < ?3 OR lease_holder = ?4)",
+            )
+            .and_then(|mut s| s.execute(params![id, idle_since, now_ms(), holder]))
+            .map(|n| n > 0)
+            .map_err(backend)
+        })
+        .await
+    }
+
+    async fn lease_upload(
+        &self,
+        id: &str,
+        holder: &LeaseHolder,
+        ttl: Duration,
+    ) -> Result<UploadLease, MetaError> {
+        let (id, holder) = (id.to_owned(), holder.as_str().to_owned());
+        self.write(move |conn| {
+            let now = now_ms();
+            let taken = conn
+                .prepare_cached(
+                    "UPDATE uploads SET lease_holder = ?2, lease_until_ms = ?3 WHERE id = ?1 \
+                     AND (lease_holder IS NULL OR lease_holder = ?2 OR lease_until_ms < ?4)",
+                )
+                .and_then(|mut s| {
+                    s.execute(params![
+                        id,
+                        holder,
+                        now.saturating_add(duration_ms(ttl)),
+                        now
+                    ])
+                })
+                .map_err(backend)?;
+            if taken > 0 {
+                return Ok(UploadLease::Granted);
+            }
+            let exists = conn
+                .prepare_cached("SELECT 1 FROM uploads WHERE id = ?1")
+                .and_then(|mut s| s.exists([&id]))
+                .map_err(backend)?;
+            Ok(if exists {
+                UploadLease::Held
+            } else {
+                UploadLease::Unknown
+            })
+        })
+        .await
+    }
+
+    async fn release_upload(&self, id: &str, holder: &LeaseHolder) -> Result<(), MetaError> {
+        let (id, holder) = (id.to_owned(), holder.as_str().to_owned());
+        self.write(move |conn| {
+            conn.prepare_cached(
+                "UPDATE uploads SET lease_holder = NULL, lease_until_ms = NULL \
+                 WHERE id = ?1 AND lease_holder = ?2",
+            )
+            .and_then(|mut s| s.execute([id, holder]))
+            .map(drop)
+            .map_err(backend)
+        })
+        .await
+    }
+
+    async fn enqueue_job(&self, job: &NewJob) -> Result<Option<JobId>, MetaError> {
+        let job = job.clone();
+        self.write(move |conn| insert_job(conn, &job, now_ms()).map_err(backend))
+            .await
+    }
+
+    async fn claim_jobs(
+        &self,
+        holder: &LeaseHolder,
+        kinds: &[JobKind],
+        limit: usize,
+        lease: Duration,
+    ) -> Result<Vec<ClaimedJob>, MetaError> {
+        if kinds.is_empty() || limit == 0 {
+            return Ok(Vec::new());
+        }
+        let kind_values: Vec<Value> = kinds
+            .iter()
+            .map(|k| Value::Text(k.as_str().to_owned()))
+            .collect();
+        // Most polls find nothing: ask a reader first, so an idle queue costs no write
+        // transaction.
+        let probe = kind_values.clone();
+        let due = self
+            .read(move |conn| {
+                let sql = format!(
+                    "SELECT 1 FROM jobs WHERE {} LIMIT 1",
+                    due_condition(probe.len())
+                );
+                let mut args = vec![Value::Integer(now_ms())];
+                args.extend(probe);
+                conn.prepare_cached(&sql)
+                    .and_then(|mut s| s.exists(params_from_iter(args)))
+                    .map_err(backend)
+            })
+            .await?;
+        if !due {
+            return Ok(Vec::new());
+        }
+        let holder = holder.as_str().to_owned();
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        self.write(move |conn| {
+            // One write transaction (the writer thread runs one at a time): no other claim can
+            // see these rows between the select and the update.
+            let now = now_ms();
+            let n = kind_values.len();
+            let mut args = vec![Value::Integer(now)];
+            args.extend(kind_values);
+            // An expired job that has used all its attempts dies instead of running again.
+            conn.prepare_cached(&format!(
+                "UPDATE jobs SET state = 'dead', holder = NULL, lease_until_ms = NULL, \
+                 finished_at_ms = ?1, updated_at_ms = ?1, \
+                 last_error = 'the lease of its last attempt expired' \
+                 WHERE state = 'running' AND lease_until_ms < ?1 AND attempts >= max_attempts \
+                 AND kind IN ({})",
+                placeholders(2, n)
+            ))
+            .and_then(|mut s| s.execute(params_from_iter(args.iter())))
+            .map_err(backend)?;
+            let (h, l, t) = (n + 2, n + 3, n + 4);
+            args.push(Value::Text(holder.clone()));
+            args.push(Value::Integer(now.saturating_add(duration_ms(lease))));
+            args.push(Value::Integer(limit));
+            let mut stmt = conn
+                .prepare_cached(&format!(
+                    "UPDATE jobs SET state = 'running', holder = ?{h}, lease_until_ms = ?{l}, \
+                     attempts = attempts + 1, updated_at_ms = ?1 \
+                     WHERE id IN (SELECT id FROM jobs WHERE {} ORDER BY run_at_ms, id LIMIT ?{t}) \
+                     RETURNING id, kind, payload, dedupe_key, attempts, max_attempts, last_error",
+                    due_condition(n)
+                ))
+                .map_err(backend)?;
+            let rows = stmt
+                .query_map(params_from_iter(args.iter()), |r| {
+                    Ok((
+                        r.get::<_, i64>(0)?,
+                        r.get::<_, String>(1)?,
+                        r.get::<_, String>(2)?,
+                        r.get::<_, Option<String>>(3)?,
+                        r.get::<_, u32>(4)?,
+                        r.get::<_, u32>(5)?,
+                        r.get::<_, Option<String>>(6)?,
+                    ))
+                })
+                .map_err(backend)?;
+            let mut out = Vec::new();
+            for row in rows {
+                let (id, kind, payload, dedupe_key, attempt, max_attempts, last_error) =
+                    row.map_err(backend)?;
+                let kind = kind
+                    .parse()
+                    .map_err(|e| MetaError::Backend(format!("job {id}: {e}")))?;
+                out.push(ClaimedJob {
+                    lease: JobLease {
+                        id: JobId(id),
+                        holder: LeaseHolder::new(holder.clone()),
+                        attempt,
+                    },
+                    kind,
+                    payload,
+                    dedupe_key,
+                    max_attempts,
+                    last_error,
+                });
+            }
+            out.sort_by_key(|j| j.lease.id);
+            Ok(out)
+        })
+        .await
+    }
+
+    async fn extend_job_lease(&self, lease: &JobLease, ttl: Duration) -> Result<bool, MetaError> {
+        let (id, holder, attempt) = lease_params(lease);
+        self.write(move |conn| {
+            let now = now_ms();
+            conn.prepare_cached(
+                "UPDATE jobs SET lease_until_ms = ?4, updated_at_ms = ?5 \
+                 WHERE id = ?1 AND holder = ?2 AND attempts = ?3 AND state = 'running'",
+            )
+            .and_then(|mut s| {
+                s.execute(params![
+                    id,
+                    holder,
+                    attempt,
+                    now.saturating_add(duration_ms(ttl)),
+                    now
+                ])
+            })
+            .map(|n| n > 0)
+            .map_err(backend)
+        })
+        .await
+    }
+
+    async fn finish_job(&self, lease: &JobLease, next: Option<&NewJob>) -> Result<bool, MetaError> {
+        let (id, holder, attempt) = lease_params(lease);
+        let next = next.cloned();
+        self.write(move |conn| {
+            let now = now_ms();
+            let done = conn
+                .prepare_cached(
+                    "UPDATE jobs SET state = 'done', holder = NULL, lease_until_ms = NULL, \
+                     finished_at_ms = ?4, updated_at_ms = ?4 \
+                     WHERE id = ?1 AND holder = ?2 AND attempts = ?3 AND state = 'running'",
+                )
+                .and_then(|mut s| s.execute(params![id, holder, attempt, now]))
+                .map_err(backend)?;
+            if done == 0 {
+                return Ok(false);
+            }
+            // After the update: the finished job no longer holds its dedupe key.
+            if let Some(next) = &next {
+                insert_job(conn, next, now).map_err(backend)?;
+            }
+            Ok(true)
+        })
+        .await
+    }
+
+    async fn fail_job(
+        &self,
+        lease: &JobLease,
+        error: &str,
+        retry: Retry,
+    ) -> Result<Option<JobState>, MetaError> {
+        let (id, holder, attempt) = lease_params(lease);
+        let error = error.to_owned();
+        let (give_up, delay) = match retry {
+            Retry::After(d) => (false, duration_ms(d)),
+            Retry::Never => (true, 0),
+        };
+        self.write(move |conn| {
+            let now = now_ms();
+            let state: Option<String> = conn
+                .prepare_cached(
+                    "UPDATE jobs SET \
+                     state = CASE WHEN ?5 OR attempts >= max_attempts THEN 'dead' ELSE 'queued' END, \
+                     run_at_ms = CASE WHEN ?5 OR attempts >= max_attempts THEN run_at_ms ELSE ?6 END, \
+                     finished_at_ms = CASE WHEN ?5 OR attempts >= max_attempts THEN ?7 END, \
+                     holder = NULL, lease_until_ms = NULL, last_error = ?4, updated_at_ms = ?7 \
+                     WHERE id = ?1 AND holder = ?2 AND attempts = ?3 AND state = 'running' \
+                     RETURNING state",
+                )
+                .and_then(|mut s| {
+                    s.query_row(
+                        params![
+                            id,
+                            holder,
+                            attempt,
+                            error,
+                            give_up,
+                            now.saturating_add(delay),
+                            now
+                        ],
+                        |r| r.get(0),
+                    )
+                    .optional()
+                })
+                .map_err(backend)?;
+            Ok(state.as_deref().and_then(JobState::from_name))
+        })
+        .await
+    }
+
+    async fn list_jobs(&self, filter: JobFilter<'_>) -> Result<Vec<Job>, MetaError> {
+        let kind = filter.kind.map(|k| k.as_str().to_owned());
+        let state = filter.state.map(JobState::as_str);
+        let after = filter.after.map_or(i64::MIN, |j| j.0);
+        let limit = i64::try_from(filter.limit).unwrap_or(i64::MAX);
+        self.read(move |conn| {
+            let mut stmt = conn
+                .prepare_cached(&format!(
+                    "SELECT {JOB_COLUMNS} FROM jobs WHERE (?1 IS NULL OR kind = ?1) \
+                     AND (?2 IS NULL OR state = ?2) AND id > ?3 ORDER BY id LIMIT ?4"
+                ))
+                .map_err(backend)?;
+            let rows = stmt
+                .query_map(params![kind, state, after, limit], job_from_row)
+                .map_err(backend)?;
+            let mut out = Vec::new();
+            for row in rows {
+                out.push(row.map_err(backend)??);
+            }
+            Ok(out)
+        })
+        .await
+    }
+
+    async fn prune_jobs(&self, age: Duration) -> Result<u64, MetaError> {
+        self.write(move |conn| {
+            conn.prepare_cached(
+                "DELETE FROM jobs WHERE state IN ('done', 'dead') AND finished_at_ms < ?1",
+            )
+            .and_then(|mut s| s.execute([now_ms().saturating_sub(duration_ms(age))]))
+            .map(|n| n as u64)
+            .map_err(backend)
+        })
+        .await
+    }
 }
 
 #[cfg(test)]
@@ -771,6 +1252,37 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let meta = SqliteMeta::open(&dir.path().join("meta.db"), Durability::Normal).unwrap();
         crate::testsuite::run(&meta).await;
+    }
+
+    /// A database made by the first schema keeps its uploads through the migration that adds
+    /// leases and the job queue.
+    #[tokio::test]
+    async fn upgrades_a_first_version_database() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("meta.db");
+        let conn = Connection::open(&path).unwrap();
+        conn.execute_batch(MIGRATIONS[0]).unwrap();
+        conn.execute_batch(
+            "CREATE TABLE berth_schema (version INTEGER NOT NULL); \
+             INSERT INTO berth_schema (version) VALUES (1); \
+             INSERT INTO uploads (id, repo, offset, algorithm, hash_state, created_at, updated_at) \
+             VALUES ('u-1', 'old/app', 3, 'sha256', NULL, 10, 20);",
+        )
+        .unwrap();
+        drop(conn);
+        let meta = SqliteMeta::open(&path, Durability::Normal).unwrap();
+        let r: RepoName = "old/app".parse().unwrap();
+        let u = meta.upload(&r, "u-1").await.unwrap().unwrap();
+        assert_eq!((u.offset, u.created_at, u.updated_at), (3, 10, 20));
+        let h = LeaseHolder::new("h");
+        assert_eq!(
+            meta.lease_upload("u-1", &h, Duration::from_secs(5))
+                .await
+                .unwrap(),
+            UploadLease::Granted
+        );
+        let job = NewJob::new(JobKind::from_static("test.upgrade"), "{}");
+        assert!(meta.enqueue_job(&job).await.unwrap().is_some());
     }
 
     #[tokio::test]

@@ -1,8 +1,14 @@
 //! The behaviour every [`MetaStore`] backend must show. Each backend's tests call [`run`].
 
+use std::collections::HashMap;
+use std::time::{Duration, SystemTime};
+
 use berth_oci::{Digest, DigestAlgorithm, RepoName, Tag};
 
-use crate::{MetaError, MetaStore, NewManifest, Page, Upload};
+use crate::{
+    JobFilter, JobId, JobKind, JobLease, JobState, LeaseHolder, MetaError, MetaStore, NewJob,
+    NewManifest, Page, Retry, RunAt, Upload, UploadLease,
+};
 
 fn repo(s: &str) -> RepoName {
     s.parse().expect("test names are valid")
@@ -47,6 +53,15 @@ pub async fn run(meta: &dyn MetaStore) {
     listings(meta).await;
     referrers(meta).await;
     uploads(meta).await;
+    upload_leases(meta).await;
+    stale_uploads_expire(meta).await;
+    jobs_dedupe(meta).await;
+    jobs_due_and_kinds(meta).await;
+    jobs_claims_are_exclusive(meta).await;
+    jobs_expired_leases_are_claimable_again(meta).await;
+    jobs_fail_retry_and_die(meta).await;
+    jobs_finish_schedules_the_next_run(meta).await;
+    jobs_listing_and_pruning(meta).await;
 }
 
 async fn blobs_and_links(meta: &dyn MetaStore) {
@@ -200,6 +215,7 @@ async fn uploads(meta: &dyn MetaStore) {
         algorithm: DigestAlgorithm::Sha256,
         hash_state: None,
         created_at: 1,
+        updated_at: 2,
     };
     meta.create_upload(&u).await.unwrap();
     assert_eq!(meta.upload(&r, &u.id).await.unwrap().unwrap(), u);
@@ -210,11 +226,15 @@ async fn uploads(meta: &dyn MetaStore) {
         .is_none());
     u.offset = 10;
     u.hash_state = Some(vec![1, 2, 3]);
-    meta.advance_upload(&u, 0).await.unwrap();
-    assert_eq!(meta.upload(&r, &u.id).await.unwrap().unwrap(), u);
+    meta.advance_upload(&u, 0, None).await.unwrap();
+    let got = meta.upload(&r, &u.id).await.unwrap().unwrap();
+    // Advancing is activity: it moves `updated_at` to now.
+    assert!(got.updated_at >= unix_now() - 5, "{got:?}");
+    u.updated_at = got.updated_at;
+    assert_eq!(got, u);
     // A second writer that still believes offset 0 loses.
     assert!(matches!(
-        meta.advance_upload(&u, 0).await,
+        meta.advance_upload(&u, 0, None).await,
         Err(MetaError::Conflict)
     ));
     meta.delete_upload(&u.id).await.unwrap();
@@ -242,4 +262,560 @@ async fn concurrent_writes_are_independent(meta: &dyn MetaStore) {
     let tags = meta.list_tags(&r, ALL).await.unwrap().unwrap();
     assert_eq!(tags.len(), 32);
     assert!(tags.iter().all(|t| t[1..].parse::<u32>().unwrap() % 2 == 0));
+}
+
+fn unix_now() -> i64 {
+    crate::jobs::epoch_ms(SystemTime::now()) / 1000
+}
+
+fn new_upload(id: &str, r: &RepoName, updated_at: i64) -> Upload {
+    Upload {
+        id: id.into(),
+        repo: r.clone(),
+        offset: 0,
+        algorithm: DigestAlgorithm::Sha256,
+        hash_state: None,
+        created_at: updated_at,
+        updated_at,
+    }
+}
+
+fn holder(name: &str) -> LeaseHolder {
+    LeaseHolder::new(name)
+}
+
+/// A lease is granted when free, expired or already the caller's; only its holder releases it
+/// or advances the upload under it.
+async fn upload_leases(meta: &dyn MetaStore) {
+    let r = repo("lease/app");
+    let mut u = new_upload("7f0b4e7e-2222-4c4c-9c9c-000000000001", &r, unix_now());
+    let (a, b) = (holder("lease-a"), holder("lease-b"));
+    let long = Duration::from_secs(60);
+    assert_eq!(
+        meta.lease_upload(&u.id, &a, long).await.unwrap(),
+        UploadLease::Unknown
+    );
+    meta.create_upload(&u).await.unwrap();
+    assert_eq!(
+        meta.lease_upload(&u.id, &a, long).await.unwrap(),
+        UploadLease::Granted
+    );
+    // Renewing is granting again; another holder waits.
+    assert_eq!(
+        meta.lease_upload(&u.id, &a, long).await.unwrap(),
+        UploadLease::Granted
+    );
+    assert_eq!(
+        meta.lease_upload(&u.id, &b, long).await.unwrap(),
+        UploadLease::Held
+    );
+    // Only the holder advances the upload under its lease, and only the holder releases it.
+    u.offset = 4;
+    assert!(matches!(
+        meta.advance_upload(&u, 0, Some(&b)).await,
+        Err(MetaError::Conflict)
+    ));
+    meta.advance_upload(&u, 0, Some(&a)).await.unwrap();
+    meta.release_upload(&u.id, &b).await.unwrap();
+    assert_eq!(
+        meta.lease_upload(&u.id, &b, long).await.unwrap(),
+        UploadLease::Held
+    );
+    meta.release_upload(&u.id, &a).await.unwrap();
+    // Released: b takes it, briefly.
+    assert_eq!(
+        meta.lease_upload(&u.id, &b, Duration::from_millis(200))
+            .await
+            .unwrap(),
+        UploadLease::Granted
+    );
+    assert_eq!(
+        meta.lease_upload(&u.id, &a, long).await.unwrap(),
+        UploadLease::Held
+    );
+    // Expired: a takes it over, and b (which stalled) can no longer advance the upload.
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    assert_eq!(
+        meta.lease_upload(&u.id, &a, long).await.unwrap(),
+        UploadLease::Granted
+    );
+    let mut stalled = u.clone();
+    stalled.offset = 9;
+    assert!(matches!(
+        meta.advance_upload(&stalled, 4, Some(&b)).await,
+        Err(MetaError::Conflict)
+    ));
+    meta.delete_upload(&u.id).await.unwrap();
+    assert_eq!(
+        meta.lease_upload(&u.id, &a, long).await.unwrap(),
+        UploadLease::Unknown
+    );
+}
+
+/// Idle uploads are listed page by page; expiring one spares it while it is active again or
+/// leased by someone else.
+async fn stale_uploads_expire(meta: &dyn MetaStore) {
+    let r = repo("stale/app");
+    let now = unix_now();
+    let ids: Vec<String> = (0..5)
+        .map(|i| format!("7f0b4e7e-3333-4c4c-9c9c-00000000000{i}"))
+        .collect();
+    for id in &ids {
+        meta.create_upload(&new_upload(id, &r, now - 1000))
+            .await
+            .unwrap();
+    }
+    let fresh = "7f0b4e7e-3333-4c4c-9c9c-0000000000ff";
+    meta.create_upload(&new_upload(fresh, &r, now))
+        .await
+        .unwrap();
+    let ours = |list: Vec<Upload>| -> Vec<String> {
+        list.into_iter()
+            .filter(|u| u.id.starts_with("7f0b4e7e-3333-"))
+            .map(|u| {
+                assert_eq!(u.repo, r);
+                u.id
+            })
+            .collect()
+    };
+    // Paged by id, two at a time.
+    let mut seen = Vec::new();
+    let mut last: Option<String> = None;
+    loop {
+        let page = Page {
+            last: last.as_deref(),
+            limit: 2,
+        };
+        let got = meta.stale_uploads(now - 10, page).await.unwrap();
+        if got.is_empty() {
+            break;
+        }
+        assert!(got.len() <= 2);
+        last = got.last().map(|u| u.id.clone());
+        seen.extend(ours(got));
+    }
+    assert_eq!(seen, ids);
+    // Not idle since before the cutoff: kept.
+    assert!(!meta.expire_upload(fresh, now - 10, None).await.unwrap());
+    // Leased by someone else: kept; leased by the caller: expired.
+    let (a, b) = (holder("expire-a"), holder("expire-b"));
+    assert_eq!(
+        meta.lease_upload(&ids[0], &a, Duration::from_secs(60))
+            .await
+            .unwrap(),
+        UploadLease::Granted
+    );
+    assert!(!meta.expire_upload(&ids[0], now - 10, None).await.unwrap());
+    assert!(!meta
+        .expire_upload(&ids[0], now - 10, Some(&b))
+        .await
+        .unwrap());
+    assert!(meta
+        .expire_upload(&ids[0], now - 10, Some(&a))
+        .await
+        .unwrap());
+    // Active again since it was listed: kept.
+    let mut active = new_upload(&ids[1], &r, now - 1000);
+    active.offset = 1;
+    meta.advance_upload(&active, 0, None).await.unwrap();
+    assert!(!meta.expire_upload(&ids[1], now - 10, None).await.unwrap());
+    for id in &ids[2..] {
+        assert!(meta.expire_upload(id, now - 10, None).await.unwrap());
+        assert!(!meta.expire_upload(id, now - 10, None).await.unwrap());
+    }
+    let left = ours(
+        meta.stale_uploads(
+            now - 10,
+            Page {
+                last: None,
+                limit: 1000,
+            },
+        )
+        .await
+        .unwrap(),
+    );
+    assert!(left.is_empty(), "{left:?}");
+    assert!(meta.upload(&r, &ids[1]).await.unwrap().is_some());
+    assert!(meta.upload(&r, fresh).await.unwrap().is_some());
+    meta.delete_upload(&ids[1]).await.unwrap();
+    meta.delete_upload(fresh).await.unwrap();
+}
+
+fn kind(s: &str) -> JobKind {
+    s.parse().expect("test kinds are valid")
+}
+
+const LEASE: Duration = Duration::from_secs(60);
+
+async fn claim_one(meta: &dyn MetaStore, who: &LeaseHolder, k: &JobKind) -> Option<JobLease> {
+    let mut got = meta
+        .claim_jobs(who, std::slice::from_ref(k), 10, LEASE)
+        .await
+        .unwrap();
+    assert!(got.len() <= 1, "{got:?}");
+    got.pop().map(|j| j.lease)
+}
+
+async fn job_state(meta: &dyn MetaStore, id: JobId) -> JobState {
+    let after = JobId(id.0 - 1);
+    let jobs = meta
+        .list_jobs(JobFilter {
+            after: Some(after),
+            limit: 1,
+            ..JobFilter::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(jobs[0].id, id);
+    jobs[0].state
+}
+
+/// At most one unfinished job per dedupe key; finished jobs free the key.
+async fn jobs_dedupe(meta: &dyn MetaStore) {
+    let k = kind("test.dedupe");
+    let w = holder("dedupe-worker");
+    let job = NewJob::new(k.clone(), "{}").with_dedupe_key("test.dedupe/periodic");
+    let first = meta
+        .enqueue_job(&job)
+        .await
+        .unwrap()
+        .expect("first is added");
+    assert_eq!(meta.enqueue_job(&job).await.unwrap(), None);
+    // Jobs without a key are never deduplicated.
+    let plain = NewJob::new(k.clone(), "{\"n\":1}");
+    let p1 = meta.enqueue_job(&plain).await.unwrap().unwrap();
+    let p2 = meta.enqueue_job(&plain).await.unwrap().unwrap();
+    assert_ne!(p1, p2);
+    // Many instances scheduling the same job at once: one is added.
+    let racers = (0..16).map(|_| meta.enqueue_job(&job));
+    let added: Vec<_> = futures::future::join_all(racers)
+        .await
+        .into_iter()
+        .map(|r| r.unwrap())
+        .collect();
+    assert!(added.iter().all(Option::is_none), "{added:?}");
+    // Still held while running.
+    let mut claimed = meta
+        .claim_jobs(&w, std::slice::from_ref(&k), 10, LEASE)
+        .await
+        .unwrap();
+    assert_eq!(claimed.len(), 3);
+    claimed.retain(|j| j.lease.id == first);
+    let lease = claimed.pop().unwrap().lease;
+    assert_eq!(meta.enqueue_job(&job).await.unwrap(), None);
+    assert!(meta.finish_job(&lease, None).await.unwrap());
+    let again = meta.enqueue_job(&job).await.unwrap().expect("key is free");
+    // A dead job frees its key too.
+    let lease = claim_one(meta, &w, &k).await.unwrap();
+    assert_eq!(lease.id, again);
+    assert_eq!(
+        meta.fail_job(&lease, "broken", Retry::Never).await.unwrap(),
+        Some(JobState::Dead)
+    );
+    let third = meta.enqueue_job(&job).await.unwrap().expect("key is free");
+    let lease = claim_one(meta, &w, &k).await.unwrap();
+    assert_eq!(lease.id, third);
+    assert!(meta.finish_job(&lease, None).await.unwrap());
+    for id in [p1, p2] {
+        assert_eq!(job_state(meta, id).await, JobState::Running);
+    }
+}
+
+/// Only due jobs of the asked kinds are claimed.
+async fn jobs_due_and_kinds(meta: &dyn MetaStore) {
+    let (k, other) = (kind("test.due"), kind("test.due-other"));
+    let w = holder("due-worker");
+    let later = NewJob::new(k.clone(), "{}").with_run_at(RunAt::After(Duration::from_secs(3600)));
+    let later = meta.enqueue_job(&later).await.unwrap().unwrap();
+    let at_future = NewJob::new(k.clone(), "{}")
+        .with_run_at(RunAt::At(SystemTime::now() + Duration::from_secs(3600)));
+    meta.enqueue_job(&at_future).await.unwrap().unwrap();
+    meta.enqueue_job(&NewJob::new(other.clone(), "{}"))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(claim_one(meta, &w, &k).await, None);
+    assert!(meta
+        .claim_jobs(&w, &[], 10, LEASE)
+        .await
+        .unwrap()
+        .is_empty());
+    let past = NewJob::new(k.clone(), "{\"past\":true}")
+        .with_run_at(RunAt::At(SystemTime::now() - Duration::from_secs(60)));
+    let past = meta.enqueue_job(&past).await.unwrap().unwrap();
+    let soon = NewJob::new(k.clone(), "{}").with_run_at(RunAt::After(Duration::from_millis(300)));
+    let soon = meta.enqueue_job(&soon).await.unwrap().unwrap();
+    let claimed = meta
+        .claim_jobs(&w, std::slice::from_ref(&k), 10, LEASE)
+        .await
+        .unwrap();
+    assert_eq!(claimed.len(), 1);
+    assert_eq!(claimed[0].lease.id, past);
+    assert_eq!(claimed[0].payload, "{\"past\":true}");
+    assert_eq!(claimed[0].lease.attempt, 1);
+    assert_eq!(claimed[0].kind, k);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(claim_one(meta, &w, &k).await.map(|l| l.id), Some(soon));
+    assert_eq!(job_state(meta, later).await, JobState::Queued);
+    // Both kinds in one claim.
+    let both = meta
+        .claim_jobs(&w, &[k.clone(), other.clone()], 10, LEASE)
+        .await
+        .unwrap();
+    assert_eq!(both.len(), 1);
+    assert_eq!(both[0].kind, other);
+}
+
+/// Many workers claiming at once: every job is claimed exactly once.
+async fn jobs_claims_are_exclusive(meta: &dyn MetaStore) {
+    let k = kind("test.exclusive");
+    let mut ids = Vec::new();
+    for i in 0..60 {
+        let job = NewJob::new(k.clone(), format!("{{\"i\":{i}}}"));
+        ids.push(meta.enqueue_job(&job).await.unwrap().unwrap());
+    }
+    let claimers = (0..8).map(|w| {
+        let k = k.clone();
+        async move {
+            let who = holder(&format!("exclusive-{w}"));
+            let mut mine = Vec::new();
+            loop {
+                let got = meta
+                    .claim_jobs(&who, std::slice::from_ref(&k), 3, LEASE)
+                    .await
+                    .unwrap();
+                if got.is_empty() {
+                    return mine;
+                }
+                for j in got {
+                    assert_eq!(j.lease.holder, who);
+                    mine.push(j.lease);
+                }
+                tokio::task::yield_now().await;
+            }
+        }
+    });
+    let mut counts: HashMap<JobId, usize> = HashMap::new();
+    for lease in futures::future::join_all(claimers)
+        .await
+        .into_iter()
+        .flatten()
+    {
+        *counts.entry(lease.id).or_default() += 1;
+        assert!(meta.finish_job(&lease, None).await.unwrap());
+    }
+    assert_eq!(counts.len(), ids.len(), "every job was claimed");
+    assert!(counts.values().all(|&n| n == 1), "{counts:?}");
+    for id in ids {
+        assert!(counts.contains_key(&id));
+    }
+}
+
+/// A worker that stops heartbeating loses its job to the next claim, and can then neither
+/// heartbeat, finish nor fail it.
+async fn jobs_expired_leases_are_claimable_again(meta: &dyn MetaStore) {
+    let k = kind("test.expiry");
+    let (a, b) = (holder("expiry-a"), holder("expiry-b"));
+    let id = meta
+        .enqueue_job(&NewJob::new(k.clone(), "{}"))
+        .await
+        .unwrap()
+        .unwrap();
+    let short = Duration::from_millis(300);
+    let first = meta
+        .claim_jobs(&a, std::slice::from_ref(&k), 1, short)
+        .await
+        .unwrap()
+        .pop()
+        .unwrap()
+        .lease;
+    assert_eq!((first.id, first.attempt), (id, 1));
+    // Heartbeats keep it.
+    assert!(meta.extend_job_lease(&first, short).await.unwrap());
+    assert_eq!(claim_one(meta, &b, &k).await, None);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let second = claim_one(meta, &b, &k).await.expect("claimable again");
+    assert_eq!((second.id, second.attempt), (id, 2));
+    assert!(!meta.extend_job_lease(&first, LEASE).await.unwrap());
+    assert!(!meta.finish_job(&first, None).await.unwrap());
+    assert_eq!(
+        meta.fail_job(&first, "late", Retry::Never).await.unwrap(),
+        None
+    );
+    // An earlier attempt under the same holder name is fenced off by its number.
+    let stale_self = JobLease {
+        attempt: 1,
+        ..second.clone()
+    };
+    assert!(!meta.finish_job(&stale_self, None).await.unwrap());
+    assert!(meta.extend_job_lease(&second, LEASE).await.unwrap());
+    assert!(meta.finish_job(&second, None).await.unwrap());
+    assert_eq!(job_state(meta, id).await, JobState::Done);
+    assert!(!meta.finish_job(&second, None).await.unwrap());
+
+    // A job whose last attempt's lease expired dies instead of running again.
+    let once = NewJob::new(k.clone(), "{}").with_max_attempts(1);
+    let once = meta.enqueue_job(&once).await.unwrap().unwrap();
+    let lease = meta
+        .claim_jobs(&a, std::slice::from_ref(&k), 1, Duration::from_millis(100))
+        .await
+        .unwrap()
+        .pop()
+        .unwrap()
+        .lease;
+    assert_eq!(lease.id, once);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(claim_one(meta, &b, &k).await, None);
+    assert_eq!(job_state(meta, once).await, JobState::Dead);
+}
+
+/// A failed attempt is retried after its backoff, until the last one, which makes it dead.
+async fn jobs_fail_retry_and_die(meta: &dyn MetaStore) {
+    let k = kind("test.retry");
+    let w = holder("retry-worker");
+    let id = meta
+        .enqueue_job(&NewJob::new(k.clone(), "{}").with_max_attempts(2))
+        .await
+        .unwrap()
+        .unwrap();
+    let first = claim_one(meta, &w, &k).await.unwrap();
+    assert_eq!(
+        meta.fail_job(
+            &first,
+            "try again",
+            Retry::After(Duration::from_millis(300))
+        )
+        .await
+        .unwrap(),
+        Some(JobState::Queued)
+    );
+    // Not before its backoff.
+    assert_eq!(claim_one(meta, &w, &k).await, None);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let claimed = meta
+        .claim_jobs(&w, std::slice::from_ref(&k), 1, LEASE)
+        .await
+        .unwrap()
+        .pop()
+        .unwrap();
+    assert_eq!(claimed.lease.attempt, 2);
+    assert_eq!(claimed.last_error.as_deref(), Some("try again"));
+    // The last attempt failing makes it dead, whatever the retry says.
+    assert_eq!(
+        meta.fail_job(&claimed.lease, "still broken", Retry::After(Duration::ZERO))
+            .await
+            .unwrap(),
+        Some(JobState::Dead)
+    );
+    assert_eq!(claim_one(meta, &w, &k).await, None);
+    let jobs = meta
+        .list_jobs(JobFilter {
+            kind: Some(&k),
+            state: Some(JobState::Dead),
+            ..JobFilter::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(jobs.len(), 1);
+    assert_eq!(jobs[0].id, id);
+    assert_eq!(jobs[0].attempts, 2);
+    assert_eq!(jobs[0].last_error.as_deref(), Some("still broken"));
+    assert!(jobs[0].finished_at_ms.is_some());
+    assert_eq!(jobs[0].holder, None);
+}
+
+/// Finishing a periodic job enqueues its next run under the same key, atomically.
+async fn jobs_finish_schedules_the_next_run(meta: &dyn MetaStore) {
+    let k = kind("test.periodic");
+    let w = holder("periodic-worker");
+    let job = NewJob::new(k.clone(), "{}").with_dedupe_key("test.periodic");
+    let first = meta.enqueue_job(&job).await.unwrap().unwrap();
+    let lease = claim_one(meta, &w, &k).await.unwrap();
+    let next = job
+        .clone()
+        .with_run_at(RunAt::After(Duration::from_millis(300)));
+    assert!(meta.finish_job(&lease, Some(&next)).await.unwrap());
+    // The successor holds the key and is not due yet.
+    assert_eq!(meta.enqueue_job(&job).await.unwrap(), None);
+    assert_eq!(claim_one(meta, &w, &k).await, None);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let lease = claim_one(meta, &w, &k).await.unwrap();
+    assert_ne!(lease.id, first);
+    // A lost lease schedules nothing.
+    let lost = JobLease {
+        attempt: lease.attempt + 1,
+        ..lease.clone()
+    };
+    assert!(!meta.finish_job(&lost, Some(&job)).await.unwrap());
+    assert!(meta.finish_job(&lease, None).await.unwrap());
+    assert_eq!(claim_one(meta, &w, &k).await, None);
+}
+
+/// Listings filter and page by id; pruning removes only old finished jobs.
+async fn jobs_listing_and_pruning(meta: &dyn MetaStore) {
+    let k = kind("test.list");
+    let w = holder("list-worker");
+    let mut ids = Vec::new();
+    for i in 0..5 {
+        let job = NewJob::new(k.clone(), format!("{{\"i\":{i}}}")).with_max_attempts(3);
+        ids.push(meta.enqueue_job(&job).await.unwrap().unwrap());
+    }
+    let mut paged = Vec::new();
+    let mut after = None;
+    loop {
+        let page = meta
+            .list_jobs(JobFilter {
+                kind: Some(&k),
+                after,
+                limit: 2,
+                ..JobFilter::default()
+            })
+            .await
+            .unwrap();
+        let Some(last) = page.last() else { break };
+        after = Some(last.id);
+        paged.extend(page.into_iter().map(|j| {
+            assert_eq!((j.kind.clone(), j.state), (k.clone(), JobState::Queued));
+            assert_eq!((j.attempts, j.max_attempts), (0, 3));
+            j.id
+        }));
+    }
+    assert_eq!(paged, ids);
+    // The oldest due first.
+    let lease = meta
+        .claim_jobs(&w, std::slice::from_ref(&k), 1, LEASE)
+        .await
+        .unwrap()
+        .pop()
+        .unwrap()
+        .lease;
+    assert_eq!(lease.id, ids[0]);
+    let running = meta
+        .list_jobs(JobFilter {
+            kind: Some(&k),
+            state: Some(JobState::Running),
+            ..JobFilter::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(running.len(), 1);
+    assert_eq!(running[0].holder.as_ref(), Some(&w));
+    assert!(running[0].lease_until_ms.is_some());
+    assert!(meta.finish_job(&lease, None).await.unwrap());
+    // Finished just now: younger than an hour, so kept.
+    meta.prune_jobs(Duration::from_secs(3600)).await.unwrap();
+    assert_eq!(job_state(meta, ids[0]).await, JobState::Done);
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    assert!(meta.prune_jobs(Duration::from_millis(1)).await.unwrap() >= 1);
+    let left = meta
+        .list_jobs(JobFilter {
+            kind: Some(&k),
+            ..JobFilter::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(
+        left.iter().map(|j| j.id).collect::<Vec<_>>(),
+        ids[1..].to_vec()
+    );
 }

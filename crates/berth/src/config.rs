@@ -4,6 +4,7 @@
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use anyhow::{bail, Context};
 use serde::{Deserialize, Serialize};
@@ -31,6 +32,9 @@ pub struct RawConfig {
     /// Limits.
     #[serde(default)]
     pub limits: RawLimits,
+    /// Upload sessions.
+    #[serde(default)]
+    pub uploads: RawUploads,
 }
 
 /// `[log]`
@@ -122,6 +126,136 @@ pub struct RawLimits {
     pub manifest_max_bytes: Option<usize>,
     /// How long in-flight requests may take to finish on shutdown, in seconds (default 30).
     pub shutdown_grace_seconds: Option<u64>,
+}
+
+/// `[uploads]`
+#[derive(Debug, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawUploads {
+    /// Upload sessions nobody touched for this long are deleted (default 7 days).
+    pub expire_after: Option<RawDuration>,
+    /// How often to look for such sessions (default 1 hour).
+    pub expire_interval: Option<RawDuration>,
+}
+
+/// A duration as written: a number of seconds, or a string such as `"90s"`, `"15m"`,
+/// `"1h30m"` or `"7d"` (see [`parse_duration`]).
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(untagged)]
+pub enum RawDuration {
+    /// Seconds.
+    Seconds(u64),
+    /// Text with units.
+    Text(String),
+}
+
+/// Parse a duration: a whole number of seconds (`"3600"`), or numbers with units, largest
+/// first (`"1h30m"`, `"7d"`, `"500ms"`): `w`, `d`, `h`, `m`, `s`, `ms`.
+///
+/// # Errors
+/// If `text` is empty, has an unknown unit or a number without one after another, or
+/// overflows.
+pub fn parse_duration(text: &str) -> anyhow::Result<Duration> {
+    let t = text.trim();
+    if !t.is_empty() && t.bytes().all(|b| b.is_ascii_digit()) {
+        return Ok(Duration::from_secs(
+            t.parse()
+                .with_context(|| format!("duration {text:?} is too large"))?,
+        ));
+    }
+    let mut total = Duration::ZERO;
+    let mut rest = t;
+    if rest.is_empty() {
+        bail!("duration {text:?} is empty");
+    }
+    while !rest.is_empty() {
+        let digits = rest.bytes().take_while(u8::is_ascii_digit).count();
+        let unit_len = rest[digits..]
+            .bytes()
+            .take_while(u8::is_ascii_alphabetic)
+            .count();
+        if digits == 0 || unit_len == 0 {
+            bail!("duration {text:?} is not like 3600, 90s, 15m, 1h30m or 7d");
+        }
+        let n: u64 = rest[..digits]
+            .parse()
+            .with_context(|| format!("duration {text:?} is too large"))?;
+        let unit = match &rest[digits..digits + unit_len] {
+            "ms" => Duration::from_millis(1),
+            "s" => Duration::from_secs(1),
+            "m" => Duration::from_secs(60),
+            "h" => Duration::from_secs(3600),
+            "d" => Duration::from_secs(86_400),
+            "w" => Duration::from_secs(7 * 86_400),
+            other => bail!("duration {text:?} has an unknown unit {other:?} (ms, s, m, h, d, w)"),
+        };
+        let part = u32::try_from(n)
+            .ok()
+            .and_then(|n| unit.checked_mul(n))
+            .with_context(|| format!("duration {text:?} is too large"))?;
+        total = total
+            .checked_add(part)
+            .with_context(|| format!("duration {text:?} is too large"))?;
+        rest = &rest[digits + unit_len..];
+    }
+    Ok(total)
+}
+
+/// `d` in the form [`parse_duration`] reads, largest units first (up to days): `"7d"`,
+/// `"1h30m"`, `"500ms"`.
+pub fn format_duration(d: Duration) -> String {
+    if d.is_zero() {
+        return "0s".into();
+    }
+    let mut out = String::new();
+    let mut secs = d.as_secs();
+    for (unit, size) in [("d", 86_400), ("h", 3600), ("m", 60), ("s", 1)] {
+        if secs >= size {
+            out.push_str(&format!("{}{unit}", secs / size));
+            secs %= size;
+        }
+    }
+    if d.subsec_millis() > 0 {
+        out.push_str(&format!("{}ms", d.subsec_millis()));
+    }
+    out
+}
+
+fn serialize_duration<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str(&format_duration(*d))
+}
+
+/// A duration from a flag or variable (`over`) or the file (`raw`), else `default`; at least
+/// a second.
+fn resolve_duration(
+    key: &str,
+    over: Option<&str>,
+    raw: Option<RawDuration>,
+    default: Duration,
+) -> anyhow::Result<Duration> {
+    let d = match (over, raw) {
+        (Some(text), _) => parse_duration(text).with_context(|| key.to_owned())?,
+        (None, Some(RawDuration::Text(text))) => {
+            parse_duration(&text).with_context(|| key.to_owned())?
+        }
+        (None, Some(RawDuration::Seconds(n))) => Duration::from_secs(n),
+        (None, None) => default,
+    };
+    if d < Duration::from_secs(1) {
+        bail!("{key} must be at least one second");
+    }
+    Ok(d)
+}
+
+/// Validated `[uploads]`.
+#[derive(Debug, Clone, Serialize)]
+pub struct Uploads {
+    /// Idle time after which an upload session is deleted.
+    #[serde(serialize_with = "serialize_duration")]
+    pub expire_after: Duration,
+    /// How often idle sessions are looked for.
+    #[serde(serialize_with = "serialize_duration")]
+    pub expire_interval: Duration,
 }
 
 /// Log output format.
@@ -272,6 +406,8 @@ pub struct Config {
     pub shutdown_grace_seconds: u64,
     /// TLS, when configured.
     pub tls: Option<Tls>,
+    /// Upload sessions.
+    pub uploads: Uploads,
 }
 
 /// Values given on the command line (clap has already folded in the `BERTH_*` variables).
@@ -316,6 +452,12 @@ pub struct Overrides {
     /// Redirect blob GETs to presigned object-store URLs: true or false
     #[arg(long, env = "BERTH_STORAGE_REDIRECT")]
     pub redirect: Option<bool>,
+    /// Delete upload sessions idle this long: seconds, or e.g. 90s, 15m, 1h30m, 7d [default: 7d]
+    #[arg(long, env = "BERTH_UPLOADS_EXPIRE_AFTER")]
+    pub uploads_expire_after: Option<String>,
+    /// How often to look for idle upload sessions [default: 1h]
+    #[arg(long, env = "BERTH_UPLOADS_EXPIRE_INTERVAL")]
+    pub uploads_expire_interval: Option<String>,
 }
 
 /// Read the TOML file at `path`.
@@ -393,6 +535,20 @@ impl Config {
                  (configure [storage.s3] or set storage.redirect = false)"
             );
         }
+        let uploads = Uploads {
+            expire_after: resolve_duration(
+                "uploads.expire_after",
+                over.uploads_expire_after.as_deref(),
+                raw.uploads.expire_after,
+                Duration::from_secs(7 * 86_400),
+            )?,
+            expire_interval: resolve_duration(
+                "uploads.expire_interval",
+                over.uploads_expire_interval.as_deref(),
+                raw.uploads.expire_interval,
+                Duration::from_secs(3600),
+            )?,
+        };
         let manifest_max_bytes = raw.limits.manifest_max_bytes.unwrap_or(4 << 20);
         if manifest_max_bytes == 0 {
             bail!("limits.manifest_max_bytes must be positive");
@@ -411,6 +567,7 @@ impl Config {
             manifest_max_bytes,
             shutdown_grace_seconds: raw.limits.shutdown_grace_seconds.unwrap_or(30),
             tls,
+            uploads,
         })
     }
 }
@@ -544,6 +701,70 @@ mod tests {
             redact_password("postgres://u:p@h/d?x=@"),
             "postgres://u:(hidden)@h/d?x=@"
         );
+    }
+
+    #[test]
+    fn upload_expiry_durations() {
+        let c = Config::resolve(RawConfig::default(), &Overrides::default()).unwrap();
+        assert_eq!(c.uploads.expire_after, Duration::from_secs(7 * 86_400));
+        assert_eq!(c.uploads.expire_interval, Duration::from_secs(3600));
+        let printed = toml::to_string(&c).unwrap();
+        assert!(
+            printed.contains("[uploads]\nexpire_after = \"7d\"\nexpire_interval = \"1h\""),
+            "{printed}"
+        );
+        let raw: RawConfig =
+            toml::from_str("[uploads]\nexpire_after = 86400\nexpire_interval = \"15m\"\n").unwrap();
+        let c = Config::resolve(raw, &Overrides::default()).unwrap();
+        assert_eq!(c.uploads.expire_after, Duration::from_secs(86_400));
+        assert_eq!(c.uploads.expire_interval, Duration::from_secs(900));
+        // Flags (and their variables) beat the file.
+        let raw: RawConfig = toml::from_str("[uploads]\nexpire_after = \"2d\"\n").unwrap();
+        let over = Overrides {
+            uploads_expire_after: Some("3".into()),
+            uploads_expire_interval: Some("1h30m".into()),
+            ..Default::default()
+        };
+        let c = Config::resolve(raw, &over).unwrap();
+        assert_eq!(c.uploads.expire_after, Duration::from_secs(3));
+        assert_eq!(c.uploads.expire_interval, Duration::from_secs(5400));
+        for bad in ["0", "500ms", "soon", "5x"] {
+            let over = Overrides {
+                uploads_expire_after: Some(bad.into()),
+                ..Default::default()
+            };
+            assert!(
+                Config::resolve(RawConfig::default(), &over).is_err(),
+                "{bad}"
+            );
+        }
+    }
+
+    #[test]
+    fn durations_parse_and_print() {
+        for (text, secs, millis) in [
+            ("3600", 3600, 0),
+            ("90s", 90, 0),
+            ("15m", 900, 0),
+            ("1h30m", 5400, 0),
+            ("7d", 604_800, 0),
+            ("2w", 1_209_600, 0),
+            ("1s500ms", 1, 500),
+            (" 10m ", 600, 0),
+        ] {
+            let d = parse_duration(text).unwrap();
+            assert_eq!(
+                d,
+                Duration::from_secs(secs) + Duration::from_millis(millis),
+                "{text}"
+            );
+            assert_eq!(parse_duration(&format_duration(d)).unwrap(), d, "{text}");
+        }
+        assert_eq!(format_duration(Duration::from_secs(5400)), "1h30m");
+        assert_eq!(format_duration(Duration::from_secs(86_400)), "1d");
+        for bad in ["", "h", "1.5h", "10 m", "1y", "99999999999999999999s"] {
+            assert!(parse_duration(bad).is_err(), "{bad:?}");
+        }
     }
 
     #[test]

@@ -7,15 +7,18 @@ use std::time::Duration;
 
 use anyhow::Context;
 use axum::serve::Listener;
-use berth_core::{Limits, Registry};
+use berth_core::{
+    ExpireUploads, JobRunner, Limits, PruneJobs, Registry, RunnerSettings, UploadLeases,
+};
 use berth_meta::postgres::{Migrate, PgMeta, PgOptions};
 use berth_meta::sqlite::{self, SqliteMeta};
-use berth_meta::MetaStore;
+use berth_meta::{LeaseHolder, MetaStore};
 use berth_server::AppState;
 use berth_store::fs::{FsStore, SyncMode};
 use berth_store::s3::{S3Config, S3Store};
 use berth_store::BlobStore;
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder};
+use tokio_util::sync::CancellationToken;
 
 use crate::config::{Config, Durability, LogFormat, Metadata, Storage};
 
@@ -28,6 +31,33 @@ fn init_logging(cfg: &Config) -> anyhow::Result<()> {
         LogFormat::Json => builder.json().flatten_event(true).init(),
     }
     Ok(())
+}
+
+/// How long finished and dead jobs stay listed before they are pruned.
+const KEEP_FINISHED_JOBS: Duration = Duration::from_secs(7 * 86_400);
+/// How often old jobs are pruned.
+const PRUNE_JOBS_EVERY: Duration = Duration::from_secs(6 * 3600);
+
+/// Start this instance's job runner with every worker the registry has.
+fn start_jobs(
+    cfg: &Config,
+    registry: &Registry,
+    cancel: CancellationToken,
+) -> tokio::task::JoinHandle<()> {
+    let meta = Arc::clone(registry.meta());
+    let holder = LeaseHolder::new(format!("jobs/{}", registry.instance()));
+    JobRunner::new(Arc::clone(&meta), holder, RunnerSettings::default())
+        .with_worker(Arc::new(ExpireUploads::new(
+            registry.clone(),
+            cfg.uploads.expire_after,
+            cfg.uploads.expire_interval,
+        )))
+        .with_worker(Arc::new(PruneJobs::new(
+            meta,
+            KEEP_FINISHED_JOBS,
+            PRUNE_JOBS_EVERY,
+        )))
+        .spawn(cancel)
 }
 
 async fn shutdown_signal() {
@@ -238,6 +268,12 @@ async fn serve(cfg: Config) -> anyhow::Result<()> {
             "blob GETs redirect to presigned URLs"
         );
     }
+    if matches!(cfg.metadata, Metadata::Postgres { .. }) {
+        // Other instances may share this metadata: a request working on an upload leases it
+        // there, so no two instances append to one upload at once. (SQLite has one instance:
+        // its in-process lock is enough, and costs no writes.)
+        registry = registry.with_upload_leases(UploadLeases::default());
+    }
     let metrics = PrometheusBuilder::new()
         .set_buckets_for_metric(
             Matcher::Full("berth_http_request_duration_seconds".into()),
@@ -248,6 +284,16 @@ async fn serve(cfg: Config) -> anyhow::Result<()> {
         )?
         .install_recorder()
         .context("installing the metrics recorder")?;
+    // One signal handler; everything that stops on shutdown waits for this token.
+    let shutdown = CancellationToken::new();
+    tokio::spawn({
+        let shutdown = shutdown.clone();
+        async move {
+            shutdown_signal().await;
+            shutdown.cancel();
+        }
+    });
+    let jobs = start_jobs(&cfg, &registry, shutdown.child_token());
     let app = berth_server::router(AppState {
         registry,
         metrics: Some(metrics),
@@ -261,12 +307,13 @@ async fn serve(cfg: Config) -> anyhow::Result<()> {
                     .with_context(|| format!("listening on {}", cfg.listen))?,
             );
             tracing::info!(addr = %listener.local_addr()?, data_dir = %cfg.data_dir.display(), "berth listening (http)");
-            let server = axum::serve(listener, app).with_graceful_shutdown(shutdown_signal());
+            let server = axum::serve(listener, app)
+                .with_graceful_shutdown(shutdown.clone().cancelled_owned());
             tokio::select! {
                 r = server => r?,
                 () = async {
                     // Only reached once the signal fired and the grace period ran out.
-                    shutdown_signal().await;
+                    shutdown.cancelled().await;
                     tokio::time::sleep(grace).await;
                 } => tracing::warn!("grace period over: dropping remaining connections"),
             }
@@ -283,9 +330,9 @@ async fn serve(cfg: Config) -> anyhow::Result<()> {
                         )
                     })?;
             let handle = axum_server::Handle::new();
-            let h = handle.clone();
+            let (h, stop) = (handle.clone(), shutdown.clone());
             tokio::spawn(async move {
-                shutdown_signal().await;
+                stop.cancelled().await;
                 h.graceful_shutdown(Some(grace));
             });
             tracing::info!(addr = %cfg.listen, data_dir = %cfg.data_dir.display(), "berth listening (https)");
@@ -294,6 +341,11 @@ async fn serve(cfg: Config) -> anyhow::Result<()> {
                 .serve(app.into_make_service())
                 .await?;
         }
+    }
+    // The runner stopped claiming when the signal came; give running jobs what is left of
+    // the grace period (they stop between units of work).
+    if tokio::time::timeout(grace, jobs).await.is_err() {
+        tracing::warn!("grace period over: abandoning running jobs (their leases will expire)");
     }
     tracing::info!("berth stopped");
     Ok(())

@@ -130,10 +130,16 @@ impl Server {
         Self::launch(http, Vec::new(), false).await
     }
 
+    /// [`Server::start`] with more `berth serve` arguments.
+    pub async fn start_with(args: &[&str]) -> Self {
+        let http = Client::builder().no_proxy().build().unwrap();
+        let args = args.iter().map(|a| a.to_string()).collect();
+        Self::launch(http, args, false).await
+    }
+
     /// Another instance over the same PostgreSQL + S3 backend as `backend`.
     pub async fn start_on(backend: &FleetBackend) -> Self {
-        let http = Client::builder().no_proxy().build().unwrap();
-        Self::launch_on(http, Vec::new(), false, Some(backend.clone())).await
+        Self::start_on_with(backend, &[], None).await
     }
 
     /// An instance over `backend` with extra `serve` arguments and, when given, a config file
@@ -432,6 +438,12 @@ pub async fn error_code(r: Response) -> String {
         .as_str()
         .expect("errors[0].code")
         .to_owned()
+}
+
+/// The upload id at the end of an upload's `Location`.
+pub fn upload_id(location: &str) -> &str {
+    let path = location.split('?').next().unwrap_or(location);
+    path.rsplit('/').next().unwrap_or(path)
 }
 
 pub fn header<'a>(r: &'a Response, name: &str) -> &'a str {

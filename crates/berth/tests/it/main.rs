@@ -8,6 +8,7 @@ mod fault_proxy;
 mod fleet;
 mod fleet_faults;
 mod harness;
+mod jobs;
 mod large;
 mod redirect;
 mod s3_faults;

@@ -14,7 +14,8 @@ fn config_print_shows_the_effective_configuration() {
     let file = dir.path().join("berth.toml");
     std::fs::write(
         &file,
-        "listen = \"127.0.0.1:6001\"\n[storage]\nfsync = false\n",
+        "listen = \"127.0.0.1:6001\"\n[storage]\nfsync = false\n\
+         [uploads]\nexpire_after = 86400\nexpire_interval = \"2h\"\n",
     )
     .unwrap();
     let out = Command::new(env!("CARGO_BIN_EXE_berth"))
@@ -22,6 +23,7 @@ fn config_print_shows_the_effective_configuration() {
         .arg(&file)
         .arg("--data-dir=/srv/berth")
         .env("BERTH_LISTEN", "127.0.0.1:6002")
+        .env("BERTH_UPLOADS_EXPIRE_INTERVAL", "30m")
         .output()
         .unwrap();
     assert!(
@@ -34,6 +36,10 @@ fn config_print_shows_the_effective_configuration() {
     assert!(text.contains("listen = \"127.0.0.1:6002\""), "{text}");
     assert!(text.contains("data_dir = \"/srv/berth\""), "{text}");
     assert!(text.contains("durability = \"relaxed\""), "{text}");
+    assert!(
+        text.contains("[uploads]\nexpire_after = \"1d\"\nexpire_interval = \"30m\""),
+        "{text}"
+    );
 
     std::fs::write(&file, "lisen = \"typo\"\n").unwrap();
     let out = Command::new(env!("CARGO_BIN_EXE_berth"))
