@@ -159,6 +159,7 @@ mod tests {
                 offset: 0,
                 algorithm: DigestAlgorithm::Sha256,
                 hash_state: None,
+                segments: Vec::new(),
                 created_at: long_ago,
                 updated_at: long_ago,
             })

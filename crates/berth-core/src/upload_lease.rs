@@ -10,9 +10,11 @@
 //! A request that cannot renew its lease, or finds it taken, must not make its chunk part of
 //! the upload: the body it streams into the store turns into an error (so the store drops the
 //! chunk instead of completing the segment), the lease is confirmed once more after the last
-//! byte and before the store completes the segment, and the metadata update is fenced by the
-//! lease holder. What remains is the time the store takes to complete a segment after that
-//! last confirmation (see docs/ARCHITECTURE.md, "Known gaps").
+//! byte and before the store completes the segment, and the metadata update, which also
+//! records the segment, is fenced by the lease holder. A segment the store completes after
+//! the lease lapsed anyway (its instance stalled between that last confirmation and the end of
+//! the write) is named by a token of its own, which metadata never records: it cannot replace
+//! the bytes of the request that took the lease over.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;

@@ -8,9 +8,9 @@ use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use berth_meta::Upload;
+use berth_meta::{MetaError, Upload, UploadSegment};
 use berth_oci::{Digest, DigestAlgorithm, Hasher, RepoName};
-use berth_store::{BlobContent, ByteStream, StoreError};
+use berth_store::{BlobContent, ByteStream, Segment, StoreError};
 use bytes::Bytes;
 use futures::{Stream, StreamExt};
 
@@ -95,6 +95,23 @@ async fn to_completion<T: Send + 'static>(
     tokio::spawn(work)
         .await
         .map_err(|e| Error::Internal(format!("upload task failed: {e}")))?
+}
+
+/// A fresh token for one append: 12 hex digits (48 random bits) of a v4 uuid. With the
+/// offset it names the segment the append writes, so two appends never write the same one.
+fn segment_token() -> String {
+    let mut token = uuid::Uuid::new_v4().simple().to_string();
+    // The first 12 digits are random (the version digit comes after them).
+    token.truncate(12);
+    token
+}
+
+/// The segments of an upload as the blob store takes them.
+fn store_segments(segments: &[UploadSegment]) -> Vec<Segment> {
+    segments
+        .iter()
+        .map(|s| Segment::new(s.start, s.token.clone()))
+        .collect()
 }
 
 /// How long [`Registry::discard_later`] keeps trying.
@@ -190,13 +207,15 @@ impl Drop for InFlight {
 }
 
 impl Registry {
-    /// Stream `body` into upload `id` at `offset`, hashing it into `hasher`. Returns the bytes
-    /// appended and the hasher after them. Under a `lease`, the chunk is dropped if the lease
-    /// is lost before the store keeps it.
+    /// Stream `body` into upload `id` at `offset` as the segment named `token`, hashing it
+    /// into `hasher`. Returns the bytes appended and the hasher after them. Under a `lease`,
+    /// the chunk is dropped if the lease is lost before the store keeps it.
+    #[allow(clippy::too_many_arguments)]
     async fn append_hashed(
         &self,
         id: &str,
         offset: u64,
+        token: &str,
         hasher: Hasher,
         body: ByteStream,
         expect: BodyLength,
@@ -215,7 +234,7 @@ impl Registry {
             Some(l) => l.guard(stream),
             None => stream,
         };
-        let written = match self.store.append(id, offset, stream).await {
+        let written = match self.store.append(id, offset, token, stream).await {
             Ok(n) => n,
             Err(_) if lease.is_some_and(HeldLease::is_lost) => return Err(lost_error()),
             Err(e) => return Err(e.into()),
@@ -229,15 +248,15 @@ impl Registry {
         Ok((written, hasher))
     }
 
-    /// Hash the first `len` bytes of upload `id` again (when no usable hash state was saved,
-    /// or the client's digest uses another algorithm than the session hashed with).
-    async fn rehash(
-        &self,
-        id: &str,
-        algorithm: DigestAlgorithm,
-        len: u64,
-    ) -> Result<Hasher, Error> {
-        let content = match self.store.read_upload(id).await? {
+    /// Hash the first `u.offset` bytes of upload `u` again (when no usable hash state was
+    /// saved, or the client's digest uses another algorithm than the session hashed with).
+    async fn rehash(&self, u: &Upload, algorithm: DigestAlgorithm) -> Result<Hasher, Error> {
+        let (id, len) = (u.id.as_str(), u.offset);
+        if len == 0 {
+            return Ok(algorithm.hasher());
+        }
+        let segments = store_segments(&u.segments);
+        let content = match self.store.read_upload(id, &segments).await? {
             // Never map past the end of the file: a shorter file than recorded is an error,
             // not a SIGBUS.
             BlobContent::File { len: actual, .. } if actual < len => {
@@ -283,6 +302,7 @@ impl Registry {
             offset: 0,
             algorithm,
             hash_state: Some(algorithm.hasher().save()),
+            segments: Vec::new(),
             created_at: now(),
             updated_at: now(),
         };
@@ -312,11 +332,18 @@ impl Registry {
             let id = uuid::Uuid::new_v4().to_string();
             this.store.start_upload(&id).await?;
             let result = async {
-                // The id is this request's alone (no session row exists): no lease needed.
+                // The id is this request's alone (no session row exists): no lease needed,
+                // and the one segment it writes is known right here.
+                let token = segment_token();
                 let (size, hasher) = this
-                    .append_hashed(&id, 0, digest.algorithm().hasher(), body, len, None)
+                    .append_hashed(&id, 0, &token, digest.algorithm().hasher(), body, len, None)
                     .await?;
-                this.commit(&repo, &id, &digest, hasher.finish(), size)
+                let segments = if size > 0 {
+                    vec![Segment::new(0, token)]
+                } else {
+                    Vec::new()
+                };
+                this.commit(&repo, &id, &digest, hasher.finish(), size, &segments)
                     .await?;
                 Ok(size)
             }
@@ -363,7 +390,24 @@ impl Registry {
         });
     }
 
-    /// Verify `actual` against `expected`, then make the blob visible and link it into `repo`.
+    /// Remove the segment of an append that metadata refused to record, in the background
+    /// (best effort: what stays is never read, and an abort or expiry of the upload sweeps
+    /// it).
+    fn discard_segment_later(&self, id: &str, segment: UploadSegment) {
+        let store = Arc::clone(&self.store);
+        let id = id.to_owned();
+        tokio::spawn(async move {
+            if let Err(e) = store
+                .discard_segment(&id, segment.start, &segment.token)
+                .await
+            {
+                tracing::debug!(upload = %id, error = %e, "could not remove an unrecorded segment");
+            }
+        });
+    }
+
+    /// Verify `actual` against `expected`, then make the blob visible (from the upload's
+    /// recorded `segments`) and link it into `repo`.
     async fn commit(
         &self,
         repo: &RepoName,
@@ -371,6 +415,7 @@ impl Registry {
         expected: &Digest,
         actual: Digest,
         size: u64,
+        segments: &[Segment],
     ) -> Result<(), Error> {
         if &actual != expected {
             return Err(Error::DigestMismatch {
@@ -379,7 +424,7 @@ impl Registry {
             });
         }
         // Bytes first, then metadata: the metadata never names a blob storage lacks.
-        match self.store.commit_upload(id, expected, size).await {
+        match self.store.commit_upload(id, expected, size, segments).await {
             Ok(()) => {}
             // A retry after the rename succeeded but the link failed: the blob is there.
             Err(berth_store::StoreError::NotFound)
@@ -470,24 +515,38 @@ impl Registry {
             .and_then(|s| Hasher::restore(u.algorithm, s))
         {
             Some(h) => h,
-            None => self.rehash(&u.id, u.algorithm, u.offset).await?,
+            None => self.rehash(&u, u.algorithm).await?,
         };
         let from = u.offset;
+        let segment = UploadSegment {
+            start: from,
+            token: segment_token(),
+        };
         let (written, hasher) = self
-            .append_hashed(&u.id, from, hasher, body, expect, lease)
+            .append_hashed(&u.id, from, &segment.token, hasher, body, expect, lease)
             .await?;
         if written > 0 {
             u.offset += written;
             u.hash_state = Some(hasher.save());
-            // Fenced by the lease: a request that lost it cannot record its chunk.
+            // Fenced by the lease: a request that lost it cannot record its chunk. The
+            // segment is recorded in the same step, so the store reads exactly this append's
+            // object for these bytes, whatever another writer stored at the same offset.
             match self
                 .meta
-                .advance_upload(&u, from, lease.map(HeldLease::holder))
+                .advance_upload(&u, &segment, lease.map(HeldLease::holder))
                 .await
             {
-                Ok(()) => {}
-                Err(_) if lease.is_some_and(HeldLease::is_lost) => return Err(lost_error()),
-                Err(e) => return Err(e.into()),
+                Ok(()) => u.segments.push(segment),
+                Err(e) => {
+                    if matches!(e, MetaError::Conflict) {
+                        // Refused for certain: nothing will ever read this segment.
+                        self.discard_segment_later(&u.id, segment);
+                    }
+                    if lease.is_some_and(HeldLease::is_lost) {
+                        return Err(lost_error());
+                    }
+                    return Err(e.into());
+                }
             }
         }
         Ok(u)
@@ -571,15 +630,16 @@ impl Registry {
             .and_then(|s| Hasher::restore(u.algorithm, s));
         let hasher = match restored {
             Some(h) => h,
-            None => self.rehash(&u.id, digest.algorithm(), u.offset).await?,
+            None => self.rehash(&u, digest.algorithm()).await?,
         };
         // Never commit under a lease that is gone: another request may be changing the
         // upload.
         if lease.is_some_and(HeldLease::is_lost) {
             return Err(lost_error());
         }
+        let segments = store_segments(&u.segments);
         let result = self
-            .commit(repo, &u.id, digest, hasher.finish(), u.offset)
+            .commit(repo, &u.id, digest, hasher.finish(), u.offset, &segments)
             .await;
         match &result {
             Ok(()) => {

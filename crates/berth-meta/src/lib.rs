@@ -2,8 +2,8 @@
 //!
 //! Metadata is everything that is not blob bytes: repositories, which blobs each repository
 //! may reach (links), manifests (their bytes too: they are small and read often), tags, the
-//! references of each manifest, upload sessions (with their leases), and the job queue
-//! ([`jobs`]) that every instance drains. Every change that touches several rows is one
+//! references of each manifest, upload sessions (with their leases and segments), and the job
+//! queue ([`jobs`]) that every instance drains. Every change that touches several rows is one
 //! transaction, so a tag always points at a complete manifest and a manifest is never stored
 //! without its references.
 //!
@@ -105,6 +105,18 @@ pub struct Referrer {
     pub annotations: Option<String>,
 }
 
+/// One chunk of an upload as the blob store keeps it: where it starts, and the token its
+/// append was given (which, with the start, names the object it wrote). Recorded by
+/// [`MetaStore::advance_upload`]; the blob store reads and commits exactly the recorded
+/// segments, so a write nobody recorded is never part of the upload.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UploadSegment {
+    /// The upload offset of its first byte.
+    pub start: u64,
+    /// The token of its append.
+    pub token: String,
+}
+
 /// An upload session's durable state.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Upload {
@@ -118,6 +130,10 @@ pub struct Upload {
     pub algorithm: DigestAlgorithm,
     /// The hasher's state after `offset` bytes, if saved.
     pub hash_state: Option<Vec<u8>>,
+    /// Its chunks, in order of start: each runs from its start to the next one's, the last
+    /// one to `offset`. Filled in when an upload is read; [`MetaStore::create_upload`]
+    /// records none (a new session holds no bytes) and [`MetaStore::advance_upload`] adds one.
+    pub segments: Vec<UploadSegment>,
     /// When it started, in seconds since the Unix epoch.
     pub created_at: i64,
     /// When it last advanced (or started), in seconds since the Unix epoch: uploads idle for
@@ -240,41 +256,43 @@ pub trait MetaStore: Send + Sync + 'static {
         subject: &Digest,
     ) -> Result<Vec<Referrer>, MetaError>;
 
-    /// Record a new upload session.
+    /// Record a new upload session (its `segments` are not looked at: it has none yet).
     ///
     /// # Errors
     /// Backend errors.
     async fn create_upload(&self, upload: &Upload) -> Result<(), MetaError>;
 
-    /// An upload session of `repo`.
+    /// An upload session of `repo`, with its segments.
     ///
     /// # Errors
     /// Backend errors.
     async fn upload(&self, repo: &RepoName, id: &str) -> Result<Option<Upload>, MetaError>;
 
-    /// Advance an upload from `from_offset` to `upload.offset` with its new hash state, and
-    /// set its `updated_at` to now. With `fence`, only while that holder has the upload's
-    /// lease (see [`MetaStore::lease_upload`]; an expired lease nobody took since still
-    /// counts).
+    /// Advance an upload from `segment.start` to `upload.offset` with its new hash state,
+    /// record `segment` (the chunk that filled the gap) among its segments, and set its
+    /// `updated_at` to now, in one transaction. With `fence`, only while that holder has the
+    /// upload's lease (see [`MetaStore::lease_upload`]; an expired lease nobody took since
+    /// still counts). `upload.segments` is not looked at.
     ///
     /// # Errors
-    /// [`MetaError::Conflict`] if the stored offset is no longer `from_offset`, the upload is
-    /// gone, or `fence` does not hold its lease.
+    /// [`MetaError::Conflict`] if the stored offset is no longer `segment.start`, the upload
+    /// is gone, or `fence` does not hold its lease; nothing is recorded then.
     async fn advance_upload(
         &self,
         upload: &Upload,
-        from_offset: u64,
+        segment: &UploadSegment,
         fence: Option<&LeaseHolder>,
     ) -> Result<(), MetaError>;
 
-    /// Forget an upload session.
+    /// Forget an upload session with its segments.
     ///
     /// # Errors
     /// Backend errors.
     async fn delete_upload(&self, id: &str) -> Result<(), MetaError>;
 
     /// Upload sessions of any repository whose `updated_at` is before `idle_since` (seconds
-    /// since the Unix epoch), in id order, a page at a time (`page.last` is an upload id).
+    /// since the Unix epoch), with their segments, in id order, a page at a time (`page.last`
+    /// is an upload id).
     ///
     /// # Errors
     /// Backend errors.
@@ -284,8 +302,8 @@ pub trait MetaStore: Send + Sync + 'static {
         page: Page<'_>,
     ) -> Result<Vec<Upload>, MetaError>;
 
-    /// Forget upload `id` if it is still idle since before `idle_since` and nobody but
-    /// `holder` has a live lease on it. Returns whether it was forgotten. The caller discards
+    /// Forget upload `id` (with its segments) if it is still idle since before `idle_since`
+    /// and nobody but `holder` has a live lease on it. Returns whether it was forgotten. The caller discards
     /// its stored bytes.
     ///
     /// # Errors

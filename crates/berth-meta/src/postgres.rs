@@ -21,6 +21,9 @@
 //!   (a foreign key), and goes with it.
 //! - `uploads (id, repo, "offset", algorithm, hash_state, created_at, updated_at,
 //!   lease_holder, lease_until_ms)`: `updated_at` is indexed, for expiring idle uploads.
+//! - `upload_segments (upload_id, start_offset, token)`: the chunks of each upload as the
+//!   blob store keeps them (see [`crate::UploadSegment`]); they go with it (`ON DELETE
+//!   CASCADE`). An upload is read with its segments in one statement.
 //! - `jobs (id, kind, state, payload, dedupe_key, attempts, max_attempts, run_at_ms, holder,
 //!   lease_until_ms, last_error, created_at_ms, updated_at_ms, finished_at_ms)`: the job
 //!   queue (see [`crate::jobs`]). `state` is `queued`, `running`, `done` or `dead`. A partial
@@ -52,8 +55,9 @@
 //! Each write that touches several rows runs in one transaction, at isolation level
 //! `READ COMMITTED` whatever the server's default is (each statement sees what committed
 //! before it began; row locks and unique indexes order the writers). A write of one statement
-//! (deleting a tag or a manifest, moving an upload's offset) is a transaction by itself: a
-//! deleted manifest's tags and references go with it in that statement (`ON DELETE CASCADE`).
+//! (deleting a tag or a manifest, moving an upload's offset and recording its new segment) is
+//! a transaction by itself: a deleted manifest's tags and references go with it in that
+//! statement (`ON DELETE CASCADE`).
 //!
 //! `put_manifest` checks the manifest's references inside its transaction and locks the rows
 //! it found (`FOR KEY SHARE`), so a concurrent unlink or delete either waits for it or
@@ -109,7 +113,7 @@ use crate::jobs::{duration_ms, epoch_ms};
 use crate::{
     ClaimedJob, Job, JobFilter, JobId, JobKind, JobLease, JobState, LeaseHolder, MetaError,
     MetaStore, NewJob, NewManifest, Page, Referrer, Retry, RunAt, StoredManifest, Upload,
-    UploadLease,
+    UploadLease, UploadSegment,
 };
 
 /// Schema migrations, applied in order; `berth_schema` records each version applied.
@@ -199,6 +203,14 @@ CREATE UNIQUE INDEX jobs_dedupe ON jobs(dedupe_key)
 CREATE INDEX jobs_queued ON jobs(kind, run_at_ms) WHERE state = 'queued';
 CREATE INDEX jobs_running ON jobs(kind, lease_until_ms) WHERE state = 'running';
 CREATE INDEX jobs_finished ON jobs(finished_at_ms) WHERE finished_at_ms IS NOT NULL;
+"#,
+    r#"
+CREATE TABLE upload_segments (
+    upload_id    TEXT NOT NULL REFERENCES uploads(id) ON DELETE CASCADE,
+    start_offset BIGINT NOT NULL,
+    token        TEXT NOT NULL,
+    PRIMARY KEY (upload_id, start_offset)
+);
 "#,
 ];
 
@@ -809,15 +821,39 @@ fn stored_manifest(row: Option<PgRow>) -> Result<Option<StoredManifest>, MetaErr
     .transpose()
 }
 
+/// The columns [`upload_from_row`] reads, in its order, of `uploads u`: the segments come as
+/// two arrays, starts and tokens, read in the same statement (so they are those of the
+/// offset read with them).
+macro_rules! upload_columns {
+    () => {
+        "u.id, u.\"offset\", u.algorithm, u.hash_state, u.created_at, u.updated_at, \
+         ARRAY(SELECT s.start_offset FROM upload_segments s WHERE s.upload_id = u.id \
+               ORDER BY s.start_offset), \
+         ARRAY(SELECT s.token FROM upload_segments s WHERE s.upload_id = u.id \
+               ORDER BY s.start_offset), \
+         u.repo"
+    };
+}
+
 fn upload_from_row(repo: &RepoName, r: &PgRow) -> Result<Upload, sqlx::Error> {
     let algorithm =
         DigestAlgorithm::from_name(r.try_get::<&str, _>(2)?).unwrap_or(DigestAlgorithm::Sha256);
+    let starts: Vec<i64> = r.try_get(6)?;
+    let tokens: Vec<String> = r.try_get(7)?;
     Ok(Upload {
         id: r.try_get(0)?,
         repo: repo.clone(),
         offset: r.try_get::<i64, _>(1)? as u64,
         algorithm,
         hash_state: r.try_get(3)?,
+        segments: starts
+            .into_iter()
+            .zip(tokens)
+            .map(|(start, token)| UploadSegment {
+                start: start as u64,
+                token,
+            })
+            .collect(),
         created_at: r.try_get(4)?,
         updated_at: r.try_get(5)?,
     })
@@ -1263,10 +1299,11 @@ impl MetaStore for PgMeta {
     }
 
     async fn upload(&self, repo: &RepoName, id: &str) -> Result<Option<Upload>, MetaError> {
-        let row = sqlx::query(
-            "SELECT id, \"offset\", algorithm, hash_state, created_at, updated_at FROM uploads \
-             WHERE id = $1 AND repo = $2",
-        )
+        let row = sqlx::query(concat!(
+            "SELECT ",
+            upload_columns!(),
+            " FROM uploads u WHERE u.id = $1 AND u.repo = $2"
+        ))
         .bind(id)
         .bind(repo.as_str())
         .fetch_optional(&self.pool)
@@ -1280,17 +1317,25 @@ impl MetaStore for PgMeta {
     async fn advance_upload(
         &self,
         upload: &Upload,
-        from_offset: u64,
+        segment: &UploadSegment,
         fence: Option<&LeaseHolder>,
     ) -> Result<(), MetaError> {
-        let arg = (upload, from_offset as i64, fence.map(LeaseHolder::as_str));
+        let arg = (
+            upload,
+            segment.start as i64,
+            segment.token.as_str(),
+            fence.map(LeaseHolder::as_str),
+        );
         // A compare-and-set on the offset (and the lease): whoever advanced it first wins.
-        self.write(Scope::Statement, &arg, |c, (u, from, fence)| {
+        // One statement records the segment with it, only if the row moved.
+        self.write(Scope::Statement, &arg, |c, (u, from, token, fence)| {
             Box::pin(async move {
                 let n = sqlx::query(
-                    "UPDATE uploads SET \"offset\" = $2, algorithm = $3, hash_state = $4, \
-                     updated_at = $5 WHERE id = $1 AND \"offset\" = $6 \
-                     AND ($7::TEXT IS NULL OR lease_holder = $7)",
+                    "WITH moved AS (UPDATE uploads SET \"offset\" = $2, algorithm = $3, \
+                     hash_state = $4, updated_at = $5 WHERE id = $1 AND \"offset\" = $6 \
+                     AND ($7::TEXT IS NULL OR lease_holder = $7) RETURNING id) \
+                     INSERT INTO upload_segments (upload_id, start_offset, token) \
+                     SELECT id, $6, $8 FROM moved",
                 )
                 .bind(&u.id)
                 .bind(u.offset as i64)
@@ -1299,6 +1344,7 @@ impl MetaStore for PgMeta {
                 .bind(now())
                 .bind(*from)
                 .bind(*fence)
+                .bind(*token)
                 .execute(c)
                 .await?
                 .rows_affected();
@@ -1315,6 +1361,7 @@ impl MetaStore for PgMeta {
     async fn delete_upload(&self, id: &str) -> Result<(), MetaError> {
         self.write(Scope::Statement, id, |c, id| {
             Box::pin(async move {
+                // Its segments go with it (ON DELETE CASCADE).
                 sqlx::query("DELETE FROM uploads WHERE id = $1")
                     .bind(id)
                     .execute(c)
@@ -1330,10 +1377,11 @@ impl MetaStore for PgMeta {
         idle_since: i64,
         page: Page<'_>,
     ) -> Result<Vec<Upload>, MetaError> {
-        let rows = sqlx::query(
-            "SELECT id, \"offset\", algorithm, hash_state, created_at, updated_at, repo \
-             FROM uploads WHERE updated_at < $1 AND id > $2 ORDER BY id LIMIT $3",
-        )
+        let rows = sqlx::query(concat!(
+            "SELECT ",
+            upload_columns!(),
+            " FROM uploads u WHERE u.updated_at < $1 AND u.id > $2 ORDER BY u.id LIMIT $3"
+        ))
         .bind(idle_since)
         .bind(page.last.unwrap_or(""))
         .bind(sql_limit(page.limit))
@@ -1342,7 +1390,7 @@ impl MetaStore for PgMeta {
         .map_err(to_meta)?;
         rows.iter()
             .map(|r| {
-                let repo: &str = r.try_get(6).map_err(to_meta)?;
+                let repo: &str = r.try_get(8).map_err(to_meta)?;
                 let repo: RepoName = repo
                     .parse()
                     .map_err(|e| MetaError::Backend(format!("stored repository {repo:?}: {e}")))?;
@@ -1754,8 +1802,8 @@ mod tests {
         .await;
     }
 
-    /// A database made by the first schema keeps its uploads through the migration that adds
-    /// leases and the job queue.
+    /// A database made by the first schema keeps its uploads through the migrations that add
+    /// leases, the job queue and upload segments.
     #[tokio::test]
     async fn upgrades_a_first_version_database() {
         with_fresh_database("upgrades_a_first_version_database", |url| async move {
@@ -1790,6 +1838,19 @@ mod tests {
             );
             let job = NewJob::new(JobKind::from_static("test.upgrade"), "{}");
             assert!(meta.enqueue_job(&job).await.unwrap().is_some());
+            // Its upload has no recorded segments; the next chunk records the first.
+            assert!(u.segments.is_empty());
+            let mut next = u.clone();
+            next.offset = 5;
+            let segment = UploadSegment {
+                start: 3,
+                token: "t1".into(),
+            };
+            meta.advance_upload(&next, &segment, Some(&h))
+                .await
+                .unwrap();
+            let u = meta.upload(&repo("old/app"), "u-1").await.unwrap().unwrap();
+            assert_eq!((u.offset, u.segments), (5, vec![segment]));
             meta.close().await;
         })
         .await;

@@ -22,12 +22,13 @@ use crate::jobs::{duration_ms, epoch_ms};
 use crate::{
     ClaimedJob, Job, JobFilter, JobId, JobKind, JobLease, JobState, LeaseHolder, MetaError,
     MetaStore, NewJob, NewManifest, Page, Referrer, Retry, RunAt, StoredManifest, Upload,
-    UploadLease,
+    UploadLease, UploadSegment,
 };
 
 /// Schema migrations, applied in order; the database records how many ran. Never edit a
 /// released script: add a new one. The second adds upload leases and the job queue, with
-/// times in milliseconds since the Unix epoch (`*_ms`).
+/// times in milliseconds since the Unix epoch (`*_ms`); the third records the segments of
+/// each upload (they go with it: `ON DELETE CASCADE`).
 const MIGRATIONS: &[&str] = &[
     r#"
 CREATE TABLE repositories (
@@ -113,6 +114,14 @@ CREATE UNIQUE INDEX jobs_dedupe ON jobs(dedupe_key)
 CREATE INDEX jobs_queued ON jobs(kind, run_at_ms) WHERE state = 'queued';
 CREATE INDEX jobs_running ON jobs(kind, lease_until_ms) WHERE state = 'running';
 CREATE INDEX jobs_finished ON jobs(finished_at_ms) WHERE finished_at_ms IS NOT NULL;
+"#,
+    r#"
+CREATE TABLE upload_segments (
+    upload_id    TEXT NOT NULL REFERENCES uploads(id) ON DELETE CASCADE,
+    start_offset INTEGER NOT NULL,
+    token        TEXT NOT NULL,
+    PRIMARY KEY (upload_id, start_offset)
+) WITHOUT ROWID;
 "#,
 ];
 
@@ -383,21 +392,52 @@ fn ensure_repo(conn: &Connection, repo: &RepoName) -> rusqlite::Result<i64> {
     Ok(conn.last_insert_rowid())
 }
 
-/// The columns [`upload_from_row`] reads, in its order.
-const UPLOAD_COLUMNS: &str = "id, offset, algorithm, hash_state, created_at, updated_at";
+/// The columns [`uploads_from_rows`] reads, in its order, of `uploads u LEFT JOIN
+/// upload_segments s`.
+const UPLOAD_COLUMNS: &str = "u.id, u.offset, u.algorithm, u.hash_state, u.created_at, \
+    u.updated_at, s.start_offset, s.token, u.repo";
 
-fn upload_from_row(repo: &RepoName, r: &rusqlite::Row<'_>) -> rusqlite::Result<Upload> {
-    let algorithm =
-        DigestAlgorithm::from_name(&r.get::<_, String>(2)?).unwrap_or(DigestAlgorithm::Sha256);
-    Ok(Upload {
-        id: r.get(0)?,
-        repo: repo.clone(),
-        offset: r.get::<_, i64>(1)? as u64,
-        algorithm,
-        hash_state: r.get(3)?,
-        created_at: r.get(4)?,
-        updated_at: r.get(5)?,
-    })
+/// Uploads from rows of [`UPLOAD_COLUMNS`] ordered by upload, then segment start: one upload
+/// per id, with its segments gathered. `repo`: the repository of them all, if known.
+fn uploads_from_rows(
+    rows: &mut rusqlite::Rows<'_>,
+    repo: Option<&RepoName>,
+) -> Result<Vec<Upload>, MetaError> {
+    let mut out: Vec<Upload> = Vec::new();
+    while let Some(r) = rows.next().map_err(backend)? {
+        let id: String = r.get(0).map_err(backend)?;
+        if out.last().is_none_or(|u| u.id != id) {
+            let repo = match repo {
+                Some(repo) => repo.clone(),
+                None => {
+                    let name: String = r.get(8).map_err(backend)?;
+                    name.parse().map_err(|e| {
+                        MetaError::Backend(format!("stored repository {name:?}: {e}"))
+                    })?
+                }
+            };
+            let algorithm = DigestAlgorithm::from_name(&r.get::<_, String>(2).map_err(backend)?)
+                .unwrap_or(DigestAlgorithm::Sha256);
+            out.push(Upload {
+                id,
+                repo,
+                offset: r.get::<_, i64>(1).map_err(backend)? as u64,
+                algorithm,
+                hash_state: r.get(3).map_err(backend)?,
+                segments: Vec::new(),
+                created_at: r.get(4).map_err(backend)?,
+                updated_at: r.get(5).map_err(backend)?,
+            });
+        }
+        if let Some(start) = r.get::<_, Option<i64>>(6).map_err(backend)? {
+            let upload = out.last_mut().expect("pushed above");
+            upload.segments.push(UploadSegment {
+                start: start as u64,
+                token: r.get(7).map_err(backend)?,
+            });
+        }
+    }
+    Ok(out)
 }
 
 impl SqliteMeta {
@@ -840,24 +880,27 @@ impl MetaStore for SqliteMeta {
     async fn upload(&self, repo: &RepoName, id: &str) -> Result<Option<Upload>, MetaError> {
         let (repo, id) = (repo.clone(), id.to_owned());
         self.lookup(|conn| {
-            conn.prepare_cached(&format!(
-                "SELECT {UPLOAD_COLUMNS} FROM uploads WHERE id = ?1 AND repo = ?2"
-            ))
-            .and_then(|mut s| {
-                s.query_row(params![id, repo.as_str()], |r| upload_from_row(&repo, r))
-                    .optional()
-            })
-            .map_err(backend)
+            // One statement, so the segments are those of the offset read with them.
+            let mut stmt = conn
+                .prepare_cached(&format!(
+                    "SELECT {UPLOAD_COLUMNS} FROM uploads u \
+                     LEFT JOIN upload_segments s ON s.upload_id = u.id \
+                     WHERE u.id = ?1 AND u.repo = ?2 ORDER BY s.start_offset"
+                ))
+                .map_err(backend)?;
+            let mut rows = stmt.query(params![id, repo.as_str()]).map_err(backend)?;
+            Ok(uploads_from_rows(&mut rows, Some(&repo))?.pop())
         })
     }
 
     async fn advance_upload(
         &self,
         u: &Upload,
-        from_offset: u64,
+        segment: &UploadSegment,
         fence: Option<&LeaseHolder>,
     ) -> Result<(), MetaError> {
         let u = u.clone();
+        let segment = segment.clone();
         let fence = fence.map(|h| h.as_str().to_owned());
         self.write(move |conn| {
             let n = conn
@@ -872,16 +915,22 @@ impl MetaStore for SqliteMeta {
                         u.algorithm.as_str(),
                         u.hash_state,
                         now(),
-                        from_offset as i64,
+                        segment.start as i64,
                         fence
                     ])
                 })
                 .map_err(backend)?;
-            if n == 1 {
-                Ok(())
-            } else {
-                Err(MetaError::Conflict)
+            if n != 1 {
+                return Err(MetaError::Conflict);
             }
+            // In the same savepoint as the offset: the segment counts exactly when the
+            // advance does.
+            conn.prepare_cached(
+                "INSERT INTO upload_segments (upload_id, start_offset, token) VALUES (?1, ?2, ?3)",
+            )
+            .and_then(|mut s| s.execute(params![u.id, segment.start as i64, segment.token]))
+            .map(drop)
+            .map_err(backend)
         })
         .await
     }
@@ -889,6 +938,7 @@ impl MetaStore for SqliteMeta {
     async fn delete_upload(&self, id: &str) -> Result<(), MetaError> {
         let id = id.to_owned();
         self.write(move |conn| {
+            // Its segments go with it (ON DELETE CASCADE).
             conn.prepare_cached("DELETE FROM uploads WHERE id = ?1")
                 .and_then(|mut s| s.execute([id]))
                 .map(drop)
@@ -907,24 +957,16 @@ impl MetaStore for SqliteMeta {
         self.read(move |conn| {
             let mut stmt = conn
                 .prepare_cached(&format!(
-                    "SELECT {UPLOAD_COLUMNS}, repo FROM uploads \
-                     WHERE updated_at < ?1 AND id > ?2 ORDER BY id LIMIT ?3"
+                    "SELECT {UPLOAD_COLUMNS} FROM (SELECT * FROM uploads \
+                     WHERE updated_at < ?1 AND id > ?2 ORDER BY id LIMIT ?3) u \
+                     LEFT JOIN upload_segments s ON s.upload_id = u.id \
+                     ORDER BY u.id, s.start_offset"
                 ))
                 .map_err(backend)?;
-            let rows = stmt
-                .query_map(params![idle_since, last, limit], |r| {
-                    let repo: String = r.get(6)?;
-                    Ok(repo
-                        .parse::<RepoName>()
-                        .map_err(|e| MetaError::Backend(format!("stored repository {repo:?}: {e}")))
-                        .map(|repo| upload_from_row(&repo, r)))
-                })
+            let mut rows = stmt
+                .query(params![idle_since, last, limit])
                 .map_err(backend)?;
-            let mut out = Vec::new();
-            for row in rows {
-                out.push(row.map_err(backend)??.map_err(backend)?);
-            }
-            Ok(out)
+            uploads_from_rows(&mut rows, None)
         })
         .await
     }
@@ -1254,8 +1296,8 @@ mod tests {
         crate::testsuite::run(&meta).await;
     }
 
-    /// A database made by the first schema keeps its uploads through the migration that adds
-    /// leases and the job queue.
+    /// A database made by the first schema keeps its uploads through the migrations that add
+    /// leases, the job queue and upload segments.
     #[tokio::test]
     async fn upgrades_a_first_version_database() {
         let dir = tempfile::tempdir().unwrap();
@@ -1283,6 +1325,19 @@ mod tests {
         );
         let job = NewJob::new(JobKind::from_static("test.upgrade"), "{}");
         assert!(meta.enqueue_job(&job).await.unwrap().is_some());
+        // Its upload has no recorded segments; the next chunk records the first.
+        assert!(u.segments.is_empty());
+        let mut next = u.clone();
+        next.offset = 5;
+        let segment = UploadSegment {
+            start: 3,
+            token: "t1".into(),
+        };
+        meta.advance_upload(&next, &segment, Some(&h))
+            .await
+            .unwrap();
+        let u = meta.upload(&r, "u-1").await.unwrap().unwrap();
+        assert_eq!((u.offset, u.segments), (5, vec![segment]));
     }
 
     #[tokio::test]

@@ -7,7 +7,7 @@ use berth_oci::{Digest, DigestAlgorithm, RepoName, Tag};
 
 use crate::{
     JobFilter, JobId, JobKind, JobLease, JobState, LeaseHolder, MetaError, MetaStore, NewJob,
-    NewManifest, Page, Retry, RunAt, Upload, UploadLease,
+    NewManifest, Page, Retry, RunAt, Upload, UploadLease, UploadSegment,
 };
 
 fn repo(s: &str) -> RepoName {
@@ -53,6 +53,7 @@ pub async fn run(meta: &dyn MetaStore) {
     listings(meta).await;
     referrers(meta).await;
     uploads(meta).await;
+    upload_segments(meta).await;
     upload_leases(meta).await;
     stale_uploads_expire(meta).await;
     jobs_dedupe(meta).await;
@@ -214,6 +215,7 @@ async fn uploads(meta: &dyn MetaStore) {
         offset: 0,
         algorithm: DigestAlgorithm::Sha256,
         hash_state: None,
+        segments: Vec::new(),
         created_at: 1,
         updated_at: 2,
     };
@@ -226,17 +228,20 @@ async fn uploads(meta: &dyn MetaStore) {
         .is_none());
     u.offset = 10;
     u.hash_state = Some(vec![1, 2, 3]);
-    meta.advance_upload(&u, 0, None).await.unwrap();
+    let first = segment(0, "a1");
+    meta.advance_upload(&u, &first, None).await.unwrap();
     let got = meta.upload(&r, &u.id).await.unwrap().unwrap();
     // Advancing is activity: it moves `updated_at` to now.
     assert!(got.updated_at >= unix_now() - 5, "{got:?}");
     u.updated_at = got.updated_at;
+    u.segments = vec![first];
     assert_eq!(got, u);
-    // A second writer that still believes offset 0 loses.
+    // A second writer that still believes offset 0 loses, and records nothing.
     assert!(matches!(
-        meta.advance_upload(&u, 0, None).await,
+        meta.advance_upload(&u, &segment(0, "b2"), None).await,
         Err(MetaError::Conflict)
     ));
+    assert_eq!(meta.upload(&r, &u.id).await.unwrap().unwrap(), u);
     meta.delete_upload(&u.id).await.unwrap();
     assert!(meta.upload(&r, &u.id).await.unwrap().is_none());
 }
@@ -275,9 +280,106 @@ fn new_upload(id: &str, r: &RepoName, updated_at: i64) -> Upload {
         offset: 0,
         algorithm: DigestAlgorithm::Sha256,
         hash_state: None,
+        segments: Vec::new(),
         created_at: updated_at,
         updated_at,
     }
+}
+
+fn segment(start: u64, token: &str) -> UploadSegment {
+    UploadSegment {
+        start,
+        token: token.into(),
+    }
+}
+
+/// Each advance records the one segment that filled it, in the same step: the segments come
+/// back in order of start, a refused advance (stale offset, or a fence that lost the lease)
+/// records nothing, and deleting or expiring the upload removes them.
+async fn upload_segments(meta: &dyn MetaStore) {
+    let r = repo("segments/app");
+    let id = "7f0b4e7e-4444-4c4c-9c9c-000000000001";
+    let (a, b) = (holder("segments-a"), holder("segments-b"));
+    let mut u = new_upload(id, &r, unix_now());
+    meta.create_upload(&u).await.unwrap();
+    assert!(meta
+        .upload(&r, id)
+        .await
+        .unwrap()
+        .unwrap()
+        .segments
+        .is_empty());
+    let long = Duration::from_secs(60);
+    assert_eq!(
+        meta.lease_upload(id, &a, long).await.unwrap(),
+        UploadLease::Granted
+    );
+    // Chunks of 5, 12 and 3 bytes (starts chosen to sort differently as text and number).
+    let mut recorded = Vec::new();
+    for (start, end, token) in [(0u64, 5u64, "first"), (5, 17, "second"), (17, 20, "third")] {
+        u.offset = end;
+        let seg = segment(start, token);
+        // A writer without the lease, or behind the offset, is refused and records nothing.
+        assert!(matches!(
+            meta.advance_upload(&u, &seg, Some(&b)).await,
+            Err(MetaError::Conflict)
+        ));
+        if start > 0 {
+            assert!(matches!(
+                meta.advance_upload(&u, &segment(start - 1, "behind"), Some(&a))
+                    .await,
+                Err(MetaError::Conflict)
+            ));
+        }
+        meta.advance_upload(&u, &seg, Some(&a)).await.unwrap();
+        recorded.push(seg);
+        let got = meta.upload(&r, id).await.unwrap().unwrap();
+        assert_eq!((got.offset, &got.segments), (end, &recorded));
+    }
+    // Listings carry them too.
+    let stale = meta
+        .stale_uploads(
+            unix_now() + 10,
+            Page {
+                last: Some("7f0b4e7e-4444-"),
+                limit: 10,
+            },
+        )
+        .await
+        .unwrap();
+    let listed = stale.iter().find(|s| s.id == id).expect("listed");
+    assert_eq!(listed.segments, recorded);
+
+    // Deleting the upload removes its segments: a new session with the same id has none.
+    meta.delete_upload(id).await.unwrap();
+    meta.create_upload(&new_upload(id, &r, unix_now()))
+        .await
+        .unwrap();
+    assert!(meta
+        .upload(&r, id)
+        .await
+        .unwrap()
+        .unwrap()
+        .segments
+        .is_empty());
+    // And so does expiring it.
+    let mut again = new_upload(id, &r, unix_now());
+    again.offset = 2;
+    meta.advance_upload(&again, &segment(0, "x"), None)
+        .await
+        .unwrap();
+    assert!(meta.expire_upload(id, unix_now() + 10, None).await.unwrap());
+    meta.create_upload(&new_upload(id, &r, unix_now()))
+        .await
+        .unwrap();
+    assert!(meta
+        .upload(&r, id)
+        .await
+        .unwrap()
+        .unwrap()
+        .segments
+        .is_empty());
+    meta.delete_upload(id).await.unwrap();
 }
 
 fn holder(name: &str) -> LeaseHolder {
@@ -312,10 +414,12 @@ async fn upload_leases(meta: &dyn MetaStore) {
     // Only the holder advances the upload under its lease, and only the holder releases it.
     u.offset = 4;
     assert!(matches!(
-        meta.advance_upload(&u, 0, Some(&b)).await,
+        meta.advance_upload(&u, &segment(0, "b"), Some(&b)).await,
         Err(MetaError::Conflict)
     ));
-    meta.advance_upload(&u, 0, Some(&a)).await.unwrap();
+    meta.advance_upload(&u, &segment(0, "a"), Some(&a))
+        .await
+        .unwrap();
     meta.release_upload(&u.id, &b).await.unwrap();
     assert_eq!(
         meta.lease_upload(&u.id, &b, long).await.unwrap(),
@@ -342,7 +446,8 @@ async fn upload_leases(meta: &dyn MetaStore) {
     let mut stalled = u.clone();
     stalled.offset = 9;
     assert!(matches!(
-        meta.advance_upload(&stalled, 4, Some(&b)).await,
+        meta.advance_upload(&stalled, &segment(4, "b"), Some(&b))
+            .await,
         Err(MetaError::Conflict)
     ));
     meta.delete_upload(&u.id).await.unwrap();
@@ -417,7 +522,9 @@ async fn stale_uploads_expire(meta: &dyn MetaStore) {
     // Active again since it was listed: kept.
     let mut active = new_upload(&ids[1], &r, now - 1000);
     active.offset = 1;
-    meta.advance_upload(&active, 0, None).await.unwrap();
+    meta.advance_upload(&active, &segment(0, "a"), None)
+        .await
+        .unwrap();
     assert!(!meta.expire_upload(&ids[1], now - 10, None).await.unwrap());
     for id in &ids[2..] {
         assert!(meta.expire_upload(id, now - 10, None).await.unwrap());

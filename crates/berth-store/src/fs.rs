@@ -10,6 +10,11 @@
 //!     └── <upload id>            bytes of an upload session so far, append-only
 //! ```
 //!
+//! An upload is one file, written in place at the offset each append is given (bytes past it,
+//! left by a chunk whose metadata update never happened, are cut off first). Segment tokens
+//! and the recorded segments the trait passes are ignored: one process owns the directory and
+//! serialises the appends of each upload, so no append can land on top of another's bytes.
+//!
 //! A blob is committed by renaming its upload file into `blobs/` after an fsync of the data,
 //! then an fsync of the directory: the rename is the atomic step that makes it visible.
 
@@ -21,7 +26,7 @@ use berth_oci::Digest;
 use bytes::Bytes;
 use futures::StreamExt;
 
-use crate::{BlobContent, BlobStore, ByteStream, StoreError};
+use crate::{BlobContent, BlobStore, ByteStream, Segment, StoreError};
 
 /// Whether writes are flushed to stable storage before they are acknowledged.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -399,7 +404,16 @@ impl BlobStore for FsStore {
         .await
     }
 
-    async fn append(&self, id: &str, offset: u64, mut body: ByteStream) -> Result<u64, StoreError> {
+    async fn append(
+        &self,
+        id: &str,
+        offset: u64,
+        _token: &str,
+        mut body: ByteStream,
+    ) -> Result<u64, StoreError> {
+        // One file per upload, appended to in place: tokens name nothing here. Appends to one
+        // upload never overlap (the registry serialises them in this one process), and the
+        // offset check below cuts off whatever an unrecorded chunk left.
         let path = self.upload_path(id)?;
         let sync = self.sync;
         let (file, direct) = blocking(move || {
@@ -464,7 +478,11 @@ impl BlobStore for FsStore {
         }
     }
 
-    async fn read_upload(&self, id: &str) -> Result<BlobContent, StoreError> {
+    async fn read_upload(
+        &self,
+        id: &str,
+        _segments: &[Segment],
+    ) -> Result<BlobContent, StoreError> {
         let path = self.upload_path(id)?;
         blocking(move || {
             let file = File::open(path).map_err(not_found)?;
@@ -478,7 +496,13 @@ impl BlobStore for FsStore {
         .await
     }
 
-    async fn commit_upload(&self, id: &str, digest: &Digest, len: u64) -> Result<(), StoreError> {
+    async fn commit_upload(
+        &self,
+        id: &str,
+        digest: &Digest,
+        len: u64,
+        _segments: &[Segment],
+    ) -> Result<(), StoreError> {
         let from = self.upload_path(id)?;
         let to = self.blob_path(digest);
         let sync = self.sync;
@@ -547,9 +571,9 @@ mod tests {
         store.start_upload("big").await.unwrap();
         let chunk = Bytes::from(data.clone());
         let body: ByteStream = Box::pin(futures::stream::iter(vec![Ok(chunk)]));
-        store.append("big", 0, body).await.unwrap();
+        store.append("big", 0, "t1", body).await.unwrap();
         store
-            .commit_upload("big", &digest, data.len() as u64)
+            .commit_upload("big", &digest, data.len() as u64, &[Segment::new(0, "t1")])
             .await
             .unwrap();
         for (offset, len) in [
@@ -566,6 +590,56 @@ mod tests {
             }
             assert_eq!(got, &data[offset as usize..(offset + len) as usize]);
         }
+    }
+
+    fn body(bytes: &'static [u8]) -> ByteStream {
+        Box::pin(futures::stream::iter(vec![Ok(Bytes::from_static(bytes))]))
+    }
+
+    /// One file per upload: the file itself tells how far it got, so appends and commits are
+    /// checked against it, and bytes past the offset are cut off whatever segments say.
+    #[tokio::test]
+    async fn offsets_are_checked_against_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = FsStore::open(dir.path(), SyncMode::Relaxed).unwrap();
+        assert!(matches!(
+            store.append("missing", 0, "t1", body(b"x")).await,
+            Err(StoreError::NotFound)
+        ));
+        store.start_upload("u").await.unwrap();
+        assert_eq!(
+            store.append("u", 0, "t1", body(b"hello, ")).await.unwrap(),
+            7
+        );
+        assert!(matches!(
+            store.append("u", 99, "t2", body(b"x")).await,
+            Err(StoreError::OffsetMismatch {
+                expected: 99,
+                actual: 7
+            })
+        ));
+        // Bytes past the offset the caller knows are dropped.
+        assert_eq!(store.append("u", 5, "t3", body(b"!!")).await.unwrap(), 2);
+        let segments = [Segment::new(0, "t1"), Segment::new(5, "t3")];
+        let digest = Digest::sha256_of(b"hello!!");
+        assert!(matches!(
+            store.commit_upload("u", &digest, 100, &segments).await,
+            Err(StoreError::OffsetMismatch {
+                expected: 100,
+                actual: 7
+            })
+        ));
+        // A commit of fewer bytes than the file holds drops the rest.
+        let digest = Digest::sha256_of(b"hello");
+        store
+            .commit_upload("u", &digest, 5, &segments)
+            .await
+            .unwrap();
+        assert_eq!(store.stat(&digest).await.unwrap(), Some(5));
+        assert!(matches!(
+            store.commit_upload("u", &digest, 0, &[]).await,
+            Err(StoreError::NotFound)
+        ));
     }
 
     #[tokio::test]

@@ -1,10 +1,17 @@
 //! Blob storage for Berth: the [`BlobStore`] trait and its backends.
 //!
 //! A blob store holds two kinds of object: committed blobs, immutable and addressed by their
-//! digest, and upload sessions, append-only scratch objects named by an upload id. A blob
-//! becomes visible only through [`BlobStore::commit_upload`], an atomic step, so a reader never
-//! sees a partial blob. The store does not hash: the registry service hashes bytes as they
-//! stream past and tells the store the verified digest to commit under.
+//! digest, and upload sessions, scratch space named by an upload id into which chunks are
+//! appended. A blob becomes visible only through [`BlobStore::commit_upload`], an atomic step,
+//! so a reader never sees a partial blob. The store does not hash: the registry service hashes
+//! bytes as they stream past and tells the store the verified digest to commit under.
+//!
+//! The metadata store, not the blob store, knows what an upload holds: its offset and the
+//! [`Segment`]s its appends wrote, each named by its start and a token that is fresh for every
+//! append. Reading and committing an upload take that record, so a backend that keeps each
+//! append as an object of its own (S3) never has to list its objects to find them, and a
+//! write that was never recorded (a writer that lost its lease while its bytes were in flight,
+//! a chunk whose metadata update never happened) is never read as part of the upload.
 //!
 //! Backends: [`fs::FsStore`] (the embedded default) and [`s3::S3Store`] (S3-compatible object
 //! storage, for a fleet of instances). Every backend passes [`testsuite::run`].
@@ -79,6 +86,40 @@ pub(crate) fn blob_key(d: &Digest) -> [String; 4] {
     ]
 }
 
+/// Refuse a segment token that could be anything but a token: a key or path made from it
+/// must not reach beyond its upload. Tokens come from the registry (random hex).
+pub(crate) fn check_segment_token(token: &str) -> Result<(), StoreError> {
+    if token.is_empty() || token.len() > 64 || !token.bytes().all(|b| b.is_ascii_alphanumeric()) {
+        return Err(StoreError::Io(std::io::Error::new(
+            std::io::ErrorKind::InvalidInput,
+            format!("invalid upload segment token {token:?}"),
+        )));
+    }
+    Ok(())
+}
+
+/// One append of an upload session as the metadata store recorded it. The recorded segments
+/// of an upload, in order of `start`, make up its bytes: each runs from its start to the next
+/// one's, the last one to the upload's length.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Segment {
+    /// The upload offset of its first byte (the offset its [`BlobStore::append`] was given).
+    pub start: u64,
+    /// The token its [`BlobStore::append`] was given: fresh for every append, ASCII letters
+    /// and digits (at most 64).
+    pub token: String,
+}
+
+impl Segment {
+    /// A segment starting at `start`, named `token`.
+    pub fn new(start: u64, token: impl Into<String>) -> Self {
+        Self {
+            start,
+            token: token.into(),
+        }
+    }
+}
+
 /// Refuse an upload id that could name anything but an upload. Ids come from the registry
 /// (uuids), but a backend never trusts one to build a path or key.
 pub(crate) fn check_upload_id(id: &str) -> Result<(), StoreError> {
@@ -147,44 +188,93 @@ pub trait BlobStore: Send + Sync + 'static {
     /// [`StoreError::Io`] if the backend fails.
     async fn delete(&self, digest: &Digest) -> Result<(), StoreError>;
 
-    /// Create an empty upload session object.
+    /// Create an empty upload session.
     ///
     /// # Errors
     /// [`StoreError::Io`] if the backend fails.
     async fn start_upload(&self, id: &str) -> Result<(), StoreError>;
 
-    /// Append `body` to upload `id` at `offset`. Returns how many bytes were appended.
+    /// Append `body` to upload `id` at `offset`, as the segment named `token`. Returns how
+    /// many bytes were appended.
     ///
-    /// The metadata store is the truth about how far an upload got: bytes past `offset` (left
-    /// by a chunk whose metadata update never happened, say after a crash) are cut off first.
-    /// The bytes are durable when this returns (if the backend is configured to sync). On a
-    /// body error the upload is cut back to `offset`, so a failed chunk leaves it as it was.
+    /// The caller makes `token` fresh for every append (random) and, once the append has
+    /// succeeded, records the segment `(offset, token)` in the metadata store in the same
+    /// step that moves the upload's offset. A backend that keeps each append as an object of
+    /// its own (S3) names that object by both, so no two appends ever write the same object:
+    /// a write that lands late (its writer lost its lease while the bytes were in flight) or
+    /// that was never recorded is an object that no recorded segment names, and cannot change
+    /// the bytes of the upload. A backend that keeps one file per upload (the filesystem, in
+    /// one process that serialises appends) ignores `token`.
     ///
-    /// # Errors
-    /// [`StoreError::NotFound`]; [`StoreError::OffsetMismatch`] if the upload holds fewer than
-    /// `offset` bytes; [`StoreError::Body`]; I/O.
-    async fn append(&self, id: &str, offset: u64, body: ByteStream) -> Result<u64, StoreError>;
-
-    /// The bytes of an upload so far (to rebuild a hash state that was lost).
-    ///
-    /// # Errors
-    /// [`StoreError::NotFound`] if the upload does not exist.
-    async fn read_upload(&self, id: &str) -> Result<BlobContent, StoreError>;
-
-    /// Make the first `len` bytes of upload `id` the committed blob `digest`, atomically (bytes
-    /// past `len` are left over from an interrupted chunk and dropped). The caller has verified
-    /// the digest of those `len` bytes. Committing a blob that already exists is harmless.
+    /// Bytes at or past `offset` that are not recorded (left by a chunk whose metadata update
+    /// never happened, say after a crash) are not part of the upload: the filesystem cuts them
+    /// off first; S3 never reads them. The bytes are durable when this returns (if the backend
+    /// is configured to sync). On a body error nothing is kept: the upload is as it was.
     ///
     /// # Errors
-    /// [`StoreError::NotFound`] if the upload does not exist; [`StoreError::OffsetMismatch`]
-    /// if it holds fewer than `len` bytes.
-    async fn commit_upload(&self, id: &str, digest: &Digest, len: u64) -> Result<(), StoreError>;
+    /// [`StoreError::Body`]; I/O. A backend may also check the upload against `offset` (the
+    /// filesystem does: [`StoreError::NotFound`], or [`StoreError::OffsetMismatch`] if it
+    /// holds fewer than `offset` bytes); S3 does not, sparing a request: the metadata store
+    /// is the truth about the upload and the caller has consulted it.
+    async fn append(
+        &self,
+        id: &str,
+        offset: u64,
+        token: &str,
+        body: ByteStream,
+    ) -> Result<u64, StoreError>;
 
-    /// Discard an upload session. Discarding an absent upload is not an error.
+    /// The bytes of upload `id` as `segments` (what the metadata store recorded, in order of
+    /// start) lay them out, to rebuild a hash state that was lost. The content may run on past
+    /// the upload's recorded length (the filesystem returns its file whole, which may hold the
+    /// bytes of an unrecorded chunk at its end): the caller reads only as far as it knows.
+    ///
+    /// # Errors
+    /// [`StoreError::NotFound`] if the upload (or a segment) does not exist.
+    async fn read_upload(&self, id: &str, segments: &[Segment]) -> Result<BlobContent, StoreError>;
+
+    /// Make the first `len` bytes of upload `id` the committed blob `digest`, atomically, and
+    /// then discard the session's stored bytes. The caller has verified the digest of those
+    /// bytes. Committing a blob that already exists is harmless.
+    ///
+    /// `len` and `segments` must be what the metadata store recorded for the upload (its
+    /// offset and its segments in order of start): a backend may trust that each segment holds
+    /// exactly its share. S3 copies a single segment of `len` bytes server-side without asking
+    /// its size, and reads no object that `segments` does not name; the filesystem ignores
+    /// `segments` (its file holds the upload's bytes in place) and drops what lies past `len`.
+    ///
+    /// # Errors
+    /// [`StoreError::NotFound`] if the upload (or a segment) does not exist;
+    /// [`StoreError::OffsetMismatch`] if it holds fewer than `len` bytes (where the backend
+    /// can tell).
+    async fn commit_upload(
+        &self,
+        id: &str,
+        digest: &Digest,
+        len: u64,
+        segments: &[Segment],
+    ) -> Result<(), StoreError>;
+
+    /// Discard an upload session with everything stored for it, recorded or not. Discarding
+    /// an absent upload is not an error.
     ///
     /// # Errors
     /// [`StoreError::Io`] if the backend fails.
     async fn abort_upload(&self, id: &str) -> Result<(), StoreError>;
+
+    /// Remove what `append(id, offset, token, ..)` stored, because the metadata store refused
+    /// to record that segment (another request moved the upload on first, or took its lease):
+    /// no reader will ever look for it. Removing an absent segment is not an error.
+    ///
+    /// The default does nothing, which suits a backend that keeps one file per upload (the
+    /// next append, or the commit, cuts unrecorded bytes off).
+    ///
+    /// # Errors
+    /// [`StoreError::Io`] if the backend fails.
+    async fn discard_segment(&self, id: &str, offset: u64, token: &str) -> Result<(), StoreError> {
+        let _ = (id, offset, token);
+        Ok(())
+    }
 
     /// A URL at which anyone may `GET` the committed blob `digest` for the next `expires`
     /// (a backend may cap it: S3 allows at most seven days), or `None` if this backend has no

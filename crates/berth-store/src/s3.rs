@@ -10,44 +10,64 @@
 //! ├── blobs/
 //! │   └── sha256/
 //! │       └── ab/
-//! │           └── abcdef0123…                committed blob, immutable, named by its hash
+//! │           └── abcdef0123…                     committed blob, immutable, named by its hash
 //! └── uploads/
 //!     └── <upload id>/
-//!         ├── _started                       marker: the session exists
-//!         ├── 00000000000000000000           segment: the chunk appended at offset 0
-//!         ├── 00000000000004194304           segment: the chunk appended at offset 4194304
+//!         ├── _started                            marker: the session was started
+//!         ├── 00000000000000000000-3f9a0c2b71de   segment: the chunk appended at offset 0
+//!         ├── 00000000000004194304-b2c4e1f09a77   segment: the chunk appended at 4194304
 //!         └── …
 //! ```
 //!
-//! # Upload sessions are segments
+//! # Upload sessions are segments, and metadata names them
 //!
 //! S3 objects cannot be appended to, so each [`BlobStore::append`] writes its chunk as one new
 //! object, a *segment*, named by the offset it starts at (20 decimal digits, so names sort as
-//! numbers). The bytes of an upload are its segments in order of their start, each one running
-//! until the next one starts (or to its own end): a segment may be longer than its share when a
-//! later append started inside it.
+//! numbers) and the token the caller made for that append (fresh and random every time). The
+//! caller records the segment `(start, token)` in the metadata store in the same fenced step
+//! that moves the upload's offset; the bytes of an upload are its recorded segments in order,
+//! each running from its start to the next one's start (the last one to the upload's length).
+//! A recorded segment holds exactly its share: it was written by the append that the
+//! metadata then recorded, with as many bytes as the offset moved.
 //!
-//! [`BlobStore::start_upload`] writes the empty marker object `_started`; an upload exists
-//! exactly while its marker does. Without it an append at offset 0, or a commit of zero bytes,
-//! on an unknown id could not report [`StoreError::NotFound`].
+//! No two appends write the same key, so nothing written late can replace recorded bytes. A
+//! writer whose lease lapsed while its PUT was in flight, a chunk whose metadata update never
+//! happened (a crash in between), a second client writing the same session at the same time:
+//! each leaves a segment that no metadata names, which is never read.
 //!
-//! The metadata store is the truth about offsets. An append at `offset` lists the segments,
-//! checks that they cover `[0, offset)` without a gap (else [`StoreError::OffsetMismatch`]),
-//! and deletes every segment that starts at or beyond `offset`: those are leftovers of a chunk
-//! whose metadata update never happened. Then it streams the body into the one new segment at
-//! `offset`. If the body fails, or S3 does, the new segment is never created (a single PUT and
+//! An append therefore makes no request but its own write: no LIST, no check of the offset
+//! (the caller consulted the metadata store, which is the truth). The body streams into the
+//! new segment; if the body fails, or S3 does, the segment is never created (a single PUT and
 //! a `CompleteMultipartUpload` are atomic, and a multipart upload that fails is aborted), so a
-//! failed chunk changes nothing the metadata knows about.
+//! failed chunk leaves nothing the metadata could name.
+//!
+//! [`BlobStore::start_upload`] writes the empty marker object `_started`; a commit deletes it
+//! with the segments. Only the LIST that finds the segments of an upload begun by an older
+//! berth (see below) looks at it, to tell an existing upload from an unknown one.
 //!
 //! # Commit
 //!
-//! [`BlobStore::commit_upload`] collects the segments covering `[0, len)`. One segment of
-//! exactly `len` bytes (and at most 5 GiB, the limit of `CopyObject`) is copied to the blob key
+//! [`BlobStore::commit_upload`] takes the recorded segments and the upload's length from the
+//! caller and lists nothing. One segment of exactly `len` bytes (known from metadata, so no
+//! HEAD either; at most 5 GiB, the limit of `CopyObject`) is copied to the blob key
 //! server-side. Anything else is streamed, segment by segment through ranged GETs, into a
 //! multipart upload at the blob key. Either way the blob key only ever receives the verified
 //! bytes and appears atomically, so a repeated commit of the same digest is harmless. The
-//! session's objects are then deleted, marker first; a failure there is logged, not returned
-//! (the blob is already safe; what is left costs storage but is never read as blob bytes).
+//! marker and the recorded segments are then deleted in one request; a failure there is
+//! logged, not returned (the blob is already safe; what is left costs storage but is never
+//! read as blob bytes).
+//!
+//! Unrecorded segments are found only by [`BlobStore::abort_upload`], which lists the
+//! upload's prefix (a rare path: cancelled, failed and expired uploads) and deletes everything
+//! under it. A segment whose metadata update was refused (the upload moved on, or its lease
+//! was taken) is removed by the registry through [`BlobStore::discard_segment`]. What remains
+//! after a commit are segments of writes that crashed or failed after reaching S3 without the
+//! writer learning so: rare, small, never read. A bucket lifecycle rule that expires objects
+//! under `uploads/` after longer than any upload session lives (a week, say) sweeps them.
+//!
+//! Uploads begun by an older berth, which named segments by their start alone (20 digits, no
+//! token) and recorded none, are still read and committed: bytes below the first recorded
+//! segment are found by a LIST of the upload's prefix and laid end to end as that version did.
 //!
 //! # Part sizes
 //!
@@ -102,7 +122,7 @@ use object_store::{
 use serde::Deserialize;
 use tokio::task::JoinSet;
 
-use crate::{BackendUnavailable, BlobContent, BlobStore, ByteStream, StoreError};
+use crate::{BackendUnavailable, BlobContent, BlobStore, ByteStream, Segment, StoreError};
 
 /// Where and how to reach the bucket. Fields left unset (`None`, or an empty `bucket` /
 /// `prefix`) fall back to the standard `AWS_*` environment variables
@@ -189,7 +209,7 @@ const GATHER_SIZE: usize = 1 << 20;
 const MAX_PRESIGN: Duration = Duration::from_secs(7 * 24 * 3600);
 /// The name of an upload's marker object.
 const MARKER: &str = "_started";
-/// Segment names are offsets in this many decimal digits (enough for any u64).
+/// Segment names start with their offset in this many decimal digits (enough for any u64).
 const SEGMENT_DIGITS: usize = 20;
 
 /// The size of the next part of a multipart upload that has sent `bytes_so_far` bytes.
@@ -252,6 +272,15 @@ impl S3Store {
     /// [`StoreError::Io`] if the configuration is incomplete or invalid (no bucket, a bad
     /// endpoint or prefix, only one half of a key pair).
     pub fn new(cfg: S3Config) -> Result<Self, StoreError> {
+        Self::with_builder(cfg, std::convert::identity)
+    }
+
+    /// [`Self::new`], with `finish` given the last word on the client's builder (tests use
+    /// it to watch the requests).
+    fn with_builder(
+        cfg: S3Config,
+        finish: impl FnOnce(AmazonS3Builder) -> AmazonS3Builder,
+    ) -> Result<Self, StoreError> {
         ensure_crypto_provider();
         let invalid = |what: String| {
             StoreError::Io(std::io::Error::new(std::io::ErrorKind::InvalidInput, what))
@@ -316,7 +345,7 @@ impl S3Store {
                 .max(cfg.request_timeout),
         });
 
-        let s3 = b
+        let s3 = finish(b)
             .build()
             .map_err(|e| invalid(format!("S3 configuration: {e}")))?;
         let prefix = cfg.prefix.trim_matches('/');
@@ -344,8 +373,55 @@ impl S3Store {
         Ok(self.root.clone().join("uploads").join(id))
     }
 
-    /// The segments of upload `id`, sorted by start, or `None` if the upload does not exist.
-    async fn segments(&self, dir: &Path) -> Result<Option<Vec<Segment>>, StoreError> {
+    /// `<prefix>/uploads/<id>/<start, 20 digits>-<token>`: the object of one append.
+    fn segment_path(dir: &Path, start: u64, token: &str) -> Result<Path, StoreError> {
+        crate::check_segment_token(token)?;
+        Ok(dir
+            .clone()
+            .join(format!("{start:0width$}-{token}", width = SEGMENT_DIGITS)))
+    }
+
+    /// The pieces that `segments` (as the metadata store recorded them) make of an upload of
+    /// `len` bytes, or, with `len` unknown, of everything they hold (the last one whole). Each
+    /// recorded segment holds exactly its share (see [`BlobStore::append`]), so every piece is
+    /// a whole object.
+    fn recorded_pieces(
+        dir: &Path,
+        segments: &[Segment],
+        len: Option<u64>,
+    ) -> Result<Vec<Piece>, StoreError> {
+        let mut pieces = Vec::with_capacity(segments.len());
+        for (i, s) in segments.iter().enumerate() {
+            let end = segments.get(i + 1).map(|next| next.start).or(len);
+            if let Some(end) = end.filter(|&end| end <= s.start) {
+                return Err(StoreError::Io(std::io::Error::new(
+                    std::io::ErrorKind::InvalidInput,
+                    format!(
+                        "recorded upload segments out of order: one starts at {}, what follows \
+                         it at {end}",
+                        s.start
+                    ),
+                )));
+            }
+            pieces.push(Piece {
+                path: Self::segment_path(dir, s.start, &s.token)?,
+                len: end.map(|end| end - s.start),
+                whole: true,
+            });
+        }
+        Ok(pieces)
+    }
+
+    /// The pieces of an upload below offset `below` (`None`: all it has) that an older berth
+    /// wrote: it recorded no segments in metadata and named each by its start alone, so they
+    /// are found by a LIST and laid end to end as that version did. Only an upload begun
+    /// before the upgrade gets here (its recorded segments, if any, start above 0). Returns
+    /// the pieces and every such object, to delete after a commit.
+    async fn legacy_pieces(
+        &self,
+        dir: &Path,
+        below: Option<u64>,
+    ) -> Result<(Vec<Piece>, Vec<Path>), StoreError> {
         let objects: Vec<_> = self
             .s3
             .list(Some(dir))
@@ -353,7 +429,7 @@ impl S3Store {
             .await
             .map_err(|e| s3_error("LIST", dir, e))?;
         let mut started = false;
-        let mut segments = Vec::new();
+        let mut listed = Vec::new();
         for object in objects {
             match object.location.filename() {
                 Some(MARKER) => started = true,
@@ -361,21 +437,55 @@ impl S3Store {
                     if name.len() == SEGMENT_DIGITS && name.bytes().all(|b| b.is_ascii_digit()) =>
                 {
                     if let Ok(start) = name.parse() {
-                        segments.push(Segment {
+                        listed.push(Listed {
                             start,
                             size: object.size,
                             path: object.location,
                         });
                     }
                 }
-                _ => tracing::debug!(key = %object.location, "ignoring a stray upload object"),
+                // Segments of this version (recorded or not), strays: not legacy bytes.
+                _ => {}
             }
         }
         if !started {
-            return Ok(None);
+            return Err(StoreError::NotFound);
         }
-        segments.sort_by_key(|s| s.start);
-        Ok(Some(segments))
+        listed.sort_by_key(|s| s.start);
+        let (pieces, covered) = lay_out(&listed);
+        let pieces = match below {
+            Some(below) if covered < below => {
+                return Err(StoreError::OffsetMismatch {
+                    expected: below,
+                    actual: covered,
+                })
+            }
+            Some(below) => take_prefix(pieces, below),
+            None => pieces,
+        };
+        Ok((pieces, listed.into_iter().map(|s| s.path).collect()))
+    }
+
+    /// The pieces of upload `dir` that `segments` and `len` name (see
+    /// [`Self::recorded_pieces`]), after the bytes of an older berth below the first recorded
+    /// segment, if any; and the objects to delete once they are committed (the marker first).
+    async fn upload_pieces(
+        &self,
+        dir: &Path,
+        segments: &[Segment],
+        len: Option<u64>,
+    ) -> Result<(Vec<Piece>, Vec<Path>), StoreError> {
+        let recorded = Self::recorded_pieces(dir, segments, len)?;
+        let mut done = vec![dir.clone().join(MARKER)];
+        done.extend(recorded.iter().map(|p| p.path.clone()));
+        let first = segments.first().map(|s| s.start).or(len);
+        if first == Some(0) {
+            return Ok((recorded, done));
+        }
+        let (mut pieces, legacy) = self.legacy_pieces(dir, first).await?;
+        pieces.extend(recorded);
+        done.extend(legacy);
+        Ok((pieces, done))
     }
 
     /// Delete `paths`; an absent object is not an error.
@@ -398,38 +508,32 @@ impl S3Store {
         Ok(())
     }
 
-    /// Delete an upload's objects, marker first (so the session is gone even if deleting its
-    /// segments fails half-way).
-    async fn delete_upload(&self, dir: &Path, segments: Vec<Segment>) -> Result<(), StoreError> {
-        let marker = dir.clone().join(MARKER);
-        match self.s3.delete(&marker).await {
-            Ok(()) | Err(object_store::Error::NotFound { .. }) => {}
-            Err(e) => return Err(s3_error("DELETE", &marker, e)),
-        }
-        self.delete_all(segments.into_iter().map(|s| s.path).collect())
-            .await
-    }
-
-    /// A ranged GET as a stream of bytes.
-    async fn get_range(&self, path: &Path, range: Range<u64>) -> Result<ByteStream, StoreError> {
+    /// A GET of `range` of an object (`None`: all of it) as a stream of bytes.
+    async fn get_range(
+        &self,
+        path: &Path,
+        range: Option<Range<u64>>,
+    ) -> Result<ByteStream, StoreError> {
         let wanted = range.clone();
         let result = self
             .s3
             .get_opts(
                 path,
                 GetOptions {
-                    range: Some(range.into()),
+                    range: range.map(Into::into),
                     ..GetOptions::default()
                 },
             )
             .await
             .map_err(|e| s3_error("GET", path, e))?;
-        if result.range != wanted {
-            // The object is shorter than the caller believes.
-            return Err(StoreError::OffsetMismatch {
-                expected: wanted.end,
-                actual: result.meta.size,
-            });
+        if let Some(wanted) = wanted {
+            if result.range != wanted {
+                // The object is shorter than the caller believes.
+                return Err(StoreError::OffsetMismatch {
+                    expected: wanted.end,
+                    actual: result.meta.size,
+                });
+            }
         }
         let key = path.clone();
         Ok(result
@@ -438,23 +542,29 @@ impl S3Store {
             .boxed())
     }
 
-    /// The bytes of `pieces`, one ranged GET after another, each started only when the
-    /// previous one is drained.
+    /// The bytes of one piece.
+    async fn get_piece(&self, piece: &Piece) -> Result<ByteStream, StoreError> {
+        self.get_range(&piece.path, piece.len.map(|len| 0..len))
+            .await
+    }
+
+    /// The bytes of `pieces`, one GET after another, each started only when the previous one
+    /// is drained.
     fn stream_pieces(&self, pieces: Vec<Piece>) -> ByteStream {
         let store = self.clone();
         futures::stream::iter(pieces)
             .then(move |piece| {
                 let store = store.clone();
-                async move { store.get_range(&piece.path, 0..piece.len).await }
+                async move { store.get_piece(&piece).await }
             })
             .try_flatten()
             .boxed()
     }
 }
 
-/// One segment object of an upload session.
+/// A segment object of an older berth's upload, found by a LIST.
 #[derive(Debug, Clone)]
-struct Segment {
+struct Listed {
     /// The upload offset of the segment's first byte.
     start: u64,
     /// The object's size.
@@ -462,19 +572,20 @@ struct Segment {
     path: Path,
 }
 
-/// The part of a segment that belongs to an upload's bytes: its first `len` bytes.
+/// The part of a segment object that belongs to an upload's bytes: its first `len` bytes.
 #[derive(Debug, Clone)]
 struct Piece {
     path: Path,
-    len: u64,
-    /// The whole object's size.
-    size: u64,
+    /// How many bytes; `None`: the whole object, whatever its size.
+    len: Option<u64>,
+    /// Whether the object holds exactly the piece (so it can be copied as it is).
+    whole: bool,
 }
 
 /// Lay sorted segments end to end: each runs from its start until the next one starts (or to
 /// its end). Stops at the first gap. Returns the pieces (empty ones left out) and how many
 /// bytes they cover from offset 0.
-fn lay_out(segments: &[Segment]) -> (Vec<Piece>, u64) {
+fn lay_out(segments: &[Listed]) -> (Vec<Piece>, u64) {
     let mut pieces = Vec::new();
     let mut covered = 0u64;
     for (i, s) in segments.iter().enumerate() {
@@ -486,8 +597,8 @@ fn lay_out(segments: &[Segment]) -> (Vec<Piece>, u64) {
         if cut > s.start {
             pieces.push(Piece {
                 path: s.path.clone(),
-                len: cut - s.start,
-                size: s.size,
+                len: Some(cut - s.start),
+                whole: cut == end,
             });
         }
         covered = cut;
@@ -495,7 +606,7 @@ fn lay_out(segments: &[Segment]) -> (Vec<Piece>, u64) {
     (pieces, covered)
 }
 
-/// The first `len` bytes of `pieces`.
+/// The first `len` bytes of `pieces` (whose lengths are all known).
 fn take_prefix(pieces: Vec<Piece>, len: u64) -> Vec<Piece> {
     let mut left = len;
     let mut out = Vec::new();
@@ -503,8 +614,12 @@ fn take_prefix(pieces: Vec<Piece>, len: u64) -> Vec<Piece> {
         if left == 0 {
             break;
         }
-        piece.len = piece.len.min(left);
-        left -= piece.len;
+        let have = piece.len.unwrap_or(u64::MAX);
+        if have > left {
+            piece.len = Some(left);
+            piece.whole = false;
+        }
+        left -= piece.len.unwrap_or(0);
         out.push(piece);
     }
     out
@@ -747,7 +862,7 @@ impl BlobStore for S3Store {
                 Err(e) => Err(s3_error("HEAD", &path, e)),
             };
         }
-        let stream = self.get_range(&path, offset..offset + len).await?;
+        let stream = self.get_range(&path, Some(offset..offset + len)).await?;
         if len <= SMALL_READ {
             let chunks: Vec<Bytes> = stream.try_collect().await?;
             return Ok(BlobContent::Bytes(chunks.concat().into()));
@@ -772,35 +887,17 @@ impl BlobStore for S3Store {
         Ok(())
     }
 
-    async fn append(&self, id: &str, offset: u64, mut body: ByteStream) -> Result<u64, StoreError> {
+    async fn append(
+        &self,
+        id: &str,
+        offset: u64,
+        token: &str,
+        mut body: ByteStream,
+    ) -> Result<u64, StoreError> {
+        // No LIST, no check of what the upload holds: the object is this append's alone, and
+        // the metadata store (which the caller consulted) is the truth about the upload.
         let dir = self.upload_dir(id)?;
-        let segments = self.segments(&dir).await?.ok_or(StoreError::NotFound)?;
-        // Segments from `offset` on hold bytes the metadata never recorded.
-        let (kept, leftovers): (Vec<_>, Vec<_>) =
-            segments.into_iter().partition(|s| s.start < offset);
-        let (_, covered) = lay_out(&kept);
-        if covered < offset {
-            return Err(StoreError::OffsetMismatch {
-                expected: offset,
-                actual: covered,
-            });
-        }
-        if !leftovers.is_empty() {
-            tracing::debug!(
-                upload = id,
-                offset,
-                count = leftovers.len(),
-                "dropping leftover segments"
-            );
-            // Must succeed before the new segment is written: a leftover starting inside it
-            // would otherwise shadow its tail.
-            self.delete_all(leftovers.into_iter().map(|s| s.path).collect())
-                .await?;
-        }
-
-        let path = dir
-            .clone()
-            .join(format!("{offset:0width$}", width = SEGMENT_DIGITS));
+        let path = Self::segment_path(&dir, offset, token)?;
         let mut writer = ObjectWriter::new(Arc::clone(&self.s3), path);
         let mut written = 0u64;
         let result = async {
@@ -821,27 +918,35 @@ impl BlobStore for S3Store {
         result
     }
 
-    async fn read_upload(&self, id: &str) -> Result<BlobContent, StoreError> {
+    async fn read_upload(&self, id: &str, segments: &[Segment]) -> Result<BlobContent, StoreError> {
         let dir = self.upload_dir(id)?;
-        let segments = self.segments(&dir).await?.ok_or(StoreError::NotFound)?;
-        let (pieces, _) = lay_out(&segments);
-        Ok(BlobContent::Stream(self.stream_pieces(pieces)))
+        let (pieces, _) = self.upload_pieces(&dir, segments, None).await?;
+        let mut pieces = pieces.into_iter();
+        let Some(first) = pieces.next() else {
+            return Ok(BlobContent::Bytes(Bytes::new()));
+        };
+        // The first GET now, so that a missing upload is an error here, not mid-stream.
+        let head = self.get_piece(&first).await?;
+        Ok(BlobContent::Stream(
+            head.chain(self.stream_pieces(pieces.collect())).boxed(),
+        ))
     }
 
-    async fn commit_upload(&self, id: &str, digest: &Digest, len: u64) -> Result<(), StoreError> {
+    async fn commit_upload(
+        &self,
+        id: &str,
+        digest: &Digest,
+        len: u64,
+        segments: &[Segment],
+    ) -> Result<(), StoreError> {
         let dir = self.upload_dir(id)?;
-        let segments = self.segments(&dir).await?.ok_or(StoreError::NotFound)?;
-        let (pieces, covered) = lay_out(&segments);
-        if covered < len {
-            return Err(StoreError::OffsetMismatch {
-                expected: len,
-                actual: covered,
-            });
-        }
-        let pieces = take_prefix(pieces, len);
+        // The recorded segments name every object to read: no LIST (unless the upload was
+        // begun by an older berth that recorded none).
+        let (pieces, done) = self.upload_pieces(&dir, segments, Some(len)).await?;
         let blob = self.blob_path(digest);
         match pieces.as_slice() {
-            [one] if one.len == one.size && one.size <= MAX_COPY => {
+            // One whole object of `len` bytes (metadata says so): copied server-side.
+            [one] if one.whole && len <= MAX_COPY => {
                 self.s3
                     .copy(&one.path, &blob)
                     .await
@@ -863,7 +968,9 @@ impl BlobStore for S3Store {
                 }
             }
         }
-        if let Err(e) = self.delete_upload(&dir, segments).await {
+        // The marker and the recorded segments, in one request. Unrecorded segments of this
+        // upload (see the module docs) are not looked for: that would take a LIST.
+        if let Err(e) = self.delete_all(done).await {
             tracing::warn!(upload = id, error = %e, "committed, but deleting the upload's objects failed");
         }
         Ok(())
@@ -871,23 +978,36 @@ impl BlobStore for S3Store {
 
     async fn abort_upload(&self, id: &str) -> Result<(), StoreError> {
         let dir = self.upload_dir(id)?;
-        // List without requiring the marker: also sweeps segments a half-done abort left.
+        // List without requiring the marker: also sweeps segments that no metadata recorded
+        // (late or failed writes) and what a half-done abort left.
         let objects: Vec<_> = self
             .s3
             .list(Some(&dir))
             .try_collect()
             .await
             .map_err(|e| s3_error("LIST", &dir, e))?;
-        let segments = objects
-            .into_iter()
-            .filter(|o| o.location.filename() != Some(MARKER))
-            .map(|o| Segment {
-                start: 0,
-                size: o.size,
-                path: o.location,
-            })
-            .collect();
-        self.delete_upload(&dir, segments).await
+        // The marker first, so the session is gone even if deleting its segments fails.
+        let marker = dir.clone().join(MARKER);
+        match self.s3.delete(&marker).await {
+            Ok(()) | Err(object_store::Error::NotFound { .. }) => {}
+            Err(e) => return Err(s3_error("DELETE", &marker, e)),
+        }
+        self.delete_all(
+            objects
+                .into_iter()
+                .map(|o| o.location)
+                .filter(|p| p.filename() != Some(MARKER))
+                .collect(),
+        )
+        .await
+    }
+
+    async fn discard_segment(&self, id: &str, offset: u64, token: &str) -> Result<(), StoreError> {
+        let path = Self::segment_path(&self.upload_dir(id)?, offset, token)?;
+        match self.s3.delete(&path).await {
+            Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
+            Err(e) => Err(s3_error("DELETE", &path, e)),
+        }
     }
 
     async fn presigned_get(
@@ -917,6 +1037,14 @@ mod tests {
     /// the environment names no server. With `BERTH_REQUIRE_BACKENDS=1` a missing server fails
     /// the test instead.
     fn test_store(test: &str) -> Option<S3Store> {
+        test_store_with(test, std::convert::identity)
+    }
+
+    /// [`test_store`], with `finish` given the last word on the client's builder.
+    fn test_store_with(
+        test: &str,
+        finish: impl FnOnce(AmazonS3Builder) -> AmazonS3Builder,
+    ) -> Option<S3Store> {
         let var = |name: &str| std::env::var(name).ok().filter(|v| !v.is_empty());
         let required = [
             "BERTH_TEST_S3_ENDPOINT",
@@ -942,17 +1070,75 @@ mod tests {
                 .as_nanos(),
         );
         h.write_u32(std::process::id());
-        let store = S3Store::new(S3Config {
-            endpoint: var("BERTH_TEST_S3_ENDPOINT"),
-            bucket: var("BERTH_TEST_S3_BUCKET").unwrap(),
-            region: var("AWS_REGION"),
-            prefix: format!("berth-test/{test}-{:016x}", h.finish()),
-            request_timeout: Duration::from_secs(30),
-            max_retries: 2,
-            ..S3Config::default()
-        })
+        let store = S3Store::with_builder(
+            S3Config {
+                endpoint: var("BERTH_TEST_S3_ENDPOINT"),
+                bucket: var("BERTH_TEST_S3_BUCKET").unwrap(),
+                region: var("AWS_REGION"),
+                prefix: format!("berth-test/{test}-{:016x}", h.finish()),
+                request_timeout: Duration::from_secs(30),
+                max_retries: 2,
+                ..S3Config::default()
+            },
+            finish,
+        )
         .unwrap();
         Some(store)
+    }
+
+    /// Every request a store sends, as `METHOD uri`, with ` (copy)` after a `CopyObject`.
+    #[derive(Debug, Clone, Default)]
+    struct RequestLog(Arc<std::sync::Mutex<Vec<String>>>);
+
+    impl RequestLog {
+        /// The requests logged since the last call.
+        fn take(&self) -> Vec<String> {
+            std::mem::take(&mut *self.0.lock().unwrap())
+        }
+    }
+
+    /// The HTTP client of a store whose requests go into a [`RequestLog`].
+    #[derive(Debug)]
+    struct Logged {
+        inner: object_store::client::HttpClient,
+        log: RequestLog,
+    }
+
+    #[async_trait]
+    impl object_store::client::HttpService for Logged {
+        async fn call(
+            &self,
+            req: object_store::client::HttpRequest,
+        ) -> Result<object_store::client::HttpResponse, HttpError> {
+            let copy = if req.headers().contains_key("x-amz-copy-source") {
+                " (copy)"
+            } else {
+                ""
+            };
+            let line = format!("{} {}{copy}", req.method(), req.uri());
+            self.log.0.lock().unwrap().push(line);
+            self.inner.execute(req).await
+        }
+    }
+
+    #[derive(Debug)]
+    struct LoggingConnector(RequestLog);
+
+    impl object_store::client::HttpConnector for LoggingConnector {
+        fn connect(
+            &self,
+            options: &ClientOptions,
+        ) -> object_store::Result<object_store::client::HttpClient> {
+            let inner = object_store::client::ReqwestConnector::default().connect(options)?;
+            Ok(object_store::client::HttpClient::new(Logged {
+                inner,
+                log: self.0.clone(),
+            }))
+        }
+    }
+
+    fn is_list(request: &str) -> bool {
+        request.starts_with("GET ") && request.contains("list-type=")
     }
 
     /// Every key under the store's prefix (relative to it).
@@ -1034,8 +1220,45 @@ mod tests {
     }
 
     #[test]
-    fn segments_lay_out_end_to_end() {
-        let seg = |start: u64, size: u64| Segment {
+    fn recorded_segments_make_whole_pieces() {
+        let dir = Path::from("uploads/u");
+        let segs = [
+            Segment::new(0, "a1"),
+            Segment::new(5, "b2"),
+            Segment::new(7, "c3"),
+        ];
+        let pieces = S3Store::recorded_pieces(&dir, &segs, Some(17)).unwrap();
+        let got: Vec<_> = pieces
+            .iter()
+            .map(|p| (p.path.filename().unwrap().to_owned(), p.len, p.whole))
+            .collect();
+        assert_eq!(
+            got,
+            [
+                ("00000000000000000000-a1".to_owned(), Some(5), true),
+                ("00000000000000000005-b2".to_owned(), Some(2), true),
+                ("00000000000000000007-c3".to_owned(), Some(10), true),
+            ]
+        );
+        // Length unknown (reading back): the last one whole.
+        let pieces = S3Store::recorded_pieces(&dir, &segs, None).unwrap();
+        assert_eq!(pieces[2].len, None);
+        // A length that ends before the last segment starts, starts out of order, and tokens
+        // that could leave the upload's prefix are refused.
+        assert!(S3Store::recorded_pieces(&dir, &segs, Some(7)).is_err());
+        let unordered = [Segment::new(0, "a1"), Segment::new(0, "b2")];
+        assert!(S3Store::recorded_pieces(&dir, &unordered, Some(9)).is_err());
+        for token in ["", "../x", "a/b", "a-b"] {
+            assert!(
+                S3Store::recorded_pieces(&dir, &[Segment::new(0, token)], Some(1)).is_err(),
+                "{token:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn legacy_segments_lay_out_end_to_end() {
+        let seg = |start: u64, size: u64| Listed {
             start,
             size,
             path: Path::from(format!("{start:020}")),
@@ -1043,8 +1266,8 @@ mod tests {
         // A later segment cuts the one before it short.
         let (pieces, covered) = lay_out(&[seg(0, 7), seg(5, 2), seg(7, 10)]);
         assert_eq!(covered, 17);
-        let lens: Vec<_> = pieces.iter().map(|p| p.len).collect();
-        assert_eq!(lens, [5, 2, 10]);
+        let lens: Vec<_> = pieces.iter().map(|p| (p.len, p.whole)).collect();
+        assert_eq!(lens, [(Some(5), false), (Some(2), true), (Some(10), true)]);
         // A gap ends the upload.
         let (pieces, covered) = lay_out(&[seg(0, 4), seg(6, 3)]);
         assert_eq!((pieces.len(), covered), (1, 4));
@@ -1052,9 +1275,9 @@ mod tests {
         assert_eq!(lay_out(&[seg(3, 3)]).1, 0);
         let lens: Vec<_> = take_prefix(lay_out(&[seg(0, 4), seg(4, 4)]).0, 6)
             .iter()
-            .map(|p| p.len)
+            .map(|p| (p.len, p.whole))
             .collect();
-        assert_eq!(lens, [4, 2]);
+        assert_eq!(lens, [(Some(4), true), (Some(2), false)]);
     }
 
     #[test]
@@ -1075,7 +1298,26 @@ mod tests {
             return;
         };
         crate::testsuite::run(&store).await;
-        // Committed and aborted uploads leave nothing behind.
+        // What committed uploads leave are the segments their metadata never recorded (the
+        // testsuite writes some): nothing else, and an abort sweeps those too.
+        let left: Vec<String> = keys(&store)
+            .await
+            .into_iter()
+            .filter(|k| k.starts_with("uploads/"))
+            .collect();
+        assert!(!left.is_empty());
+        let mut ids = Vec::new();
+        for key in &left {
+            let mut parts = key.split('/');
+            let (_, id, name) = (parts.next(), parts.next().unwrap(), parts.next().unwrap());
+            assert_ne!(name, MARKER, "{left:?}");
+            assert_eq!(name.as_bytes()[SEGMENT_DIGITS], b'-', "{left:?}");
+            ids.push(id.to_owned());
+        }
+        ids.dedup();
+        for id in ids {
+            store.abort_upload(&id).await.unwrap();
+        }
         assert!(
             keys(&store)
                 .await
@@ -1087,60 +1329,233 @@ mod tests {
         clean(&store).await;
     }
 
+    /// The window the old offset-named segments left open: a writer whose lease lapsed while
+    /// its PUT was in flight writes at an offset that a newer writer already filled and
+    /// recorded. Its write lands on a key of its own, so what commit copies is what metadata
+    /// recorded (and hashed).
     #[tokio::test]
-    async fn leftover_segments_past_the_offset_are_ignored() {
-        let Some(store) = test_store("leftovers") else {
+    async fn a_late_write_at_a_recorded_offset_changes_nothing() {
+        let Some(store) = test_store("late-write") else {
             return;
         };
-        let id = "leftovers";
-        store.start_upload(id).await.unwrap();
-        store.append(id, 0, framed(b"aaaa", 3)).await.unwrap();
-        store.append(id, 4, framed(b"bbbbbb", 1)).await.unwrap();
-        // A chunk that reached S3 but not the metadata, and a stray segment far beyond it.
+        // One segment: the commit is a server-side copy.
+        store.start_upload("one").await.unwrap();
         store
-            .append(id, 10, framed(b"lost chunk", 4))
+            .append("one", 0, "a1", framed(b"recorded", 3))
             .await
             .unwrap();
-        let dir = store.upload_dir(id).unwrap();
+        // The stale writer's PUT completes after the real one: same offset, same length.
+        store
+            .append("one", 0, "stale1", framed(b"REPLACED", 8))
+            .await
+            .unwrap();
+        let digest = Digest::sha256_of(b"recorded");
+        store
+            .commit_upload("one", &digest, 8, &[Segment::new(0, "a1")])
+            .await
+            .unwrap();
+        assert_eq!(
+            collect(store.read(&digest, 0, 8).await.unwrap()).await,
+            b"recorded"
+        );
+
+        // Several segments: the commit streams them.
+        store.start_upload("many").await.unwrap();
+        store
+            .append("many", 0, "a1", framed(b"aaaa", 3))
+            .await
+            .unwrap();
+        store
+            .append("many", 4, "b2", framed(b"bbbbbb", 1))
+            .await
+            .unwrap();
+        store
+            .append("many", 4, "stale2", framed(b"XXXXXXXXXXXX", 5))
+            .await
+            .unwrap();
+        // An offset-named object, as an older berth would have written it: not read either,
+        // since the recorded segments start at 0.
+        let dir = store.upload_dir("many").unwrap();
         store
             .s3
             .put(
-                &dir.clone().join(format!("{:020}", 1000)),
-                PutPayload::from_static(b"stray"),
+                &dir.clone().join(format!("{:020}", 4)),
+                PutPayload::from_static(b"YYYYYY"),
             )
             .await
             .unwrap();
-        // The metadata says 8 bytes: the append cuts into the second segment.
-        assert_eq!(store.append(id, 8, framed(b"cc", 2)).await.unwrap(), 2);
+        let recorded = [Segment::new(0, "a1"), Segment::new(4, "b2")];
         assert_eq!(
-            collect(store.read_upload(id).await.unwrap()).await,
-            b"aaaabbbbcc"
+            collect(store.read_upload("many", &recorded).await.unwrap()).await,
+            b"aaaabbbbbb"
         );
-        assert_eq!(
-            keys(&store).await,
-            [
-                "uploads/leftovers/00000000000000000000",
-                "uploads/leftovers/00000000000000000004",
-                "uploads/leftovers/00000000000000000008",
-                "uploads/leftovers/_started",
-            ]
-        );
-        // An offset beyond what the segments hold is refused, and changes nothing.
-        assert!(matches!(
-            store.append(id, 11, framed(b"x", 1)).await,
-            Err(StoreError::OffsetMismatch {
-                expected: 11,
-                actual: 10
-            })
-        ));
-        let data = b"aaaabbbbcc";
-        let digest = Digest::sha256_of(data);
-        store.commit_upload(id, &digest, 10).await.unwrap();
+        let digest = Digest::sha256_of(b"aaaabbbbbb");
+        store
+            .commit_upload("many", &digest, 10, &recorded)
+            .await
+            .unwrap();
         assert_eq!(
             collect(store.read(&digest, 0, 10).await.unwrap()).await,
-            data
+            b"aaaabbbbbb"
+        );
+        // The commit removed what it read and the markers, not what no metadata names...
+        let mut left = keys(&store).await;
+        left.retain(|k| k.starts_with("uploads/"));
+        assert_eq!(
+            left,
+            [
+                "uploads/many/00000000000000000004",
+                "uploads/many/00000000000000000004-stale2",
+                "uploads/one/00000000000000000000-stale1",
+            ]
+        );
+        // ... which an abort sweeps; discarding one segment removes just that one.
+        store.discard_segment("one", 0, "stale1").await.unwrap();
+        store.abort_upload("many").await.unwrap();
+        assert_eq!(keys(&store).await.len(), 2, "{:?}", keys(&store).await);
+        clean(&store).await;
+    }
+
+    /// Appends and commits take what metadata recorded and never LIST: on S3, a LIST is the
+    /// expensive, rate-limited request, and on a small server it walks the bucket.
+    #[tokio::test]
+    async fn appends_and_commits_make_no_list_request() {
+        let log = RequestLog::default();
+        let connector = LoggingConnector(log.clone());
+        let Some(store) = test_store_with("no-list", |b| b.with_http_connector(connector)) else {
+            return;
+        };
+        let data = pattern(300_000, 9);
+        store.start_upload("u").await.unwrap();
+        store
+            .append("u", 0, "a1", framed(&data[..100_000], 65_536))
+            .await
+            .unwrap();
+        store
+            .append("u", 100_000, "b2", framed(&data[100_000..], 65_536))
+            .await
+            .unwrap();
+        let appends = log.take();
+        assert!(appends.iter().all(|r| r.starts_with("PUT ")), "{appends:?}");
+        assert_eq!(appends.len(), 3, "{appends:?}");
+
+        let recorded = [Segment::new(0, "a1"), Segment::new(100_000, "b2")];
+        let digest = Digest::sha256_of(&data);
+        store
+            .commit_upload("u", &digest, data.len() as u64, &recorded)
+            .await
+            .unwrap();
+        let commit = log.take();
+        assert!(!commit.iter().any(|r| is_list(r)), "{commit:?}");
+        assert!(!commit.iter().any(|r| r.starts_with("HEAD ")), "{commit:?}");
+
+        // One segment: a copy, and a delete of what the upload kept; nothing else.
+        let small = pattern(70_000, 3);
+        let small_digest = Digest::sha256_of(&small);
+        store.start_upload("single").await.unwrap();
+        store
+            .append("single", 0, "c3", framed(&small, 4096))
+            .await
+            .unwrap();
+        log.take();
+        store
+            .commit_upload(
+                "single",
+                &small_digest,
+                small.len() as u64,
+                &[Segment::new(0, "c3")],
+            )
+            .await
+            .unwrap();
+        let commit = log.take();
+        assert_eq!(commit.len(), 2, "{commit:?}");
+        assert!(
+            commit[0].starts_with("PUT ") && commit[0].ends_with(" (copy)"),
+            "{commit:?}"
+        );
+        assert!(
+            commit[1].starts_with("POST ") && commit[1].contains("delete"),
+            "{commit:?}"
+        );
+
+        assert!(collect(store.read(&digest, 0, data.len() as u64).await.unwrap()).await == data);
+        let mut left = keys(&store).await;
+        left.retain(|k| k.starts_with("uploads/"));
+        assert!(left.is_empty(), "{left:?}");
+        // The log sees LISTs: the check above would catch one.
+        store.abort_upload("gone").await.unwrap();
+        assert!(log.take().iter().any(|r| is_list(r)));
+        clean(&store).await;
+    }
+
+    /// An upload begun by an older berth has offset-named segments that metadata never
+    /// recorded: they are found by a LIST and come before the recorded ones.
+    #[tokio::test]
+    async fn uploads_begun_before_the_upgrade_still_commit() {
+        let Some(store) = test_store("legacy") else {
+            return;
+        };
+        store.start_upload("old").await.unwrap();
+        let dir = store.upload_dir("old").unwrap();
+        for (start, bytes) in [(0u64, &b"aaaa"[..]), (4, b"bbbbXX"), (10, b"junk")] {
+            store
+                .s3
+                .put(
+                    &dir.clone().join(format!("{start:020}")),
+                    PutPayload::from(bytes.to_vec()),
+                )
+                .await
+                .unwrap();
+        }
+        // The older berth recorded offset 8; this one appends the rest.
+        store
+            .append("old", 8, "n1", framed(b"cc", 1))
+            .await
+            .unwrap();
+        let recorded = [Segment::new(8, "n1")];
+        assert_eq!(
+            collect(store.read_upload("old", &recorded).await.unwrap()).await,
+            b"aaaabbbbcc"
+        );
+        let digest = Digest::sha256_of(b"aaaabbbbcc");
+        store
+            .commit_upload("old", &digest, 10, &recorded)
+            .await
+            .unwrap();
+        assert_eq!(
+            collect(store.read(&digest, 0, 10).await.unwrap()).await,
+            b"aaaabbbbcc"
         );
         assert_eq!(keys(&store).await.len(), 1, "{:?}", keys(&store).await);
+
+        // Nothing recorded yet: the old segments alone.
+        store.start_upload("older").await.unwrap();
+        let dir = store.upload_dir("older").unwrap();
+        store
+            .s3
+            .put(
+                &dir.clone().join(format!("{:020}", 0)),
+                PutPayload::from_static(b"abc"),
+            )
+            .await
+            .unwrap();
+        assert_eq!(
+            collect(store.read_upload("older", &[]).await.unwrap()).await,
+            b"abc"
+        );
+        // Fewer bytes than the older berth recorded: refused.
+        assert!(matches!(
+            store
+                .commit_upload("older", &Digest::sha256_of(b"abcd"), 4, &[])
+                .await,
+            Err(StoreError::OffsetMismatch {
+                expected: 4,
+                actual: 3
+            })
+        ));
+        let digest = Digest::sha256_of(b"abc");
+        store.commit_upload("older", &digest, 3, &[]).await.unwrap();
+        assert_eq!(store.stat(&digest).await.unwrap(), Some(3));
         clean(&store).await;
     }
 
@@ -1157,7 +1572,7 @@ mod tests {
         let head = 300_001;
         assert_eq!(
             store
-                .append(id, 0, framed(&data[..head], 4096))
+                .append(id, 0, "h1", framed(&data[..head], 4096))
                 .await
                 .unwrap(),
             head as u64
@@ -1170,16 +1585,17 @@ mod tests {
         frames.push(Err(StoreError::Body("client went away".into())));
         let broken: ByteStream = Box::pin(futures::stream::iter(frames));
         assert!(matches!(
-            store.append(id, head as u64, broken).await,
+            store.append(id, head as u64, "broken", broken).await,
             Err(StoreError::Body(_))
         ));
         assert_eq!(keys(&store).await.len(), 2, "{:?}", keys(&store).await);
         let n = store
-            .append(id, head as u64, framed(&data[head..], 65_536 + 3))
+            .append(id, head as u64, "t2", framed(&data[head..], 65_536 + 3))
             .await
             .unwrap();
         assert_eq!(n, (data.len() - head) as u64);
-        let got = collect(store.read_upload(id).await.unwrap()).await;
+        let recorded = [Segment::new(0, "h1"), Segment::new(head as u64, "t2")];
+        let got = collect(store.read_upload(id, &recorded).await.unwrap()).await;
         assert!(got == data, "upload bytes differ");
         // S3 names a multipart object's ETag "<md5 of the part md5s>-<parts>": the second
         // segment went up in three parts (8 + 8 + 2.7 MiB), the first in one PUT.
@@ -1188,13 +1604,13 @@ mod tests {
             async move { s3.head(&key).await.unwrap().e_tag.unwrap_or_default() }
         };
         let dir = store.upload_dir(id).unwrap();
-        assert!(etag(dir.clone().join(format!("{head:020}")))
+        assert!(etag(dir.clone().join(format!("{head:020}-t2")))
             .await
             .ends_with("-3\""));
-        assert!(!etag(dir.join(format!("{:020}", 0))).await.contains('-'));
+        assert!(!etag(dir.join(format!("{:020}-h1", 0))).await.contains('-'));
         // Two segments: the commit streams them into a multipart upload at the blob key.
         store
-            .commit_upload(id, &digest, data.len() as u64)
+            .commit_upload(id, &digest, data.len() as u64, &recorded)
             .await
             .unwrap();
         assert_eq!(store.stat(&digest).await.unwrap(), Some(data.len() as u64));
@@ -1209,26 +1625,32 @@ mod tests {
             store.read(&digest, data.len() as u64 - 10, 20).await,
             Err(StoreError::OffsetMismatch { .. })
         ));
-
-        // One segment of exactly the blob's size: a server-side copy.
-        let small = pattern(70_000, 3);
-        let small_digest = Digest::sha256_of(&small);
-        store.start_upload("single").await.unwrap();
-        store.append("single", 0, framed(&small, 1)).await.unwrap();
+        // A recorded segment shorter than metadata claims fails a streamed commit, and
+        // nothing appears at the blob key.
+        store.start_upload("short").await.unwrap();
         store
-            .commit_upload("single", &small_digest, small.len() as u64)
+            .append("short", 0, "s1", framed(b"0123", 4))
             .await
             .unwrap();
-        assert_eq!(
-            collect(
-                store
-                    .read(&small_digest, 0, small.len() as u64)
-                    .await
-                    .unwrap()
-            )
-            .await,
-            small
-        );
+        store
+            .append("short", 4, "s2", framed(b"4567", 4))
+            .await
+            .unwrap();
+        let wrong = Digest::sha256_of(b"0123456789");
+        assert!(matches!(
+            store
+                .commit_upload(
+                    "short",
+                    &wrong,
+                    10,
+                    &[Segment::new(0, "s1"), Segment::new(4, "s2")]
+                )
+                .await,
+            Err(StoreError::OffsetMismatch { .. })
+        ));
+        assert!(store.stat(&wrong).await.unwrap().is_none());
+        store.abort_upload("short").await.unwrap();
+
         let mut left = keys(&store).await;
         left.retain(|k| k.starts_with("uploads/"));
         assert!(left.is_empty(), "{left:?}");
@@ -1243,9 +1665,12 @@ mod tests {
         let data = pattern(100_000, 11);
         let digest = Digest::sha256_of(&data);
         store.start_upload("p").await.unwrap();
-        store.append("p", 0, framed(&data, 8192)).await.unwrap();
         store
-            .commit_upload("p", &digest, data.len() as u64)
+            .append("p", 0, "p1", framed(&data, 8192))
+            .await
+            .unwrap();
+        store
+            .commit_upload("p", &digest, data.len() as u64, &[Segment::new(0, "p1")])
             .await
             .unwrap();
         let url = store

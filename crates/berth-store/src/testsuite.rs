@@ -6,7 +6,7 @@ use berth_oci::Digest;
 use bytes::Bytes;
 use futures::StreamExt;
 
-use crate::{BlobContent, BlobStore, ByteStream, StoreError};
+use crate::{BlobContent, BlobStore, ByteStream, Segment, StoreError};
 
 fn body(parts: &[&'static [u8]]) -> ByteStream {
     let items: Vec<Result<Bytes, StoreError>> =
@@ -42,6 +42,99 @@ pub async fn collect(content: BlobContent) -> Vec<u8> {
     }
 }
 
+/// What the metadata store keeps of an upload, kept by a test: its offset and the segments it
+/// recorded. Appends through it record their segment when they succeed, as the registry does.
+pub struct Recorded {
+    id: &'static str,
+    offset: u64,
+    segments: Vec<Segment>,
+    next_token: u32,
+}
+
+impl Recorded {
+    /// A new, empty upload `id` (the caller starts it in the store).
+    #[must_use]
+    pub fn new(id: &'static str) -> Self {
+        Self {
+            id,
+            offset: 0,
+            segments: Vec::new(),
+            next_token: 0,
+        }
+    }
+
+    /// A token no earlier append of this upload had.
+    pub fn token(&mut self) -> String {
+        self.next_token += 1;
+        format!("t{:08x}{}", self.next_token, self.id.len())
+    }
+
+    /// Append `body` at the recorded offset and, if it succeeds with bytes, record it.
+    ///
+    /// # Errors
+    /// What the store's append returns.
+    pub async fn append(
+        &mut self,
+        store: &dyn BlobStore,
+        body: ByteStream,
+    ) -> Result<u64, StoreError> {
+        let token = self.token();
+        let n = store.append(self.id, self.offset, &token, body).await?;
+        if n > 0 {
+            self.segments.push(Segment::new(self.offset, token));
+            self.offset += n;
+        }
+        Ok(n)
+    }
+
+    /// Append `body` at the recorded offset as a chunk whose metadata update never happens
+    /// (a crash, a lost lease): the store keeps it, the record does not change.
+    ///
+    /// # Errors
+    /// What the store's append returns.
+    pub async fn append_unrecorded(
+        &mut self,
+        store: &dyn BlobStore,
+        body: ByteStream,
+    ) -> Result<u64, StoreError> {
+        let token = self.token();
+        store.append(self.id, self.offset, &token, body).await
+    }
+
+    /// The upload's recorded length.
+    #[must_use]
+    pub fn offset(&self) -> u64 {
+        self.offset
+    }
+
+    /// The recorded segments, in order.
+    #[must_use]
+    pub fn segments(&self) -> &[Segment] {
+        &self.segments
+    }
+
+    /// The bytes the store reads back for the record, cut at the recorded length.
+    ///
+    /// # Panics
+    /// If reading fails.
+    pub async fn read(&self, store: &dyn BlobStore) -> Vec<u8> {
+        let mut bytes = collect(store.read_upload(self.id, &self.segments).await.unwrap()).await;
+        assert!(bytes.len() as u64 >= self.offset, "the upload lost bytes");
+        bytes.truncate(self.offset as usize);
+        bytes
+    }
+
+    /// Commit the recorded bytes as `digest`.
+    ///
+    /// # Errors
+    /// What the store's commit returns.
+    pub async fn commit(&self, store: &dyn BlobStore, digest: &Digest) -> Result<(), StoreError> {
+        store
+            .commit_upload(self.id, digest, self.offset, &self.segments)
+            .await
+    }
+}
+
 /// Exercise `store` through the whole [`BlobStore`] contract.
 ///
 /// # Panics
@@ -56,53 +149,43 @@ pub async fn run(store: &dyn BlobStore) {
         store.read(&digest, 0, 1).await,
         Err(StoreError::NotFound)
     ));
-    assert!(matches!(
-        store.append("missing-upload", 0, body(&[b"x"])).await,
-        Err(StoreError::NotFound)
-    ));
 
     store.start_upload(id).await.unwrap();
-    assert_eq!(store.append(id, 0, body(&[b"hello, "])).await.unwrap(), 7);
-    assert!(matches!(
-        store.append(id, 99, body(&[b"x"])).await,
-        Err(StoreError::OffsetMismatch {
-            expected: 99,
-            actual: 7
-        })
-    ));
-    // Bytes past the offset the caller knows (an interrupted chunk) are dropped.
-    assert_eq!(store.append(id, 5, body(&[b", "])).await.unwrap(), 2);
+    let mut up = Recorded::new(id);
+    assert_eq!(up.append(store, body(&[b"hello"])).await.unwrap(), 5);
+    // A chunk that reached the store but whose metadata update never happened is not part of
+    // the upload; the next append at the recorded offset replaces it.
+    assert_eq!(
+        up.append_unrecorded(store, body(&[b"LOST CHUNK"]))
+            .await
+            .unwrap(),
+        10
+    );
+    assert_eq!(up.append(store, body(&[b", "])).await.unwrap(), 2);
     // A body that breaks mid-way leaves the upload as it was.
     let broken: ByteStream = Box::pin(futures::stream::iter(vec![
         Ok(Bytes::from_static(b"garbage")),
         Err(StoreError::Body("client went away".into())),
     ]));
     assert!(matches!(
-        store.append(id, 7, broken).await,
+        up.append(store, broken).await,
         Err(StoreError::Body(_))
     ));
+    // An empty body appends nothing.
+    assert_eq!(up.append(store, body(&[])).await.unwrap(), 0);
     assert_eq!(
-        store
-            .append(id, 7, body(&[b"blob ", b"store"]))
-            .await
-            .unwrap(),
+        up.append(store, body(&[b"blob ", b"store"])).await.unwrap(),
         10
     );
-    assert_eq!(collect(store.read_upload(id).await.unwrap()).await, data);
+    assert_eq!(up.segments().len(), 3);
+    assert_eq!(up.read(store).await, data);
 
     // Not visible before commit.
     assert!(store.stat(&digest).await.unwrap().is_none());
-    assert!(matches!(
-        store.commit_upload(id, &digest, 100).await,
-        Err(StoreError::OffsetMismatch { .. })
-    ));
-    store
-        .commit_upload(id, &digest, data.len() as u64)
-        .await
-        .unwrap();
+    up.commit(store, &digest).await.unwrap();
     assert_eq!(store.stat(&digest).await.unwrap(), Some(data.len() as u64));
     assert!(matches!(
-        store.read_upload(id).await,
+        store.read_upload(id, up.segments()).await,
         Err(StoreError::NotFound)
     ));
     assert_eq!(
@@ -125,25 +208,43 @@ pub async fn run(store: &dyn BlobStore) {
     }
     assert_eq!(streamed, b"blob");
 
-    // Committing the same content again is harmless.
+    // Committing the same content again, from one segment, is harmless.
     let id2 = "1b9c3c4e-5b2c-4a57-9c1b-0f3f0c2a7e11";
     store.start_upload(id2).await.unwrap();
-    store.append(id2, 0, body(&[data, b"extra"])).await.unwrap();
-    store
-        .commit_upload(id2, &digest, data.len() as u64)
-        .await
-        .unwrap();
+    let mut up2 = Recorded::new(id2);
+    up2.append(store, body(&[data])).await.unwrap();
+    up2.commit(store, &digest).await.unwrap();
     assert_eq!(store.stat(&digest).await.unwrap(), Some(data.len() as u64));
+    assert_eq!(
+        collect(store.read(&digest, 0, data.len() as u64).await.unwrap()).await,
+        data
+    );
 
-    // Abort removes, and is idempotent.
+    // An empty blob, from an upload that got no bytes.
+    let empty = Digest::sha256_of(b"");
+    let id4 = "4b9c3c4e-5b2c-4a57-9c1b-0f3f0c2a7e11";
+    store.start_upload(id4).await.unwrap();
+    Recorded::new(id4).commit(store, &empty).await.unwrap();
+    assert_eq!(store.stat(&empty).await.unwrap(), Some(0));
+    assert!(collect(store.read(&empty, 0, 0).await.unwrap())
+        .await
+        .is_empty());
+    store.delete(&empty).await.unwrap();
+
+    // Abort removes, recorded or not, and is idempotent.
     let id3 = "2b9c3c4e-5b2c-4a57-9c1b-0f3f0c2a7e11";
     store.start_upload(id3).await.unwrap();
+    let mut up3 = Recorded::new(id3);
+    up3.append(store, body(&[b"abc"])).await.unwrap();
+    up3.append_unrecorded(store, body(&[b"def"])).await.unwrap();
     store.abort_upload(id3).await.unwrap();
     store.abort_upload(id3).await.unwrap();
     assert!(matches!(
-        store.commit_upload(id3, &digest, 0).await,
+        store.read_upload(id3, up3.segments()).await,
         Err(StoreError::NotFound)
     ));
+    // Discarding a segment that is gone is not an error either.
+    store.discard_segment(id3, 3, "t1").await.unwrap();
 
     store.delete(&digest).await.unwrap();
     store.delete(&digest).await.unwrap();
@@ -153,7 +254,8 @@ pub async fn run(store: &dyn BlobStore) {
 }
 
 /// Appends of every awkward size: chunks that start and end mid-block, bodies whose frames
-/// straddle buffer boundaries, a chunk that fails halfway, and a retry over cut-off bytes.
+/// straddle buffer boundaries, a chunk that fails halfway, and unrecorded chunks that the
+/// next append replaces.
 async fn odd_sized_appends(store: &dyn BlobStore) {
     let data: Vec<u8> = (0..(9u32 << 20) + 4099)
         .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
@@ -161,8 +263,9 @@ async fn odd_sized_appends(store: &dyn BlobStore) {
     let digest = Digest::sha256_of(&data);
     let id = "3b9c3c4e-5b2c-4a57-9c1b-0f3f0c2a7e11";
     store.start_upload(id).await.unwrap();
-    let frames = |range: std::ops::Range<usize>, frame: usize| -> ByteStream {
-        let part = Bytes::copy_from_slice(&data[range]);
+    let mut up = Recorded::new(id);
+    let frames = |bytes: &[u8], frame: usize| -> ByteStream {
+        let part = Bytes::copy_from_slice(bytes);
         let items: Vec<Result<Bytes, StoreError>> = (0..part.len())
             .step_by(frame)
             .map(|at| Ok(part.slice(at..(at + frame).min(part.len()))))
@@ -182,9 +285,14 @@ async fn odd_sized_appends(store: &dyn BlobStore) {
     ];
     for (i, w) in cuts.windows(2).enumerate() {
         let frame = [1, 7, 4096, 65_537, 1 << 20][i % 5];
-        let n = store
-            .append(id, w[0] as u64, frames(w[0]..w[1], frame))
-            .await;
+        if i % 3 == 1 {
+            // Junk from a chunk that never got recorded, at the offset the next one takes.
+            let junk = vec![0xEEu8; 5000 + i * 999];
+            up.append_unrecorded(store, frames(&junk, 4096))
+                .await
+                .unwrap();
+        }
+        let n = up.append(store, frames(&data[w[0]..w[1]], frame)).await;
         assert_eq!(n.unwrap(), (w[1] - w[0]) as u64, "chunk {i}");
         if i == 3 {
             // A chunk that breaks off halfway leaves the upload as it was.
@@ -192,16 +300,13 @@ async fn odd_sized_appends(store: &dyn BlobStore) {
                 vec![Ok(Bytes::copy_from_slice(&data[w[1]..w[1] + 10_000]))];
             half.push(Err(StoreError::Body("client went away".into())));
             let broken: ByteStream = Box::pin(futures::stream::iter(half));
-            assert!(store.append(id, w[1] as u64, broken).await.is_err());
+            assert!(up.append(store, broken).await.is_err());
         }
-        let so_far = collect(store.read_upload(id).await.unwrap()).await;
+        let so_far = up.read(store).await;
         assert_eq!(so_far.len(), w[1], "upload length after chunk {i}");
         assert!(so_far == data[..w[1]], "upload bytes after chunk {i}");
     }
-    store
-        .commit_upload(id, &digest, data.len() as u64)
-        .await
-        .unwrap();
+    up.commit(store, &digest).await.unwrap();
     let whole = collect(store.read(&digest, 0, data.len() as u64).await.unwrap()).await;
     assert!(whole == data, "committed bytes differ");
     let tail = collect(store.read(&digest, 4097, 1 << 20).await.unwrap()).await;

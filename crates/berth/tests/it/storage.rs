@@ -90,7 +90,9 @@ impl Storage {
                 .await
                 .into_iter()
                 .filter_map(|(k, size)| {
-                    let start: u64 = k.rsplit('/').next()?.parse().ok()?;
+                    // Segments are `<start, 20 digits>-<token>`.
+                    let name = k.rsplit('/').next()?;
+                    let start: u64 = name.split('-').next()?.parse().ok()?;
                     Some(start + size)
                 })
                 .max()
@@ -99,7 +101,8 @@ impl Storage {
     }
 
     /// Leave `junk` in upload `id` right after its first `offset` bytes, as a chunk whose
-    /// metadata update never happened (a crash in between) would.
+    /// metadata update never happened (a crash in between) would: on S3, a segment at
+    /// `offset` that metadata never recorded.
     pub async fn leave_junk_in_upload(&self, id: &str, offset: u64, junk: &[u8]) {
         match self {
             Self::Fs(dir) => {
@@ -108,7 +111,7 @@ impl Storage {
                 std::os::unix::fs::FileExt::write_all_at(&f, junk, offset).unwrap();
             }
             Self::S3 { s3, prefix } => {
-                let key = Self::key(prefix, &format!("uploads/{id}/{offset:020}"));
+                let key = Self::key(prefix, &format!("uploads/{id}/{offset:020}-c0ffee000000"));
                 s3.put(&key, PutPayload::from(junk.to_vec())).await.unwrap();
             }
         }
