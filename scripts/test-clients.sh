@@ -274,7 +274,7 @@ blob_present() {
     [[ "$code" == 200 ]] || die "HEAD /v2/$1/blobs/$2 answered $code"
     len=$(header "$WORK/tmp/head" content-length)
     expect_eq "$len" "$3" "HEAD $1 blob $2 Content-Length"
-    got=$(curl -fsS "http://$REGISTRY/v2/$1/blobs/$2" | sha256sum | cut -d' ' -f1)
+    got=$(curl -fsSL "http://$REGISTRY/v2/$1/blobs/$2" | sha256sum | cut -d' ' -f1)
     expect_eq "sha256:$got" "$2" "GET $1 blob content digest"
 }
 

@@ -32,9 +32,11 @@ BERTH_TEST_BACKEND=fleet cargo test -p berth --test it
 # fails on any error or any image that does not verify afterwards through both instances.
 bash scripts/load.sh --fleet --skip-build --clients 200 --seconds 60
 BERTH_BIN="$PWD/target/debug/berth" bash scripts/test-clients.sh
-# The same real-client checks with the server on PostgreSQL + S3.
+# The same real-client checks with the server on PostgreSQL + S3, blob GETs redirected to
+# presigned S3 URLs (so the clients follow the redirects).
 psql "$BERTH_TEST_DATABASE_URL" -X -q -v ON_ERROR_STOP=1 -c "DROP DATABASE IF EXISTS berth_clients" \
   -c "CREATE DATABASE berth_clients"
 BERTH_SERVE_ARGS="--metadata-url ${BERTH_TEST_DATABASE_URL%/*}/berth_clients \
---s3-endpoint $BERTH_TEST_S3_ENDPOINT --s3-bucket $BERTH_TEST_S3_BUCKET --s3-prefix clients$$/" \
+--s3-endpoint $BERTH_TEST_S3_ENDPOINT --s3-bucket $BERTH_TEST_S3_BUCKET --s3-prefix clients$$/ \
+--redirect true" \
   BERTH_BIN="$PWD/target/debug/berth" bash scripts/test-clients.sh

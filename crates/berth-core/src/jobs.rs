@@ -113,14 +113,9 @@ fn periodic_key(kind: &JobKind) -> String {
 
 /// A periodic job of `kind`, due after `delay`.
 fn periodic_job(kind: &JobKind, delay: Duration) -> NewJob {
-    let run_at = if delay.is_zero() {
-        RunAt::Now
-    } else {
-        RunAt::After(delay)
-    };
     NewJob::new(kind.clone(), "{}")
         .with_dedupe_key(periodic_key(kind))
-        .with_run_at(run_at)
+        .with_run_at(RunAt::After(delay))
 }
 
 /// `d` times a random factor in [1 - spread, 1 + spread).

@@ -56,7 +56,7 @@ impl Worker for ExpireUploads {
             .checked_sub(self.expire_after)
             .unwrap_or(UNIX_EPOCH);
         let idle_since = berth_meta::jobs::epoch_ms(cutoff) / 1000;
-        let (mut expired, mut last) = (0u64, None::<String>);
+        let (mut expired, mut failed, mut last) = (0u64, 0u64, None::<String>);
         while !cancel.is_cancelled() {
             let page = Page {
                 last: last.as_deref(),
@@ -69,13 +69,23 @@ impl Worker for ExpireUploads {
                 if cancel.is_cancelled() {
                     break;
                 }
-                if self.registry.expire_upload(upload, idle_since).await? {
-                    expired += 1;
+                // One upload that cannot be expired (its bytes cannot be discarded, say) must
+                // not stop the others: log it and go on; the next run tries it again.
+                match self.registry.expire_upload(upload, idle_since).await {
+                    Ok(true) => expired += 1,
+                    Ok(false) => {}
+                    Err(e) => {
+                        failed += 1;
+                        tracing::warn!(upload = %upload.id, error = %e, "expiring an idle upload failed");
+                    }
                 }
             }
         }
         if expired > 0 {
             tracing::info!(expired, "idle uploads expired");
+        }
+        if failed > 0 {
+            tracing::warn!(failed, "idle uploads left for the next run");
         }
         Ok(())
     }

@@ -1029,24 +1029,23 @@ fn job_from_row(r: &PgRow) -> Result<Job, MetaError> {
             "job {id} has kind {kind:?} and state {state:?}"
         )));
     };
-    let get = |e| to_meta(e);
     Ok(Job {
         id: JobId(id),
         kind,
         state,
-        payload: r.try_get(3).map_err(get)?,
-        dedupe_key: r.try_get(4).map_err(get)?,
-        attempts: count(r.try_get(5).map_err(get)?),
-        max_attempts: count(r.try_get(6).map_err(get)?),
-        run_at_ms: r.try_get(7).map_err(get)?,
+        payload: r.try_get(3).map_err(to_meta)?,
+        dedupe_key: r.try_get(4).map_err(to_meta)?,
+        attempts: count(r.try_get(5).map_err(to_meta)?),
+        max_attempts: count(r.try_get(6).map_err(to_meta)?),
+        run_at_ms: r.try_get(7).map_err(to_meta)?,
         holder: r
             .try_get::<Option<String>, _>(8)
-            .map_err(get)?
+            .map_err(to_meta)?
             .map(LeaseHolder::new),
-        lease_until_ms: r.try_get(9).map_err(get)?,
-        last_error: r.try_get(10).map_err(get)?,
-        created_at_ms: r.try_get(11).map_err(get)?,
-        finished_at_ms: r.try_get(12).map_err(get)?,
+        lease_until_ms: r.try_get(9).map_err(to_meta)?,
+        last_error: r.try_get(10).map_err(to_meta)?,
+        created_at_ms: r.try_get(11).map_err(to_meta)?,
+        finished_at_ms: r.try_get(12).map_err(to_meta)?,
     })
 }
 

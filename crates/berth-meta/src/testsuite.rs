@@ -601,6 +601,16 @@ async fn jobs_dedupe(meta: &dyn MetaStore) {
         .map(|r| r.unwrap())
         .collect();
     assert!(added.iter().all(Option::is_none), "{added:?}");
+    // The same race on a key nobody holds yet: exactly one wins (a check-then-insert without
+    // the unique index would let several through).
+    let fresh = NewJob::new(kind("test.dedupe.race"), "{}").with_dedupe_key("test.dedupe/race");
+    let racers = (0..16).map(|_| meta.enqueue_job(&fresh));
+    let won = futures::future::join_all(racers)
+        .await
+        .into_iter()
+        .filter(|r| r.as_ref().unwrap().is_some())
+        .count();
+    assert_eq!(won, 1, "one of the racers adds the job");
     // Still held while running.
     let mut claimed = meta
         .claim_jobs(&w, std::slice::from_ref(&k), 10, LEASE)

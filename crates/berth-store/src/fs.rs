@@ -22,7 +22,7 @@ use std::fs::{File, OpenOptions};
 use std::path::{Path, PathBuf};
 
 use async_trait::async_trait;
-use berth_oci::Digest;
+use berth_oci::{Digest, DigestAlgorithm};
 use bytes::Bytes;
 use futures::StreamExt;
 
@@ -57,7 +57,11 @@ impl FsStore {
     /// If the directories cannot be created.
     pub fn open(root: impl Into<PathBuf>, sync: SyncMode) -> std::io::Result<Self> {
         let root = root.into();
-        std::fs::create_dir_all(root.join("blobs"))?;
+        // The per-algorithm directories too: `commit_upload` syncs the directory it creates a
+        // blob's prefix directory in, which is `blobs/<alg>`, never `blobs` itself.
+        for alg in [DigestAlgorithm::Sha256, DigestAlgorithm::Sha512] {
+            std::fs::create_dir_all(root.join("blobs").join(alg.as_str()))?;
+        }
         std::fs::create_dir_all(root.join("uploads"))?;
         Ok(Self { root, sync })
     }

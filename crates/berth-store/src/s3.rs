@@ -1004,10 +1004,7 @@ impl BlobStore for S3Store {
 
     async fn discard_segment(&self, id: &str, offset: u64, token: &str) -> Result<(), StoreError> {
         let path = Self::segment_path(&self.upload_dir(id)?, offset, token)?;
-        match self.s3.delete(&path).await {
-            Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
-            Err(e) => Err(s3_error("DELETE", &path, e)),
-        }
+        self.delete_all(vec![path]).await
     }
 
     async fn presigned_get(

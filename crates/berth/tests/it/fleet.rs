@@ -83,8 +83,7 @@ async fn a_chunked_upload_moves_between_instances() {
         assert_eq!(header(&r, "range"), format!("0-{end}"));
     }
     let d = sha256(&data);
-    let sep = if location.contains('?') { '&' } else { '?' };
-    let r = s[2].put(&format!("{location}{sep}digest={d}")).await;
+    let r = s[2].put(&with_digest(&location, &d)).await;
     assert_eq!(
         r.status(),
         StatusCode::CREATED,
@@ -217,10 +216,7 @@ async fn concurrent_chunks_for_one_upload_through_two_instances_stay_consistent(
             assert_eq!(header(&r, "range"), format!("0-{}", expected.len() - 1));
         }
         let d = sha256(&expected);
-        let sep = if location.contains('?') { '&' } else { '?' };
-        let r = s[round % 2]
-            .put(&format!("{location}{sep}digest={d}"))
-            .await;
+        let r = s[round % 2].put(&with_digest(&location, &d)).await;
         assert_eq!(
             r.status(),
             StatusCode::CREATED,

@@ -224,7 +224,8 @@ impl OwnPostgres {
     fn start_again(&self) {
         let pg_ctl = self.bin.as_ref().expect("stopped first").join("pg_ctl");
         let log = self.dir.join("restart.log");
-        let root = unsafe_getuid() == 0;
+        // SAFETY: getuid has no preconditions and cannot fail.
+        let root = unsafe { libc::getuid() } == 0;
         let mut cmd = if root {
             let mut c = Command::new("runuser");
             c.args(["-u", "postgres", "--"]).arg(&pg_ctl);
@@ -259,15 +260,6 @@ impl Drop for OwnPostgres {
             .env_remove("BERTH_PG_PIDFILE")
             .output();
     }
-}
-
-fn unsafe_getuid() -> u32 {
-    let out = Command::new("id").arg("-u").output().unwrap();
-    String::from_utf8(out.stdout)
-        .unwrap()
-        .trim()
-        .parse()
-        .unwrap()
 }
 
 #[tokio::test]

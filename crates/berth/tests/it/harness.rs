@@ -126,8 +126,7 @@ pub struct Server {
 
 impl Server {
     pub async fn start() -> Self {
-        let http = Client::builder().no_proxy().build().unwrap();
-        Self::launch(http, Vec::new(), false).await
+        Self::start_with(&[]).await
     }
 
     /// [`Server::start`] with more `berth serve` arguments.
@@ -156,15 +155,6 @@ impl Server {
 
     async fn launch(http: Client, extra_args: Vec<String>, tls: bool) -> Self {
         let backend = fleet().then(FleetBackend::create);
-        Self::launch_on(http, extra_args, tls, backend).await
-    }
-
-    async fn launch_on(
-        http: Client,
-        extra_args: Vec<String>,
-        tls: bool,
-        backend: Option<FleetBackend>,
-    ) -> Self {
         Self::launch_with(http, extra_args, tls, backend, None).await
     }
 
@@ -562,4 +552,10 @@ pub fn image_blobs(manifest: &[u8]) -> Vec<String> {
         blobs.push(l["digest"].as_str().unwrap().to_owned());
     }
     blobs
+}
+
+/// The upload `location` with `digest=` added to its query (for the final `PUT`).
+pub fn with_digest(location: &str, digest: &str) -> String {
+    let sep = if location.contains('?') { '&' } else { '?' };
+    format!("{location}{sep}digest={digest}")
 }

@@ -76,8 +76,7 @@ async fn a_multi_gib_layer_pushed_in_chunks_pulls_back_identical() {
         loc = header(&r, "location").to_owned();
         at = end;
     }
-    let sep = if loc.contains('?') { '&' } else { '?' };
-    let r = s.put(&format!("{loc}{sep}digest={digest}")).await;
+    let r = s.put(&with_digest(&loc, &digest)).await;
     assert_eq!(r.status(), StatusCode::CREATED, "{:?}", r.text().await);
 
     let path = format!("/v2/big/layer/blobs/{digest}");

@@ -42,30 +42,11 @@ fn pattern(len: usize, seed: u32) -> Vec<u8> {
         .collect()
 }
 
-/// Files under `<prefix>/<dir>` in the S3 test server's data directory (s3s-fs keeps each
-/// object as a file named by its key).
-fn objects_under(backend: &FleetBackend, dir: &str) -> Vec<String> {
-    let root = std::path::PathBuf::from(std::env::var("BERTH_S3_DIR").unwrap())
-        .join("data")
-        .join(std::env::var("BERTH_TEST_S3_BUCKET").unwrap())
-        .join(&backend.s3_prefix)
-        .join(dir);
-    let mut out = Vec::new();
-    let mut todo = vec![root];
-    while let Some(dir) = todo.pop() {
-        let Ok(entries) = std::fs::read_dir(&dir) else {
-            continue;
-        };
-        for entry in entries.flatten() {
-            let path = entry.path();
-            if path.is_dir() {
-                todo.push(path);
-            } else {
-                out.push(path.display().to_string());
-            }
-        }
-    }
-    out
+/// Keys under `<prefix>/<dir>` in the test bucket, listed through the S3 API.
+async fn objects_under(backend: &FleetBackend, dir: &str) -> Vec<String> {
+    crate::storage::Storage::s3(&backend.s3_prefix)
+        .keys(dir)
+        .await
 }
 
 /// Send a request and time it; the response comes back whole (body read).
@@ -163,7 +144,10 @@ async fn blob_paths_under(fault: Fault) {
     assert_eq!(header(&r, "docker-content-digest"), fresh_digest);
     assert!(r.bytes().await.unwrap() == fresh, "pushed blob differs");
     // The failed push left no upload objects behind (or removed them when S3 came back).
-    assert_eq!(objects_under(&backend, "uploads"), Vec::<String>::new());
+    assert_eq!(
+        objects_under(&backend, "uploads").await,
+        Vec::<String>::new()
+    );
 }
 
 #[tokio::test]
@@ -223,7 +207,7 @@ async fn push_failing_mid_body(fault: Fault) {
     let status = r.status();
     let text = r.text().await.unwrap();
     assert_unavailable("push failing mid-body", &(status, text, took));
-    let left = objects_under(&backend, "uploads");
+    let left = objects_under(&backend, "uploads").await;
     eprintln!(
         "S3 {fault:?} mid-body: push 503 after {took:?}; upload objects left: {}",
         left.len()
@@ -234,16 +218,16 @@ async fn push_failing_mid_body(fault: Fault) {
         StatusCode::NOT_FOUND,
         "a failed push is not visible"
     );
-    assert_eq!(objects_under(&backend, "blobs"), Vec::<String>::new());
+    assert_eq!(objects_under(&backend, "blobs").await, Vec::<String>::new());
 
     // Once S3 is back, berth removes what the failed push left, by itself.
     proxy.set(Fault::Pass);
     let recovered = Instant::now();
-    while !objects_under(&backend, "uploads").is_empty() {
+    while !objects_under(&backend, "uploads").await.is_empty() {
         assert!(
             recovered.elapsed() < Duration::from_secs(30),
             "the failed push's upload objects stay: {:?}",
-            objects_under(&backend, "uploads")
+            objects_under(&backend, "uploads").await
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
@@ -384,11 +368,10 @@ async fn chunked_upload_under(fault: Fault) {
         StatusCode::NOT_FOUND,
         "visible before the final PUT"
     );
-    assert_eq!(objects_under(&backend, "blobs"), Vec::<String>::new());
-    let sep = if location.contains('?') { '&' } else { '?' };
+    assert_eq!(objects_under(&backend, "blobs").await, Vec::<String>::new());
     let r = s
         .http
-        .put(s.url(&format!("{location}{sep}digest={digest}")))
+        .put(s.url(&with_digest(&location, &digest)))
         .header("content-range", "600000-699999")
         .body(last.to_vec())
         .send()
@@ -403,7 +386,10 @@ async fn chunked_upload_under(fault: Fault) {
     assert_eq!(header(&r, "docker-content-digest"), digest);
     let body = s.get_bytes(&format!("/v2/{repo}/blobs/{digest}")).await;
     assert!(body == data, "blob assembled after the fault differs");
-    assert_eq!(objects_under(&backend, "uploads"), Vec::<String>::new());
+    assert_eq!(
+        objects_under(&backend, "uploads").await,
+        Vec::<String>::new()
+    );
 }
 
 /// The `Range` an upload's status reports.

@@ -59,6 +59,18 @@ impl Storage {
             .collect()
     }
 
+    /// Keys (below the prefix) of every object under `dir` (`"uploads"` or `"blobs"`); S3 only.
+    pub async fn keys(&self, dir: &str) -> Vec<String> {
+        match self {
+            Self::Fs(_) => panic!("keys() lists S3 objects; use the data dir"),
+            Self::S3 { s3, prefix } => Self::list_s3(s3, prefix, dir)
+                .await
+                .into_iter()
+                .map(|(k, _)| k)
+                .collect(),
+        }
+    }
+
     /// Ids of the upload sessions that have anything in storage.
     pub async fn upload_ids(&self) -> Vec<String> {
         let mut ids: Vec<String> = match self {
