@@ -12,7 +12,8 @@
 #   synchronous_commit, full_page_writes): the data is disposable and tests run faster.
 # - PostgreSQL will not run as root: under root the server runs as the `postgres` user that the
 #   Debian package creates; otherwise as the calling user.
-# - Role `berth` (password `berth`, CREATEDB: each test makes its own database) owns database
+# - Role `berth` (password `berth`, CREATEDB: each test makes its own database; member of
+#   pg_signal_backend, so that a forced DROP DATABASE may end an autovacuum worker) owns database
 #   `berth`.
 # - Idempotent: if the cluster is already up it only prints the variables again; a dead or half
 #   made state directory is stopped, removed and made again.
@@ -147,6 +148,9 @@ done
 
 psql=("$bin/psql" -X -q -v ON_ERROR_STOP=1 -h "$dir" -p "$port" -U postgres -d postgres)
 "${psql[@]}" -c "CREATE ROLE $role LOGIN CREATEDB PASSWORD '$password'" >&2
+# Tests drop their databases WITH (FORCE), which must terminate whatever is connected, and an
+# autovacuum worker that happens to be in the database counts as another role's process.
+"${psql[@]}" -c "GRANT pg_signal_backend TO $role" >&2
 "${psql[@]}" -c "CREATE DATABASE $database OWNER $role" >&2
 
 cat >"$env_file" <<EOF
