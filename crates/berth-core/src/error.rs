@@ -83,6 +83,29 @@ pub enum Error {
     /// the client may check the upload's status and retry. Answered with 503, and the message.
     #[error("{0}")]
     UploadBusy(String),
+    /// No credentials, or credentials that are not valid (expired, tampered, unknown user,
+    /// wrong password). Answered with 401 and, on `/v2`, a `WWW-Authenticate` challenge.
+    #[error("{0}")]
+    Unauthorized(String),
+    /// Valid credentials that do not allow this (403 `DENIED`).
+    #[error("{0}")]
+    Denied(String),
+    /// Too many failed attempts; the client must wait (429).
+    #[error("{0}")]
+    TooManyRequests(String),
+    /// A management record (user, project, member, robot...) that does not exist (404).
+    #[error("{0}")]
+    NotFound(String),
+    /// A record with that name exists already (409).
+    #[error("{0}")]
+    Conflict(String),
+    /// A record cannot be deleted while others depend on it (412).
+    #[error("{0}")]
+    NotEmpty(String),
+    /// A management request that is malformed or breaks a rule (a weak password, a bad
+    /// role...) (400).
+    #[error("{0}")]
+    Invalid(String),
     /// Anything else: logged in full, reported without detail.
     #[error("{0}")]
     Internal(String),
@@ -123,6 +146,11 @@ impl Error {
             Self::ManifestUnknown | Self::ManifestNotAcceptable(_) => ErrorCode::ManifestUnknown,
             Self::PaginationInvalid(_) | Self::Unsupported(_) => ErrorCode::Unsupported,
             Self::Unavailable { .. } | Self::UploadBusy(_) => ErrorCode::Unavailable,
+            Self::Unauthorized(_) => ErrorCode::Unauthorized,
+            Self::Denied(_) => ErrorCode::Denied,
+            Self::TooManyRequests(_) => ErrorCode::TooManyRequests,
+            Self::NotFound(_) => ErrorCode::NameUnknown,
+            Self::Conflict(_) | Self::NotEmpty(_) | Self::Invalid(_) => ErrorCode::Unsupported,
             Self::Internal(_) => ErrorCode::Internal,
         }
     }
@@ -141,6 +169,9 @@ impl From<MetaError> for Error {
                 backend: Backend::Metadata,
                 detail,
             },
+            MetaError::AlreadyExists(what) => Self::Conflict(format!("{what} already exists")),
+            MetaError::NotFound(what) => Self::NotFound(format!("{what} does not exist")),
+            MetaError::NotEmpty(why) => Self::NotEmpty(why),
             e @ (MetaError::SchemaTooNew { .. } | MetaError::Backend(_)) => {
                 Self::Internal(e.to_string())
             }

@@ -15,11 +15,18 @@ use std::time::Duration;
 use async_trait::async_trait;
 use berth_oci::{Digest, DigestAlgorithm, RepoName, Tag};
 
+pub use access::{
+    AccessStore, ArtifactInfo, AuditEvent, AuditFilter, Group, GroupId, Listing, Member,
+    MemberEntity, NewProject, NewRobot, NewUser, Paging, Project, ProjectFilter, ProjectId,
+    ProjectRole, RepositoryInfo, Robot, RobotFilter, RobotId, RobotLevel, RobotUpdate, Session,
+    Statistics, User, UserId, UserUpdate, Visibility,
+};
 pub use jobs::{
     ClaimedJob, Job, JobFilter, JobId, JobKind, JobLease, JobState, LeaseHolder, NewJob,
     ParseJobKindError, Retry, RunAt, UploadLease,
 };
 
+pub mod access;
 pub mod jobs;
 pub mod postgres;
 pub mod sqlite;
@@ -48,6 +55,15 @@ pub enum MetaError {
         /// The newest version this program has.
         known: i64,
     },
+    /// A record with that name (or key) exists already.
+    #[error("{0} already exists")]
+    AlreadyExists(String),
+    /// A record the change names does not exist.
+    #[error("{0} does not exist")]
+    NotFound(String),
+    /// A record cannot be deleted while others depend on it.
+    #[error("{0}")]
+    NotEmpty(String),
     /// The database cannot be reached or is busy; the request may be retried.
     #[error("metadata store unavailable: {0}")]
     Unavailable(String),

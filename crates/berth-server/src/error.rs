@@ -59,6 +59,13 @@ fn status(e: &Error) -> StatusCode {
         Error::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
         Error::Unsupported(_) => StatusCode::METHOD_NOT_ALLOWED,
         Error::Unavailable { .. } | Error::UploadBusy(_) => StatusCode::SERVICE_UNAVAILABLE,
+        Error::Unauthorized(_) => StatusCode::UNAUTHORIZED,
+        Error::Denied(_) => StatusCode::FORBIDDEN,
+        Error::TooManyRequests(_) => StatusCode::TOO_MANY_REQUESTS,
+        Error::NotFound(_) => StatusCode::NOT_FOUND,
+        Error::Conflict(_) => StatusCode::CONFLICT,
+        Error::NotEmpty(_) => StatusCode::PRECONDITION_FAILED,
+        Error::Invalid(_) => StatusCode::BAD_REQUEST,
         Error::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
     }
 }
