@@ -6,6 +6,7 @@
 //! Background work runs as jobs from the metadata store's queue: [`JobRunner`] drains it on
 //! every instance, with a [`Worker`] per kind of job, such as [`ExpireUploads`].
 
+pub mod access;
 mod error;
 pub mod jobs;
 mod manifests;
@@ -14,6 +15,7 @@ mod upload_expiry;
 mod upload_lease;
 mod uploads;
 
+pub use access::{Access, AccessSettings, Actor, AuditLog, Principal};
 pub use error::{Backend, Error};
 pub use jobs::{JobRunner, PruneJobs, RunnerSettings, Schedule, Worker};
 pub use manifests::{ManifestPut, TagList};
