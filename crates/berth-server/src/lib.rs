@@ -15,6 +15,7 @@ use axum::Router;
 use berth_core::Registry;
 use metrics_exporter_prometheus::PrometheusHandle;
 
+pub mod api;
 mod error;
 pub mod route;
 pub mod sendfile;
@@ -29,6 +30,21 @@ pub struct AppState {
     pub registry: Registry,
     /// Renders `/metrics`; `None` when no recorder is installed (tests).
     pub metrics: Option<PrometheusHandle>,
+    /// Access control: `None` when it is off (`[auth] mode = "open"`), and every caller may
+    /// do everything.
+    pub auth: Option<AuthState>,
+}
+
+/// Access control as the HTTP layer sees it.
+#[derive(Clone)]
+pub struct AuthState {
+    /// The access service (logins, tokens, role checks).
+    pub access: Arc<berth_core::Access>,
+    /// The token endpoint's absolute URL for `WWW-Authenticate` challenges; `None`: made
+    /// from each request's `Host` header (`https` when `tls` is set).
+    pub realm: Option<String>,
+    /// Whether the server speaks TLS (for realms made from the `Host` header).
+    pub tls: bool,
 }
 
 /// The whole HTTP service.
@@ -40,6 +56,7 @@ pub fn router(state: AppState) -> Router {
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics_page))
+        .merge(api::router())
         .layer(axum::middleware::from_fn(observe))
         .with_state(Arc::new(state))
 }

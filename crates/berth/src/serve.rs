@@ -297,6 +297,7 @@ async fn serve(cfg: Config) -> anyhow::Result<()> {
     let app = berth_server::router(AppState {
         registry,
         metrics: Some(metrics),
+        auth: None,
     });
     let grace = Duration::from_secs(cfg.shutdown_grace_seconds);
     match &cfg.tls {
