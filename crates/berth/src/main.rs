@@ -1,6 +1,7 @@
 //! `berth`: the registry binary. `berth serve` runs the registry; `berth migrate` applies
 //! metadata schema migrations; `berth config print` shows the effective configuration.
 
+mod auth_config;
 mod config;
 mod serve;
 
