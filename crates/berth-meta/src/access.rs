@@ -15,6 +15,8 @@ use berth_oci::Digest;
 
 use crate::MetaError;
 
+pub(crate) mod columns;
+
 /// A user's id.
 pub type UserId = i64;
 /// A project's id.
@@ -812,107 +814,4 @@ pub trait AccessStore: Send + Sync + 'static {
     /// # Errors
     /// Backend errors.
     async fn statistics(&self) -> Result<Statistics, MetaError>;
-}
-
-// What both backends share: encodings of the model in rows, and the assembly of results.
-
-impl Paging {
-    /// `(LIMIT, OFFSET)` for SQL, which takes signed 64-bit numbers.
-    pub(crate) fn sql(self) -> (i64, i64) {
-        (
-            i64::try_from(self.limit).unwrap_or(i64::MAX),
-            i64::try_from(self.offset).unwrap_or(i64::MAX),
-        )
-    }
-}
-
-/// The bounds of the names of the repositories below project `name`: those from `name/`
-/// (inclusive) to `name0` (exclusive), since `0` is the character after `/`. A range, unlike
-/// `LIKE 'name/%'`, uses the index on repository names and needs no escaping.
-pub(crate) fn project_repo_range(name: &str) -> (String, String) {
-    (format!("{name}/"), format!("{name}0"))
-}
-
-impl MemberEntity {
-    /// Its row encoding: `entity_kind` (`u` or `g`) and `entity_id`.
-    pub(crate) fn to_row(self) -> (&'static str, i64) {
-        match self {
-            MemberEntity::User(id) => ("u", id),
-            MemberEntity::Group(id) => ("g", id),
-        }
-    }
-
-    /// The entity stored as `kind` and `id`.
-    pub(crate) fn from_row(kind: &str, id: i64) -> Result<Self, MetaError> {
-        match kind {
-            "u" => Ok(MemberEntity::User(id)),
-            "g" => Ok(MemberEntity::Group(id)),
-            other => Err(MetaError::Backend(format!(
-                "stored member kind {other:?} is invalid"
-            ))),
-        }
-    }
-}
-
-impl RobotLevel {
-    /// Its row encoding, `project_id`: `None` for a system robot.
-    pub(crate) fn project_id(self) -> Option<ProjectId> {
-        match self {
-            RobotLevel::System => None,
-            RobotLevel::Project(id) => Some(id),
-        }
-    }
-
-    /// The key of the unique index on robot names: the project id, 0 for system robots
-    /// (ids start at 1), so that a NULL project still makes names unique.
-    pub(crate) fn name_scope(self) -> i64 {
-        self.project_id().unwrap_or(0)
-    }
-}
-
-/// The role stored as `id`.
-pub(crate) fn stored_role(id: i64) -> Result<ProjectRole, MetaError> {
-    ProjectRole::from_id(id)
-        .ok_or_else(|| MetaError::Backend(format!("stored role id {id} is invalid")))
-}
-
-/// A stored digest.
-pub(crate) fn stored_digest(s: &str) -> Result<Digest, MetaError> {
-    s.parse()
-        .map_err(|e| MetaError::Backend(format!("stored digest {s:?} is invalid: {e}")))
-}
-
-/// Rows of `(project, role id)` ordered by project name into one entry per project with its
-/// distinct roles in id order.
-pub(crate) fn group_memberships(
-    rows: Vec<(Project, i64)>,
-) -> Result<Vec<(Project, Vec<ProjectRole>)>, MetaError> {
-    let mut out: Vec<(Project, Vec<ProjectRole>)> = Vec::new();
-    for (project, role) in rows {
-        let role = stored_role(role)?;
-        match out.last_mut() {
-            Some((p, roles)) if p.id == project.id => roles.push(role),
-            _ => out.push((project, vec![role])),
-        }
-    }
-    for (_, roles) in &mut out {
-        roles.sort_by_key(|r| r.id());
-        roles.dedup();
-    }
-    Ok(out)
-}
-
-/// Which projects a listing sees, as two SQL parameters: the mode (0: all, 1: public only,
-/// 2: public and those of the user) and the user id (0 unless mode 2).
-pub(crate) fn visibility_params(v: Option<Visibility>) -> (i64, i64) {
-    match v {
-        None => (0, 0),
-        Some(Visibility::Anonymous) => (1, 0),
-        Some(Visibility::User(id)) => (2, id),
-    }
-}
-
-/// Milliseconds from a stored time in seconds (the times of the registry tables).
-pub(crate) fn secs_to_ms(secs: i64) -> i64 {
-    secs.saturating_mul(1000)
 }

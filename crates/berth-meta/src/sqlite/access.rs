@@ -11,9 +11,12 @@ use rusqlite::types::{FromSql, Value};
 use rusqlite::{params, params_from_iter, Connection, Row};
 
 use super::{backend, in_savepoint, now_ms, SqliteMeta};
-use crate::access::{
-    group_memberships, project_repo_range, secs_to_ms, stored_digest, stored_role,
-    visibility_params,
+use crate::access::columns::{
+    artifact_from_row, audit_from_row, group_from_row, group_memberships, member_from_row,
+    membership_of_user, project_from_row, project_repo_range, repository_from_row, robot_from_row,
+    secs_to_ms, stored_digest, stored_role, user_from_row, visibility_params, Columns,
+    ARTIFACT_COLUMNS, AUDIT_COLUMNS, MEMBERS, MEMBER_COLUMNS, PROJECT_COLUMNS, ROBOT_COLUMNS,
+    USER_COLUMNS,
 };
 use crate::{
     AccessStore, ArtifactInfo, AuditEvent, AuditFilter, Group, GroupId, Listing, Member,
@@ -42,6 +45,24 @@ fn refused(e: rusqlite::Error, what: &str) -> MetaError {
 
 fn col<T: FromSql>(r: &Row<'_>, i: usize) -> Result<T, MetaError> {
     r.get(i).map_err(backend)
+}
+
+impl Columns for Row<'_> {
+    fn int(&self, i: usize) -> Result<i64, MetaError> {
+        col(self, i)
+    }
+    fn opt_int(&self, i: usize) -> Result<Option<i64>, MetaError> {
+        col(self, i)
+    }
+    fn text(&self, i: usize) -> Result<String, MetaError> {
+        col(self, i)
+    }
+    fn opt_text(&self, i: usize) -> Result<Option<String>, MetaError> {
+        col(self, i)
+    }
+    fn flag(&self, i: usize) -> Result<bool, MetaError> {
+        col(self, i)
+    }
 }
 
 /// Every row `sql` returns, each through `f`.
@@ -146,109 +167,6 @@ fn text(s: Option<&str>) -> Value {
     s.map_or(Value::Null, |s| Value::Text(s.to_owned()))
 }
 
-const USER_COLUMNS: &str = "id, username, email, realname, comment, password_hash, sysadmin, \
-    created_ms, updated_ms";
-
-fn user_from_row(r: &Row<'_>) -> Result<User, MetaError> {
-    Ok(User {
-        id: col(r, 0)?,
-        username: col(r, 1)?,
-        email: col(r, 2)?,
-        realname: col(r, 3)?,
-        comment: col(r, 4)?,
-        password_hash: col(r, 5)?,
-        sysadmin: col(r, 6)?,
-        created_ms: col(r, 7)?,
-        updated_ms: col(r, 8)?,
-    })
-}
-
-fn group_from_row(r: &Row<'_>) -> Result<Group, MetaError> {
-    Ok(Group {
-        id: col(r, 0)?,
-        name: col(r, 1)?,
-        created_ms: col(r, 2)?,
-    })
-}
-
-/// The columns [`project_from_row`] reads, of `projects p`: its repositories are those named
-/// `p.name` or in the range below `p.name/`.
-const PROJECT_COLUMNS: &str = "p.id, p.name, p.public, p.owner_id, p.created_ms, p.updated_ms, \
-    (SELECT COUNT(*) FROM repositories r WHERE r.name = p.name \
-     OR (r.name >= p.name || '/' AND r.name < p.name || '0'))";
-
-fn project_from_row(r: &Row<'_>) -> Result<Project, MetaError> {
-    Ok(Project {
-        id: col(r, 0)?,
-        name: col(r, 1)?,
-        public: col(r, 2)?,
-        owner: col(r, 3)?,
-        repo_count: col::<i64>(r, 6)? as u64,
-        created_ms: col(r, 4)?,
-        updated_ms: col(r, 5)?,
-    })
-}
-
-/// Memberships with the name of the user or group, as `pm`.
-const MEMBERS: &str = "(SELECT m.id, m.project_id, m.entity_kind, m.entity_id, m.role, \
-    COALESCE(u.username, g.name, '') AS entity_name FROM project_members m \
-    LEFT JOIN users u ON m.entity_kind = 'u' AND u.id = m.entity_id \
-    LEFT JOIN user_groups g ON m.entity_kind = 'g' AND g.id = m.entity_id) pm";
-
-const MEMBER_COLUMNS: &str = "pm.id, pm.project_id, pm.entity_kind, pm.entity_id, pm.role, \
-    pm.entity_name";
-
-fn member_from_row(r: &Row<'_>) -> Result<Member, MetaError> {
-    Ok(Member {
-        id: col(r, 0)?,
-        project_id: col(r, 1)?,
-        entity: MemberEntity::from_row(&col::<String>(r, 2)?, col(r, 3)?)?,
-        role: stored_role(col(r, 4)?)?,
-        entity_name: col(r, 5)?,
-    })
-}
-
-/// The condition that a membership (of `project_members`, unqualified) is `?1`'s, directly
-/// or through a group.
-const MEMBERSHIP_OF_USER: &str = "((entity_kind = 'u' AND entity_id = ?1) OR (entity_kind = 'g' \
-    AND entity_id IN (SELECT group_id FROM group_users WHERE user_id = ?1)))";
-
-const ROBOT_COLUMNS: &str = "id, name, description, project_id, secret_hash, expires_ms, \
-    disabled, permissions, creator_id, created_ms, updated_ms";
-
-fn robot_from_row(r: &Row<'_>) -> Result<Robot, MetaError> {
-    Ok(Robot {
-        id: col(r, 0)?,
-        name: col(r, 1)?,
-        description: col(r, 2)?,
-        level: col::<Option<i64>>(r, 3)?.map_or(RobotLevel::System, RobotLevel::Project),
-        secret_hash: col(r, 4)?,
-        expires_ms: col(r, 5)?,
-        disabled: col(r, 6)?,
-        permissions: col(r, 7)?,
-        creator: col(r, 8)?,
-        created_ms: col(r, 9)?,
-        updated_ms: col(r, 10)?,
-    })
-}
-
-const AUDIT_COLUMNS: &str = "id, time_ms, username, operation, resource_type, resource, project, \
-    source_ip, success";
-
-fn audit_from_row(r: &Row<'_>) -> Result<AuditEvent, MetaError> {
-    Ok(AuditEvent {
-        id: col(r, 0)?,
-        time_ms: col(r, 1)?,
-        username: col(r, 2)?,
-        operation: col(r, 3)?,
-        resource_type: col(r, 4)?,
-        resource: col(r, 5)?,
-        project: col(r, 6)?,
-        source_ip: col(r, 7)?,
-        success: col(r, 8)?,
-    })
-}
-
 /// The columns [`repository_from_row`] reads, of `repositories r`. Its last change is the
 /// newest of its creation, its manifests' pushes and its tags' moves (times in seconds).
 const REPOSITORY_COLUMNS: &str =
@@ -256,40 +174,6 @@ const REPOSITORY_COLUMNS: &str =
     r.pull_count, r.created_at, MAX(r.created_at, \
     COALESCE((SELECT MAX(created_at) FROM manifests m WHERE m.repo_id = r.id), 0), \
     COALESCE((SELECT MAX(updated_at) FROM tags t WHERE t.repo_id = r.id), 0))";
-
-fn repository_from_row(r: &Row<'_>) -> Result<RepositoryInfo, MetaError> {
-    Ok(RepositoryInfo {
-        name: col(r, 0)?,
-        artifact_count: col::<i64>(r, 1)? as u64,
-        pull_count: col::<i64>(r, 2)? as u64,
-        created_ms: secs_to_ms(col(r, 3)?),
-        updated_ms: secs_to_ms(col(r, 4)?),
-    })
-}
-
-/// The columns [`artifact_from_row`] reads, of `manifests m`: the size is the manifest's plus
-/// that of each blob it references (each once: they are the keys of its references).
-const ARTIFACT_COLUMNS: &str = "m.digest, m.media_type, m.artifact_type, m.subject, \
-    m.size + COALESCE((SELECT SUM(b.size) FROM manifest_refs f JOIN blobs b ON b.digest = f.target \
-    WHERE f.repo_id = m.repo_id AND f.manifest = m.digest AND f.kind = 0), 0), \
-    m.created_at, m.pulled_ms";
-
-/// An artifact without its tags and references (see [`complete_artifact`]).
-fn artifact_from_row(r: &Row<'_>) -> Result<ArtifactInfo, MetaError> {
-    Ok(ArtifactInfo {
-        digest: stored_digest(&col::<String>(r, 0)?)?,
-        media_type: col(r, 1)?,
-        artifact_type: col(r, 2)?,
-        subject: col::<Option<String>>(r, 3)?
-            .map(|s| stored_digest(&s))
-            .transpose()?,
-        size: col::<i64>(r, 4)? as u64,
-        push_ms: secs_to_ms(col(r, 5)?),
-        pull_ms: col(r, 6)?,
-        tags: Vec::new(),
-        references: Vec::new(),
-    })
-}
 
 /// Fill in the tags and child manifests of `a`, of repository `repo_id`: point lookups by
 /// index, cheap in an embedded database, so a page costs two per artifact whatever the
@@ -366,7 +250,7 @@ impl AccessStore for SqliteMeta {
                 conn,
                 &format!("SELECT {USER_COLUMNS} FROM users WHERE id = ?1"),
                 [id],
-                user_from_row,
+                |r| user_from_row(r),
             )
         })
     }
@@ -377,7 +261,7 @@ impl AccessStore for SqliteMeta {
                 conn,
                 &format!("SELECT {USER_COLUMNS} FROM users WHERE username = ?1"),
                 [username],
-                user_from_row,
+                |r| user_from_row(r),
             )
         })
     }
@@ -396,7 +280,7 @@ impl AccessStore for SqliteMeta {
                 "username",
                 args,
                 page,
-                user_from_row,
+                |r| user_from_row(r),
             )
         })
         .await
@@ -451,7 +335,7 @@ impl AccessStore for SqliteMeta {
                 conn,
                 "SELECT id, name, created_ms FROM user_groups WHERE name = ?1",
                 [name],
-                group_from_row,
+                |r| group_from_row(r),
             )
         })
     }
@@ -462,7 +346,7 @@ impl AccessStore for SqliteMeta {
                 conn,
                 "SELECT id, name, created_ms FROM user_groups WHERE id = ?1",
                 [id],
-                group_from_row,
+                |r| group_from_row(r),
             )
         })
     }
@@ -476,7 +360,7 @@ impl AccessStore for SqliteMeta {
                 "name",
                 Vec::new(),
                 page,
-                group_from_row,
+                |r| group_from_row(r),
             )
         })
         .await
@@ -527,7 +411,7 @@ impl AccessStore for SqliteMeta {
                      (SELECT user_id FROM group_users WHERE group_id = ?1) ORDER BY username"
                 ),
                 [group],
-                user_from_row,
+                |r| user_from_row(r),
             )
         })
         .await
@@ -565,7 +449,7 @@ impl AccessStore for SqliteMeta {
                 conn,
                 &format!("SELECT {PROJECT_COLUMNS} FROM projects p WHERE p.name = ?1"),
                 [name],
-                project_from_row,
+                |r| project_from_row(r),
             )
         })
     }
@@ -576,7 +460,7 @@ impl AccessStore for SqliteMeta {
                 conn,
                 &format!("SELECT {PROJECT_COLUMNS} FROM projects p WHERE p.id = ?1"),
                 [id],
-                project_from_row,
+                |r| project_from_row(r),
             )
         })
     }
@@ -603,12 +487,13 @@ impl AccessStore for SqliteMeta {
                     "projects p WHERE (?2 IS NULL OR instr(p.name, ?2) > 0) \
                      AND (?3 IS NULL OR p.public = ?3) \
                      AND (?4 = 0 OR p.public OR (?4 = 2 AND p.id IN \
-                          (SELECT project_id FROM project_members WHERE {MEMBERSHIP_OF_USER})))"
+                          (SELECT project_id FROM project_members WHERE {})))",
+                    membership_of_user("?1")
                 ),
                 "p.name",
                 args,
                 page,
-                project_from_row,
+                |r| project_from_row(r),
             )
         })
         .await
@@ -697,7 +582,7 @@ impl AccessStore for SqliteMeta {
                      WHERE pm.project_id = ?1 AND pm.id = ?2"
                 ),
                 [project, member_id],
-                member_from_row,
+                |r| member_from_row(r),
             )
         })
     }
@@ -747,7 +632,7 @@ impl AccessStore for SqliteMeta {
                 "pm.entity_name, pm.id",
                 args,
                 page,
-                member_from_row,
+                |r| member_from_row(r),
             )
         })
         .await
@@ -763,7 +648,8 @@ impl AccessStore for SqliteMeta {
                 conn,
                 &format!(
                     "SELECT DISTINCT role FROM project_members \
-                     WHERE project_id = ?2 AND {MEMBERSHIP_OF_USER} ORDER BY role"
+                     WHERE project_id = ?2 AND {} ORDER BY role",
+                    membership_of_user("?1")
                 ),
                 [user, project],
                 |r| col::<i64>(r, 0),
@@ -783,8 +669,9 @@ impl AccessStore for SqliteMeta {
                     &format!(
                         "SELECT {PROJECT_COLUMNS}, pm.role FROM projects p \
                          JOIN (SELECT project_id, role FROM project_members \
-                               WHERE {MEMBERSHIP_OF_USER}) pm ON pm.project_id = p.id \
-                         ORDER BY p.name, pm.role"
+                               WHERE {}) pm ON pm.project_id = p.id \
+                         ORDER BY p.name, pm.role",
+                        membership_of_user("?1")
                     ),
                     [user],
                     |r| Ok((project_from_row(r)?, col::<i64>(r, 7)?)),
@@ -831,7 +718,7 @@ impl AccessStore for SqliteMeta {
                 conn,
                 &format!("SELECT {ROBOT_COLUMNS} FROM robots WHERE id = ?1"),
                 [id],
-                robot_from_row,
+                |r| robot_from_row(r),
             )
         })
     }
@@ -850,7 +737,7 @@ impl AccessStore for SqliteMeta {
                      WHERE COALESCE(project_id, 0) = ?1 AND name = ?2"
                 ),
                 params![level.name_scope(), name],
-                robot_from_row,
+                |r| robot_from_row(r),
             )
         })
     }
@@ -876,7 +763,7 @@ impl AccessStore for SqliteMeta {
                 "id",
                 args,
                 page,
-                robot_from_row,
+                |r| robot_from_row(r),
             )
         })
         .await
@@ -979,7 +866,7 @@ impl AccessStore for SqliteMeta {
                 "time_ms DESC, id DESC",
                 args,
                 page,
-                audit_from_row,
+                |r| audit_from_row(r),
             )
         })
         .await
@@ -1105,7 +992,7 @@ impl AccessStore for SqliteMeta {
                 "r.name",
                 args,
                 page,
-                repository_from_row,
+                |r| repository_from_row(r),
             )
         })
         .await
@@ -1125,7 +1012,7 @@ impl AccessStore for SqliteMeta {
                 "r.name",
                 args,
                 page,
-                repository_from_row,
+                |r| repository_from_row(r),
             )
         })
         .await
@@ -1151,7 +1038,7 @@ impl AccessStore for SqliteMeta {
                     "m.created_at DESC, m.digest DESC",
                     vec![Value::Integer(id)],
                     page,
-                    artifact_from_row,
+                    |r| artifact_from_row(r),
                 )?;
                 for a in &mut found.items {
                     complete_artifact(tx, id, a)?;
@@ -1180,7 +1067,7 @@ impl AccessStore for SqliteMeta {
                      WHERE m.repo_id = ?1 AND m.digest = ?2"
                     ),
                     params![id, digest],
-                    artifact_from_row,
+                    |r| artifact_from_row(r),
                 )?;
                 let Some(mut a) = found else {
                     return Ok(None);
