@@ -3,6 +3,7 @@
 
 mod auth_config;
 mod config;
+mod oidc_setup;
 mod serve;
 
 use std::path::PathBuf;
