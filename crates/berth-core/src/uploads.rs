@@ -601,6 +601,7 @@ impl Registry {
     /// # Errors
     /// [`Error::UploadUnknown`], [`Error::DigestMismatch`], [`Error::SizeInvalid`].
     #[tracing::instrument(skip(self, body))]
+    #[allow(clippy::too_many_arguments)]
     pub async fn finish_upload(
         &self,
         actor: &Actor,

@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use axum::serve::Listener;
+use berth_core::access::PruneAudit;
 use berth_core::{
     Access, AccessSettings, AuditLog, ExpireUploads, JobRunner, Limits, PruneJobs, Registry,
     RunnerSettings, UploadLeases,
@@ -44,6 +45,7 @@ const PRUNE_JOBS_EVERY: Duration = Duration::from_secs(6 * 3600);
 fn start_jobs(
     cfg: &Config,
     registry: &Registry,
+    access: &Access,
     cancel: CancellationToken,
 ) -> tokio::task::JoinHandle<()> {
     let meta = Arc::clone(registry.meta());
@@ -57,6 +59,11 @@ fn start_jobs(
         .with_worker(Arc::new(PruneJobs::new(
             meta,
             KEEP_FINISHED_JOBS,
+            PRUNE_JOBS_EVERY,
+        )))
+        .with_worker(Arc::new(PruneAudit::new(
+            access.store().clone(),
+            cfg.auth.audit_retention,
             PRUNE_JOBS_EVERY,
         )))
         .spawn(cancel)
@@ -346,7 +353,7 @@ async fn serve(cfg: Config) -> anyhow::Result<()> {
             shutdown.cancel();
         }
     });
-    let jobs = start_jobs(&cfg, &registry, shutdown.child_token());
+    let jobs = start_jobs(&cfg, &registry, &access, shutdown.child_token());
     let auth = match cfg.auth.mode {
         AuthMode::Token => Some(AuthState {
             access: access.clone(),
