@@ -5,7 +5,7 @@ use berth_oci::Digest;
 
 use super::{
     ArtifactInfo, AuditEvent, Group, Member, MemberEntity, Paging, Project, ProjectId, ProjectRole,
-    RepositoryInfo, Robot, RobotLevel, User, Visibility,
+    RepositoryInfo, Robot, RobotFilter, RobotLevel, Statistics, User, Visibility,
 };
 use crate::MetaError;
 
@@ -116,6 +116,48 @@ pub(crate) fn visibility_params(v: Option<Visibility>) -> (i64, i64) {
         None => (0, 0),
         Some(Visibility::Anonymous) => (1, 0),
         Some(Visibility::User(id)) => (2, id),
+    }
+}
+
+/// How a refused user is named: by its name, and its e-mail if it has one (either may be the
+/// one taken).
+pub(crate) fn user_label(username: &str, email: &str) -> String {
+    if email.is_empty() {
+        format!("user {username}")
+    } else {
+        format!("user {username} or e-mail {email}")
+    }
+}
+
+/// Statistics from counts of projects and of their repositories by `public`, and the bytes
+/// stored.
+pub(crate) fn statistics(
+    projects: &[(bool, i64)],
+    repos: &[(bool, i64)],
+    total_storage: i64,
+) -> Statistics {
+    let pick = |counts: &[(bool, i64)], public: bool| {
+        counts
+            .iter()
+            .find(|(p, _)| *p == public)
+            .map_or(0, |(_, n)| *n as u64)
+    };
+    Statistics {
+        public_projects: pick(projects, true),
+        private_projects: pick(projects, false),
+        public_repos: pick(repos, true),
+        private_repos: pick(repos, false),
+        total_storage: total_storage as u64,
+    }
+}
+
+/// Which robots a listing returns, as two SQL parameters: the mode (0: all, 1: system robots,
+/// 2: those of the project) and the project id (0 unless mode 2).
+pub(crate) fn robot_filter_params(filter: RobotFilter) -> (i64, i64) {
+    match filter {
+        RobotFilter::All => (0, 0),
+        RobotFilter::System => (1, 0),
+        RobotFilter::Project(p) => (2, p),
     }
 }
 
