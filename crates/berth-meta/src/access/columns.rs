@@ -161,6 +161,40 @@ pub(crate) fn robot_filter_params(filter: RobotFilter) -> (i64, i64) {
     }
 }
 
+/// The statement of a page of `SELECT {columns} FROM {from} ORDER BY {order}`, with the
+/// placeholders `limit` and `offset`. The rows are chosen first, in a subquery, and only the
+/// rows of the page are projected: the columns' subqueries (counts, sizes) run for them alone,
+/// not for every row an offset skips. `from` is a table or subquery with its alias (the
+/// alias is its last word before ` WHERE`, or the table's name), which `columns` and `order`
+/// use.
+pub(crate) fn page_sql(
+    columns: &str,
+    from: &str,
+    order: &str,
+    limit: &str,
+    offset: &str,
+) -> String {
+    let source = from.split(" WHERE ").next().unwrap_or(from);
+    let alias = source.rsplit(' ').next().unwrap_or(source);
+    format!(
+        "SELECT {columns} FROM (SELECT {alias}.* FROM {from} ORDER BY {order} \
+         LIMIT {limit} OFFSET {offset}) {alias} ORDER BY {order}"
+    )
+}
+
+/// The statement of a page of the manifests of repository `repo` (a placeholder, as `limit`
+/// and `offset` are), newest push first, as [`artifact_from_row`] reads them. The page's
+/// digests come off the index on `(repo_id, created_at, digest)` alone; only the page's rows
+/// are read and sized.
+pub(crate) fn artifact_page_sql(repo: &str, limit: &str, offset: &str) -> String {
+    format!(
+        "SELECT {ARTIFACT_COLUMNS} FROM (SELECT digest FROM manifests WHERE repo_id = {repo} \
+         ORDER BY created_at DESC, digest DESC LIMIT {limit} OFFSET {offset}) page \
+         JOIN manifests m ON m.repo_id = {repo} AND m.digest = page.digest \
+         ORDER BY m.created_at DESC, m.digest DESC"
+    )
+}
+
 /// Milliseconds from a stored time in seconds (the times of the registry tables).
 pub(crate) fn secs_to_ms(secs: i64) -> i64 {
     secs.saturating_mul(1000)

@@ -19,11 +19,12 @@ use sqlx::{Arguments, AssertSqlSafe, Row};
 
 use super::{sqlstate, to_meta, PgMeta, Scope, TxError};
 use crate::access::columns::{
-    artifact_from_row, audit_from_row, group_from_row, group_memberships, member_from_row,
-    membership_of_user, project_from_row, project_repo_range, repository_from_row,
-    robot_filter_params, robot_from_row, secs_to_ms, statistics, stored_digest, stored_role,
-    user_from_row, user_label, visibility_params, Columns, ARTIFACT_COLUMNS, AUDIT_COLUMNS,
-    MEMBERS, MEMBER_COLUMNS, PROJECT_COLUMNS, ROBOT_COLUMNS, USER_COLUMNS,
+    artifact_from_row, artifact_page_sql, audit_from_row, group_from_row, group_memberships,
+    member_from_row, membership_of_user, page_sql, project_from_row, project_repo_range,
+    repository_from_row, robot_filter_params, robot_from_row, secs_to_ms, statistics,
+    stored_digest, stored_role, user_from_row, user_label, visibility_params, Columns,
+    ARTIFACT_COLUMNS, AUDIT_COLUMNS, MEMBERS, MEMBER_COLUMNS, PROJECT_COLUMNS, ROBOT_COLUMNS,
+    USER_COLUMNS,
 };
 use crate::{
     AccessStore, ArtifactInfo, AuditEvent, AuditFilter, Group, GroupId, Listing, Member,
@@ -103,10 +104,12 @@ async fn listing_on<T>(
     args.add(limit)
         .and_then(|()| args.add(offset))
         .map_err(|e| MetaError::Backend(format!("binding a parameter: {e}")))?;
-    let sql = format!(
-        "SELECT {columns} FROM {from} ORDER BY {order} LIMIT ${} OFFSET ${}",
-        n + 1,
-        n + 2
+    let sql = page_sql(
+        columns,
+        from,
+        order,
+        &format!("${}", n + 1),
+        &format!("${}", n + 2),
     );
     let rows = sqlx::query_with(AssertSqlSafe(sql), args)
         .fetch_all(&mut *conn)
@@ -1048,18 +1051,26 @@ impl AccessStore for PgMeta {
         let Some(id) = repo_id(&mut tx, repo).await? else {
             return Ok(None);
         };
-        // The page comes off the index on (repo_id, created_at, digest); only its manifests
-        // are completed.
-        let mut found = listing_on(
-            &mut tx,
-            ARTIFACT_COLUMNS,
-            "manifests m WHERE m.repo_id = $1",
-            "m.created_at DESC, m.digest DESC",
-            binds!(id),
-            page,
-            artifact_from_row,
+        let total: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM manifests WHERE repo_id = $1")
+            .bind(id)
+            .fetch_one(&mut *tx)
+            .await
+            .map_err(to_meta)?;
+        let (limit, offset) = page.sql();
+        let rows = sqlx::query_with(
+            AssertSqlSafe(artifact_page_sql("$1", "$2", "$3")),
+            binds!(id, limit, offset),
         )
-        .await?;
+        .fetch_all(&mut *tx)
+        .await
+        .map_err(to_meta)?;
+        let mut found = Listing {
+            items: rows
+                .iter()
+                .map(artifact_from_row)
+                .collect::<Result<_, _>>()?,
+            total: total as u64,
+        };
         complete_artifacts(&mut tx, id, &mut found.items).await?;
         tx.commit().await.map_err(to_meta)?;
         Ok(Some(found))

@@ -12,11 +12,12 @@ use rusqlite::{params, params_from_iter, Connection, Row};
 
 use super::{backend, in_savepoint, now_ms, SqliteMeta};
 use crate::access::columns::{
-    artifact_from_row, audit_from_row, group_from_row, group_memberships, member_from_row,
-    membership_of_user, project_from_row, project_repo_range, repository_from_row,
-    robot_filter_params, robot_from_row, secs_to_ms, statistics, stored_digest, stored_role,
-    user_from_row, user_label, visibility_params, Columns, ARTIFACT_COLUMNS, AUDIT_COLUMNS,
-    MEMBERS, MEMBER_COLUMNS, PROJECT_COLUMNS, ROBOT_COLUMNS, USER_COLUMNS,
+    artifact_from_row, artifact_page_sql, audit_from_row, group_from_row, group_memberships,
+    member_from_row, membership_of_user, page_sql, project_from_row, project_repo_range,
+    repository_from_row, robot_filter_params, robot_from_row, secs_to_ms, statistics,
+    stored_digest, stored_role, user_from_row, user_label, visibility_params, Columns,
+    ARTIFACT_COLUMNS, AUDIT_COLUMNS, MEMBERS, MEMBER_COLUMNS, PROJECT_COLUMNS, ROBOT_COLUMNS,
+    USER_COLUMNS,
 };
 use crate::{
     AccessStore, ArtifactInfo, AuditEvent, AuditFilter, Group, GroupId, Listing, Member,
@@ -150,10 +151,12 @@ fn listing<T>(
         let n = args.len();
         args.push(Value::Integer(limit));
         args.push(Value::Integer(offset));
-        let sql = format!(
-            "SELECT {columns} FROM {from} ORDER BY {order} LIMIT ?{} OFFSET ?{}",
-            n + 1,
-            n + 2
+        let sql = page_sql(
+            columns,
+            from,
+            order,
+            &format!("?{}", n + 1),
+            &format!("?{}", n + 2),
         );
         let items = rows(conn, &sql, params_from_iter(args), f)?;
         Ok(Listing {
@@ -1014,17 +1017,23 @@ impl AccessStore for SqliteMeta {
                 let Some(id) = repo_id_by_name(tx, &repo)? else {
                     return Ok(None);
                 };
-                // The page comes off the index on (repo_id, created_at, digest); only its
-                // manifests are completed.
-                let mut found = listing(
+                let total: i64 = row(
                     tx,
-                    ARTIFACT_COLUMNS,
-                    "manifests m WHERE m.repo_id = ?1",
-                    "m.created_at DESC, m.digest DESC",
-                    vec![Value::Integer(id)],
-                    page,
-                    |r| artifact_from_row(r),
-                )?;
+                    "SELECT COUNT(*) FROM manifests WHERE repo_id = ?1",
+                    [id],
+                    |r| col(r, 0),
+                )?
+                .unwrap_or(0);
+                let (limit, offset) = page.sql();
+                let mut found = Listing {
+                    items: rows(
+                        tx,
+                        &artifact_page_sql("?1", "?2", "?3"),
+                        [id, limit, offset],
+                        |r| artifact_from_row(r),
+                    )?,
+                    total: total as u64,
+                };
                 for a in &mut found.items {
                     complete_artifact(tx, id, a)?;
                 }
