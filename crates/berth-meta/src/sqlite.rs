@@ -1386,7 +1386,6 @@ impl MetaStore for SqliteMeta {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::AccessStore;
 
     #[tokio::test]
     async fn passes_the_backend_testsuite() {
@@ -1421,17 +1420,7 @@ mod tests {
         .unwrap();
         drop(conn);
         let meta = SqliteMeta::open(&path, Durability::Normal).unwrap();
-        // Each first segment of a repository name became a private project.
-        for (name, repos) in [("old", 2), ("solo", 1)] {
-            let p = meta.project_by_name(name).await.unwrap().unwrap();
-            assert_eq!((p.public, p.owner, p.repo_count), (false, None, repos));
-            assert!(p.created_ms > 0);
-        }
-        let all = meta
-            .list_projects(&crate::ProjectFilter::default(), crate::Paging::ALL)
-            .await
-            .unwrap();
-        assert_eq!(all.total, 2);
+        crate::testsuite::access::check_upgraded_projects(&meta).await;
         let r: RepoName = "old/app".parse().unwrap();
         let u = meta.upload(&r, "u-1").await.unwrap().unwrap();
         assert_eq!((u.offset, u.created_at, u.updated_at), (3, 10, 20));

@@ -5,7 +5,7 @@ use berth_oci::Digest;
 
 use super::{
     ArtifactInfo, AuditEvent, Group, Member, MemberEntity, Paging, Project, ProjectId, ProjectRole,
-    RepositoryInfo, Robot, RobotLevel, User, Visibility,
+    RepositoryInfo, Robot, RobotFilter, RobotLevel, Statistics, User, Visibility,
 };
 use crate::MetaError;
 
@@ -117,6 +117,82 @@ pub(crate) fn visibility_params(v: Option<Visibility>) -> (i64, i64) {
         Some(Visibility::Anonymous) => (1, 0),
         Some(Visibility::User(id)) => (2, id),
     }
+}
+
+/// How a refused user is named: by its name, and its e-mail if it has one (either may be the
+/// one taken).
+pub(crate) fn user_label(username: &str, email: &str) -> String {
+    if email.is_empty() {
+        format!("user {username}")
+    } else {
+        format!("user {username} or e-mail {email}")
+    }
+}
+
+/// Statistics from counts of projects and of their repositories by `public`, and the bytes
+/// stored.
+pub(crate) fn statistics(
+    projects: &[(bool, i64)],
+    repos: &[(bool, i64)],
+    total_storage: i64,
+) -> Statistics {
+    let pick = |counts: &[(bool, i64)], public: bool| {
+        counts
+            .iter()
+            .find(|(p, _)| *p == public)
+            .map_or(0, |(_, n)| *n as u64)
+    };
+    Statistics {
+        public_projects: pick(projects, true),
+        private_projects: pick(projects, false),
+        public_repos: pick(repos, true),
+        private_repos: pick(repos, false),
+        total_storage: total_storage as u64,
+    }
+}
+
+/// Which robots a listing returns, as two SQL parameters: the mode (0: all, 1: system robots,
+/// 2: those of the project) and the project id (0 unless mode 2).
+pub(crate) fn robot_filter_params(filter: RobotFilter) -> (i64, i64) {
+    match filter {
+        RobotFilter::All => (0, 0),
+        RobotFilter::System => (1, 0),
+        RobotFilter::Project(p) => (2, p),
+    }
+}
+
+/// The statement of a page of `SELECT {columns} FROM {from} ORDER BY {order}`, with the
+/// placeholders `limit` and `offset`. The rows are chosen first, in a subquery, and only the
+/// rows of the page are projected: the columns' subqueries (counts, sizes) run for them alone,
+/// not for every row an offset skips. `from` is a table or subquery with its alias (the
+/// alias is its last word before ` WHERE`, or the table's name), which `columns` and `order`
+/// use.
+pub(crate) fn page_sql(
+    columns: &str,
+    from: &str,
+    order: &str,
+    limit: &str,
+    offset: &str,
+) -> String {
+    let source = from.split(" WHERE ").next().unwrap_or(from);
+    let alias = source.rsplit(' ').next().unwrap_or(source);
+    format!(
+        "SELECT {columns} FROM (SELECT {alias}.* FROM {from} ORDER BY {order} \
+         LIMIT {limit} OFFSET {offset}) {alias} ORDER BY {order}"
+    )
+}
+
+/// The statement of a page of the manifests of repository `repo` (a placeholder, as `limit`
+/// and `offset` are), newest push first, as [`artifact_from_row`] reads them. The page's
+/// digests come off the index on `(repo_id, created_at, digest)` alone; only the page's rows
+/// are read and sized.
+pub(crate) fn artifact_page_sql(repo: &str, limit: &str, offset: &str) -> String {
+    format!(
+        "SELECT {ARTIFACT_COLUMNS} FROM (SELECT digest FROM manifests WHERE repo_id = {repo} \
+         ORDER BY created_at DESC, digest DESC LIMIT {limit} OFFSET {offset}) page \
+         JOIN manifests m ON m.repo_id = {repo} AND m.digest = page.digest \
+         ORDER BY m.created_at DESC, m.digest DESC"
+    )
 }
 
 /// Milliseconds from a stored time in seconds (the times of the registry tables).

@@ -12,9 +12,10 @@ use rusqlite::{params, params_from_iter, Connection, Row};
 
 use super::{backend, in_savepoint, now_ms, SqliteMeta};
 use crate::access::columns::{
-    artifact_from_row, audit_from_row, group_from_row, group_memberships, member_from_row,
-    membership_of_user, project_from_row, project_repo_range, repository_from_row, robot_from_row,
-    secs_to_ms, stored_digest, stored_role, user_from_row, visibility_params, Columns,
+    artifact_from_row, artifact_page_sql, audit_from_row, group_from_row, group_memberships,
+    member_from_row, membership_of_user, page_sql, project_from_row, project_repo_range,
+    repository_from_row, robot_filter_params, robot_from_row, secs_to_ms, statistics,
+    stored_digest, stored_role, user_from_row, user_label, visibility_params, Columns,
     ARTIFACT_COLUMNS, AUDIT_COLUMNS, MEMBERS, MEMBER_COLUMNS, PROJECT_COLUMNS, ROBOT_COLUMNS,
     USER_COLUMNS,
 };
@@ -150,10 +151,12 @@ fn listing<T>(
         let n = args.len();
         args.push(Value::Integer(limit));
         args.push(Value::Integer(offset));
-        let sql = format!(
-            "SELECT {columns} FROM {from} ORDER BY {order} LIMIT ?{} OFFSET ?{}",
-            n + 1,
-            n + 2
+        let sql = page_sql(
+            columns,
+            from,
+            order,
+            &format!("?{}", n + 1),
+            &format!("?{}", n + 2),
         );
         let items = rows(conn, &sql, params_from_iter(args), f)?;
         Ok(Listing {
@@ -207,16 +210,6 @@ fn repo_id_by_name(conn: &Connection, name: &str) -> Result<Option<i64>, MetaErr
         [name],
         |r| col(r, 0),
     )
-}
-
-/// `what` as the message of a refused user: its name, and its e-mail if it has one (either
-/// may be the one taken).
-fn user_label(username: &str, email: &str) -> String {
-    if email.is_empty() {
-        format!("user {username}")
-    } else {
-        format!("user {username} or e-mail {email}")
-    }
 }
 
 #[async_trait]
@@ -747,12 +740,7 @@ impl AccessStore for SqliteMeta {
         filter: RobotFilter,
         page: Paging,
     ) -> Result<Listing<Robot>, MetaError> {
-        // Mode 0: all; 1: system robots; 2: those of project ?2.
-        let (mode, project) = match filter {
-            RobotFilter::All => (0, 0),
-            RobotFilter::System => (1, 0),
-            RobotFilter::Project(p) => (2, p),
-        };
+        let (mode, project) = robot_filter_params(filter);
         let args = vec![Value::Integer(mode), Value::Integer(project)];
         self.read(move |conn| {
             listing(
@@ -1029,17 +1017,23 @@ impl AccessStore for SqliteMeta {
                 let Some(id) = repo_id_by_name(tx, &repo)? else {
                     return Ok(None);
                 };
-                // The page comes off the index on (repo_id, created_at, digest); only its
-                // manifests are completed.
-                let mut found = listing(
+                let total: i64 = row(
                     tx,
-                    ARTIFACT_COLUMNS,
-                    "manifests m WHERE m.repo_id = ?1",
-                    "m.created_at DESC, m.digest DESC",
-                    vec![Value::Integer(id)],
-                    page,
-                    |r| artifact_from_row(r),
-                )?;
+                    "SELECT COUNT(*) FROM manifests WHERE repo_id = ?1",
+                    [id],
+                    |r| col(r, 0),
+                )?
+                .unwrap_or(0);
+                let (limit, offset) = page.sql();
+                let mut found = Listing {
+                    items: rows(
+                        tx,
+                        &artifact_page_sql("?1", "?2", "?3"),
+                        [id, limit, offset],
+                        |r| artifact_from_row(r),
+                    )?,
+                    total: total as u64,
+                };
                 for a in &mut found.items {
                     complete_artifact(tx, id, a)?;
                 }
@@ -1120,7 +1114,7 @@ impl AccessStore for SqliteMeta {
                     tx,
                     "SELECT public, COUNT(*) FROM projects GROUP BY public",
                     [],
-                    |r| Ok((col::<bool>(r, 0)?, col::<i64>(r, 1)? as u64)),
+                    |r| Ok((col::<bool>(r, 0)?, col::<i64>(r, 1)?)),
                 )?;
                 // A repository belongs to the project named by its first segment.
                 let repos = rows(
@@ -1129,7 +1123,7 @@ impl AccessStore for SqliteMeta {
                  CASE WHEN instr(r.name, '/') > 0 THEN substr(r.name, 1, instr(r.name, '/') - 1) \
                  ELSE r.name END GROUP BY p.public",
                     [],
-                    |r| Ok((col::<bool>(r, 0)?, col::<i64>(r, 1)? as u64)),
+                    |r| Ok((col::<bool>(r, 0)?, col::<i64>(r, 1)?)),
                 )?;
                 let total_storage = row(
                     tx,
@@ -1139,19 +1133,7 @@ impl AccessStore for SqliteMeta {
                     |r| col::<i64>(r, 0),
                 )?
                 .unwrap_or(0);
-                let pick = |counts: &[(bool, u64)], public: bool| {
-                    counts
-                        .iter()
-                        .find(|(p, _)| *p == public)
-                        .map_or(0, |(_, n)| *n)
-                };
-                Ok(Statistics {
-                    public_projects: pick(&projects, true),
-                    private_projects: pick(&projects, false),
-                    public_repos: pick(&repos, true),
-                    private_repos: pick(&repos, false),
-                    total_storage: total_storage as u64,
-                })
+                Ok(statistics(&projects, &repos, total_storage))
             })
         })
         .await

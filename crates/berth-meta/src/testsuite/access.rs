@@ -33,6 +33,24 @@ pub async fn run<S: MetaStore + AccessStore>(store: &S) {
     statistics(store, store).await;
 }
 
+/// Check a store migrated from before projects, whose repositories were `old/app`,
+/// `old/lib/x` and `solo`: each first segment became a private project with no owner.
+///
+/// # Panics
+/// If it did not.
+pub async fn check_upgraded_projects(s: &dyn AccessStore) {
+    for (name, repos) in [("old", 2), ("solo", 1)] {
+        let p = s.project_by_name(name).await.unwrap().unwrap();
+        assert_eq!((p.public, p.owner, p.repo_count), (false, None, repos));
+        assert!(p.created_ms > 0);
+    }
+    let all = s
+        .list_projects(&ProjectFilter::default(), Paging::ALL)
+        .await
+        .unwrap();
+    assert_eq!(all.total, 2);
+}
+
 fn new_user(name: &str, email: &str) -> NewUser {
     NewUser {
         username: name.into(),
