@@ -117,14 +117,15 @@ pub(crate) async fn v2_actor(
         resp
     };
     match credentials(headers) {
-        Credentials::Bearer(token) => auth
-            .access
-            .actor_from_token(&token, source)
-            .await
-            .map_err(|e| match e {
-                Error::Unauthorized(_) => refuse(e, Some("invalid_token")),
-                other => ApiError::Core(other).into_response(),
-            }),
+        Credentials::Bearer(token) => {
+            auth.access
+                .actor_from_token(&token, source)
+                .await
+                .map_err(|e| match e {
+                    Error::Unauthorized(_) => refuse(e, Some("invalid_token")),
+                    other => ApiError::Core(other).into_response(),
+                })
+        }
         Credentials::Basic(user, pass) => {
             let principal = auth
                 .access
@@ -328,7 +329,10 @@ mod tests {
     fn reads_credentials() {
         let mut h = HeaderMap::new();
         assert!(matches!(credentials(&h), Credentials::None));
-        h.insert(header::AUTHORIZATION, HeaderValue::from_static("Bearer abc"));
+        h.insert(
+            header::AUTHORIZATION,
+            HeaderValue::from_static("Bearer abc"),
+        );
         assert!(matches!(credentials(&h), Credentials::Bearer(t) if t == "abc"));
         // "alice:pa:ss" — the password may hold colons.
         h.insert(

@@ -91,8 +91,7 @@ async fn v2_entry(State(state): State<Arc<AppState>>, req: Request) -> Response 
     };
     let label = route.label();
     let source = auth::source(&parts.extensions);
-    let actor = match auth::v2_actor(&state, &route, &parts.method, &parts.headers, source).await
-    {
+    let actor = match auth::v2_actor(&state, &route, &parts.method, &parts.headers, source).await {
         Ok(a) => a,
         Err(mut refused) => {
             refused.extensions_mut().insert(RouteLabel(label));
@@ -118,7 +117,14 @@ async fn v2_entry(State(state): State<Arc<AppState>>, req: Request) -> Response 
         Ok(r) => r,
         Err(e) => e.into_response(),
     };
-    auth::add_challenge(&state, &route, &parts.method, &parts.headers, had_token, &mut resp);
+    auth::add_challenge(
+        &state,
+        &route,
+        &parts.method,
+        &parts.headers,
+        had_token,
+        &mut resp,
+    );
     resp.extensions_mut().insert(RouteLabel(label));
     resp
 }

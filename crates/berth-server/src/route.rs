@@ -51,12 +51,14 @@ impl OciRoute {
             (Self::Base, _) => return None,
             (Self::Catalog, _) => return Some(Scope::Catalog),
             (Self::Manifest(n, _) | Self::Blob(n, _), &Method::DELETE) => (n, RepoActions::DELETE),
-            (Self::Manifest(n, _), &Method::PUT) | (Self::UploadStart(n) | Self::Upload(n, _), _) => {
+            (Self::Manifest(n, _), &Method::PUT)
+            | (Self::UploadStart(n) | Self::Upload(n, _), _) => {
                 (n, RepoActions::PULL.union(RepoActions::PUSH))
             }
-            (Self::Tags(n) | Self::Manifest(n, _) | Self::Blob(n, _) | Self::Referrers(n, _), _) => {
-                (n, RepoActions::PULL)
-            }
+            (
+                Self::Tags(n) | Self::Manifest(n, _) | Self::Blob(n, _) | Self::Referrers(n, _),
+                _,
+            ) => (n, RepoActions::PULL),
         };
         Some(Scope::Repository {
             name: name.clone(),

@@ -123,7 +123,8 @@ fn blob_created(repo: &RepoName, digest: &Digest) -> Reply {
 
 /// Dispatch a parsed route and method to its handler.
 pub(crate) async fn dispatch(
-    state: &AppState, actor: &Actor,
+    state: &AppState,
+    actor: &Actor,
     route: OciRoute,
     method: &Method,
     query: Query,
@@ -188,7 +189,9 @@ pub(crate) async fn dispatch(
             state.registry.cancel_upload(actor, &repo, &id).await?;
             finish(reply(StatusCode::NO_CONTENT), Body::empty())
         }
-        (OciRoute::Referrers(repo, d), Method::GET) => referrers(state, actor, &repo, &d, &query).await,
+        (OciRoute::Referrers(repo, d), Method::GET) => {
+            referrers(state, actor, &repo, &d, &query).await
+        }
         _ => Err(ApiError::MethodNotAllowed),
     }
 }
@@ -247,7 +250,8 @@ fn accepted(headers: &HeaderMap) -> Vec<String> {
 }
 
 async fn get_manifest(
-    state: &AppState, actor: &Actor,
+    state: &AppState,
+    actor: &Actor,
     repo: &RepoName,
     r: &Reference,
     headers: &HeaderMap,
@@ -280,7 +284,8 @@ async fn get_manifest(
 }
 
 async fn put_manifest(
-    state: &AppState, actor: &Actor,
+    state: &AppState,
+    actor: &Actor,
     repo: &RepoName,
     r: &Reference,
     query: &Query,
@@ -351,7 +356,8 @@ async fn read_limited(body: Body, limit: usize) -> Result<Option<Bytes>, ApiErro
 }
 
 async fn get_blob(
-    state: &AppState, actor: &Actor,
+    state: &AppState,
+    actor: &Actor,
     repo: &RepoName,
     d: &Digest,
     headers: &HeaderMap,
@@ -414,7 +420,8 @@ fn blob_redirect(url: &str, d: &Digest) -> Reply {
 }
 
 async fn start_upload(
-    state: &AppState, actor: &Actor,
+    state: &AppState,
+    actor: &Actor,
     repo: &RepoName,
     query: &Query,
     headers: &HeaderMap,
@@ -456,7 +463,8 @@ async fn start_upload(
 }
 
 async fn finish_upload(
-    state: &AppState, actor: &Actor,
+    state: &AppState,
+    actor: &Actor,
     repo: &RepoName,
     id: &str,
     query: &Query,
@@ -480,7 +488,13 @@ async fn finish_upload(
     blob_created(repo, &d)
 }
 
-async fn referrers(state: &AppState, actor: &Actor, repo: &RepoName, d: &Digest, query: &Query) -> Reply {
+async fn referrers(
+    state: &AppState,
+    actor: &Actor,
+    repo: &RepoName,
+    d: &Digest,
+    query: &Query,
+) -> Reply {
     let filter = query.get("artifactType").filter(|t| !t.is_empty());
     let index = state.registry.referrers(actor, repo, d, filter).await?;
     let mut b = reply(StatusCode::OK).header(header::CONTENT_TYPE, berth_oci::media::OCI_INDEX);

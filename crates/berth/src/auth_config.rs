@@ -206,7 +206,9 @@ impl Auth {
     pub fn read_key(&self) -> anyhow::Result<Option<Vec<u8>>> {
         self.token_key
             .as_ref()
-            .map(|p| std::fs::read(p).with_context(|| format!("reading auth.token_key {}", p.display())))
+            .map(|p| {
+                std::fs::read(p).with_context(|| format!("reading auth.token_key {}", p.display()))
+            })
             .transpose()
     }
 }
@@ -220,7 +222,12 @@ mod tests {
         let a = Auth::resolve(RawAuth::default(), None).unwrap();
         assert_eq!(a.mode, AuthMode::Token);
         assert_eq!(a.token_ttl, Duration::from_secs(1800));
-        assert_eq!(Auth::resolve(RawAuth::default(), Some("open")).unwrap().mode, AuthMode::Open);
+        assert_eq!(
+            Auth::resolve(RawAuth::default(), Some("open"))
+                .unwrap()
+                .mode,
+            AuthMode::Open
+        );
         assert!(Auth::resolve(RawAuth::default(), Some("none")).is_err());
     }
 

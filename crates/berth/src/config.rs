@@ -224,7 +224,10 @@ pub fn format_duration(d: Duration) -> String {
     out
 }
 
-pub(crate) fn serialize_duration<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+pub(crate) fn serialize_duration<S: serde::Serializer>(
+    d: &Duration,
+    s: S,
+) -> Result<S::Ok, S::Error> {
     s.serialize_str(&format_duration(*d))
 }
 

@@ -285,7 +285,9 @@ async fn open_access(cfg: &Config, store: Arc<dyn AccessStore>) -> anyhow::Resul
     if let Some(oidc) = &cfg.auth.oidc {
         access = access.with_oidc(crate::oidc_setup::verifier(oidc)?);
     }
-    let password = std::env::var("BERTH_ADMIN_PASSWORD").ok().filter(|p| !p.is_empty());
+    let password = std::env::var("BERTH_ADMIN_PASSWORD")
+        .ok()
+        .filter(|p| !p.is_empty());
     if let Some(generated) = access
         .bootstrap(password.as_deref())
         .await
@@ -315,8 +317,7 @@ async fn serve(cfg: Config) -> anyhow::Result<()> {
         ..Limits::default()
     };
     let access = Arc::new(open_access(&cfg, backends.access.clone()).await?);
-    let mut registry =
-        Registry::new(store, backends.meta, limits).with_access(access.clone());
+    let mut registry = Registry::new(store, backends.meta, limits).with_access(access.clone());
     if cfg.redirect {
         // Refuse to start rather than quietly serve every blob locally.
         registry = registry
@@ -361,7 +362,9 @@ async fn serve(cfg: Config) -> anyhow::Result<()> {
             tls: cfg.tls.is_some(),
         }),
         AuthMode::Open => {
-            tracing::warn!("auth.mode = open: anyone who can reach this registry may push, pull and delete");
+            tracing::warn!(
+                "auth.mode = open: anyone who can reach this registry may push, pull and delete"
+            );
             None
         }
     };
@@ -384,7 +387,7 @@ async fn serve(cfg: Config) -> anyhow::Result<()> {
                 app.clone()
                     .into_make_service_with_connect_info::<berth_server::sendfile::PeerAddr>(),
             )
-                .with_graceful_shutdown(shutdown.clone().cancelled_owned());
+            .with_graceful_shutdown(shutdown.clone().cancelled_owned());
             tokio::select! {
                 r = server => r?,
                 () = async {

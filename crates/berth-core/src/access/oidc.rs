@@ -197,7 +197,8 @@ impl OidcVerifier {
             },
             _ => find(&*self.fetch_keys(issuer).await?),
         };
-        let jwk = jwk.ok_or_else(|| unauthorized("it is signed with a key its issuer does not publish"))?;
+        let jwk =
+            jwk.ok_or_else(|| unauthorized("it is signed with a key its issuer does not publish"))?;
         DecodingKey::from_jwk(&jwk).map_err(|_| unauthorized("the issuer's key is not usable"))
     }
 
@@ -228,7 +229,11 @@ impl OidcVerifier {
         let payload = token
             .split('.')
             .nth(1)
-            .and_then(|p| base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(p).ok())
+            .and_then(|p| {
+                base64::engine::general_purpose::URL_SAFE_NO_PAD
+                    .decode(p)
+                    .ok()
+            })
             .and_then(|b| serde_json::from_slice::<Map<String, Value>>(&b).ok())
             .ok_or_else(|| unauthorized("malformed"))?;
         let iss = payload.get("iss").and_then(Value::as_str).unwrap_or("");
@@ -287,7 +292,11 @@ impl OidcVerifier {
                     .names()
                     .into_iter()
                     .map(|a| {
-                        let resource = if a == "delete" { "artifact" } else { "repository" };
+                        let resource = if a == "delete" {
+                            "artifact"
+                        } else {
+                            "repository"
+                        };
                         RobotAccess {
                             resource: resource.into(),
                             action: a.into(),
@@ -353,7 +362,11 @@ mod tests {
         assert_eq!(main[0].access.len(), 2);
         let branch = v.permissions("https://ci", &claims("acme/app", "refs/heads/dev"));
         assert_eq!(branch[0].access.len(), 1);
-        assert!(v.permissions("https://ci", &claims("other/app", "refs/heads/dev")).is_empty());
-        assert!(v.permissions("https://elsewhere", &claims("acme/app", "refs/heads/main")).is_empty());
+        assert!(v
+            .permissions("https://ci", &claims("other/app", "refs/heads/dev"))
+            .is_empty());
+        assert!(v
+            .permissions("https://elsewhere", &claims("acme/app", "refs/heads/main"))
+            .is_empty());
     }
 }
