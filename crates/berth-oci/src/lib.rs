@@ -12,6 +12,7 @@ pub mod manifest;
 pub mod media;
 mod name;
 pub mod range;
+pub mod scope;
 
 pub use digest::{Digest, DigestAlgorithm, Hasher, ParseDigestError};
 pub use error::ErrorCode;

@@ -266,6 +266,35 @@ pub fn migrate(cfg: &Config) -> anyhow::Result<()> {
     })
 }
 
+/// Show the generated administrator password once: on the console with text logs; with
+/// JSON logs (a log pipeline, where a banner would break one-object-per-line and a secret
+/// must not land) in a file readable only by this user, which the log points to.
+fn show_generated_password(cfg: &Config, password: &str) -> anyhow::Result<()> {
+    match cfg.log_format {
+        LogFormat::Text => eprintln!(
+            "\n  berth: created user \"admin\" with password: {password}\n  (shown once; change \
+             it with `berth admin users passwd admin`, or set BERTH_ADMIN_PASSWORD before the \
+             first start)\n"
+        ),
+        LogFormat::Json => {
+            use std::io::Write as _;
+            use std::os::unix::fs::OpenOptionsExt as _;
+            std::fs::create_dir_all(&cfg.data_dir)?;
+            let path = cfg.data_dir.join("initial-admin-password");
+            let mut f = std::fs::OpenOptions::new()
+                .write(true)
+                .create(true)
+                .truncate(true)
+                .mode(0o600)
+                .open(&path)
+                .with_context(|| format!("writing {}", path.display()))?;
+            writeln!(f, "{password}")?;
+            tracing::warn!(file = %path.display(), "created user admin with a generated password: read it from the file, change it, delete the file");
+        }
+    }
+    Ok(())
+}
+
 /// The access service: the token key (from `[auth] token_key`, or generated once and kept
 /// in the metadata store), the first administrator (password from `BERTH_ADMIN_PASSWORD`,
 /// or generated and printed once), and keyless OIDC logins if configured.
@@ -293,10 +322,7 @@ async fn open_access(cfg: &Config, store: Arc<dyn AccessStore>) -> anyhow::Resul
         .await
         .context("creating the administrator (BERTH_ADMIN_PASSWORD must have 8+ characters with upper and lower case letters and a digit)")?
     {
-        // Printed once, on the console only: it is never logged or stored in the clear.
-        eprintln!(
-            "\n  berth: created user \"admin\" with password: {generated}\n  (shown once; change it with `berth admin users passwd admin`, or set BERTH_ADMIN_PASSWORD before the first start)\n"
-        );
+        show_generated_password(cfg, &generated)?;
     }
     Ok(access)
 }

@@ -14,7 +14,6 @@ pub mod oidc;
 pub mod password;
 pub mod rbac;
 pub mod robot;
-pub mod scope;
 pub mod token;
 
 use std::collections::HashMap;
@@ -28,9 +27,9 @@ use berth_meta::{
 use berth_oci::RepoName;
 
 pub use audit::{AuditLog, Batcher, PruneAudit};
+pub use berth_oci::scope::{self, RepoActions, Scope};
 pub use rbac::{Action, Permission, Resource};
 pub use robot::RobotPermission;
-pub use scope::{RepoActions, Scope};
 pub use token::{AccessEntry, Claims, TokenKeys};
 
 use crate::Error;

@@ -13,8 +13,8 @@ use ring::rand::SystemRandom;
 use ring::signature::{EcdsaKeyPair, KeyPair, RsaKeyPair, ECDSA_P256_SHA256_FIXED_SIGNING};
 use serde::{Deserialize, Serialize};
 
-use super::scope::{RepoActions, Scope};
 use crate::Error;
+use berth_oci::scope::{RepoActions, Scope};
 
 /// One entry of a token's `access` claim.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

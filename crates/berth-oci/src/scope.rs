@@ -8,7 +8,7 @@
 //! resource type, an unknown action, a malformed repository name) grants nothing and is
 //! dropped, never an error: the token service answers with what it can grant.
 
-use berth_oci::RepoName;
+use crate::RepoName;
 
 /// Actions on a repository, as a small set.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
