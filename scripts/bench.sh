@@ -136,7 +136,7 @@ start_server() { # kind dir port
         berth|berth-nofsync)
             local fsync=true; [ "$kind" = berth-nofsync ] && fsync=false
             "$BERTH_BIN" serve --listen "127.0.0.1:$port" --data-dir "$dir/data" \
-                --fsync "$fsync" --log-level warn >"$dir/server.log" 2>&1 &
+                --fsync "$fsync" --log-level warn --auth-mode open >"$dir/server.log" 2>&1 &
             ;;
         distribution)
             # Debian's packaged defaults (in-memory blob descriptor cache), access log off so

@@ -84,7 +84,7 @@ urls=()
 for i in $(seq 1 "$INSTANCES"); do
   port=$("$BENCH" free-port)
   BERTH_LOG_LEVEL=warn "$BERTH" serve --listen "127.0.0.1:$port" --data-dir "$TMP/data$i" \
-    "${args[@]}" >"$TMP/berth$i.log" 2>&1 &
+    --auth-mode open "${args[@]}" >"$TMP/berth$i.log" 2>&1 &
   PIDS+=($!)
   urls+=(--url "http://127.0.0.1:$port")
   for _ in $(seq 1 200); do

@@ -145,7 +145,7 @@ start_server() {
     local extra=()
     read -r -a extra <<<"${BERTH_SERVE_ARGS:-}"
     env -u BERTH_CONFIG "$bin" serve --listen "$REGISTRY" --data-dir "$WORK/data" --log-format json \
-        "${extra[@]}" >"$WORK/server.log" 2>&1 &
+        --auth-mode open "${extra[@]}" >"$WORK/server.log" 2>&1 &
     SERVER_PID=$!
     for _ in $(seq 1 100); do
         if curl -fsS -o /dev/null "http://$REGISTRY/v2/" 2>/dev/null; then

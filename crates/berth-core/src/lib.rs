@@ -19,7 +19,7 @@ pub use access::manage::Admin;
 pub use access::{Access, AccessSettings, Actor, AuditLog, Principal};
 pub use error::{Backend, Error};
 pub use jobs::{JobRunner, PruneJobs, RunnerSettings, Schedule, Worker};
-pub use manifests::{ManifestPut, TagList};
+pub use manifests::{Fetch, ManifestPut, TagList};
 pub use registry::{BlobRead, Limits, Registry};
 pub use upload_expiry::ExpireUploads;
 pub use upload_lease::UploadLeases;

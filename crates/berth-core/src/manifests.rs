@@ -1,9 +1,12 @@
 //! Manifests, tags, the catalog and the referrers API.
 
+use std::collections::HashMap;
+
 use berth_meta::{NewManifest, Page, StoredManifest};
 use berth_oci::{manifest, media, Digest, Reference, RepoName, Tag};
 use bytes::Bytes;
 
+use crate::access::{project_of, Access, Actor, RepoActions};
 use crate::{Error, Registry};
 
 /// The outcome of a manifest push.
@@ -51,12 +54,15 @@ impl Registry {
     #[tracing::instrument(skip(self, body), fields(len = body.len()))]
     pub async fn put_manifest(
         &self,
+        actor: &Actor,
         repo: &RepoName,
         reference: &Reference,
         extra_tags: &[Tag],
         content_type: Option<&str>,
         body: Bytes,
     ) -> Result<ManifestPut, Error> {
+        actor.require(repo, RepoActions::PUSH)?;
+        self.ensure_project(actor, repo).await?;
         if body.len() > self.limits.manifest_max_bytes {
             return Err(Error::TooLarge(format!(
                 "manifest is larger than the {} byte limit",
@@ -106,6 +112,11 @@ impl Registry {
         };
         self.meta.put_manifest(new, &tags).await?;
         tracing::info!(repo = %repo, %digest, tags = tags.len(), "manifest pushed");
+        let name = match tags.first() {
+            Some(t) => format!("{repo}:{t}"),
+            None => format!("{repo}@{digest}"),
+        };
+        self.audit(actor, "push", "artifact", &name, project_of(repo));
         Ok(ManifestPut {
             digest,
             subject,
@@ -119,10 +130,13 @@ impl Registry {
     /// [`Error::ManifestUnknown`], [`Error::ManifestNotAcceptable`].
     pub async fn get_manifest(
         &self,
+        actor: &Actor,
         repo: &RepoName,
         reference: &Reference,
         accept: &[String],
+        fetch: Fetch,
     ) -> Result<StoredManifest, Error> {
+        actor.require(repo, RepoActions::PULL)?;
         let found = match reference {
             Reference::Tag(t) => self.meta.manifest_by_tag(repo, t).await?,
             Reference::Digest(d) => self.meta.manifest_by_digest(repo, d).await?,
@@ -130,6 +144,16 @@ impl Registry {
         let m = found.ok_or(Error::ManifestUnknown)?;
         if !acceptable(&m.media_type, accept) {
             return Err(Error::ManifestNotAcceptable(m.media_type));
+        }
+        if fetch == Fetch::Get {
+            self.record_pull(repo, &m.digest);
+            self.audit(
+                actor,
+                "pull",
+                "artifact",
+                &resource(repo, reference),
+                project_of(repo),
+            );
         }
         Ok(m)
     }
@@ -141,9 +165,11 @@ impl Registry {
     #[tracing::instrument(skip(self))]
     pub async fn delete_manifest(
         &self,
+        actor: &Actor,
         repo: &RepoName,
         reference: &Reference,
     ) -> Result<(), Error> {
+        actor.require(repo, RepoActions::DELETE)?;
         let deleted = match reference {
             Reference::Tag(t) => self.meta.delete_tag(repo, t).await?,
             Reference::Digest(d) => self.meta.delete_manifest(repo, d).await?,
@@ -152,6 +178,17 @@ impl Registry {
             return Err(Error::ManifestUnknown);
         }
         tracing::info!(repo = %repo, reference = %reference, "manifest deleted");
+        let kind = match reference {
+            Reference::Tag(_) => "tag",
+            Reference::Digest(_) => "artifact",
+        };
+        self.audit(
+            actor,
+            "delete",
+            kind,
+            &resource(repo, reference),
+            project_of(repo),
+        );
         Ok(())
     }
 
@@ -165,10 +202,12 @@ impl Registry {
     /// [`Error::NameUnknown`] if the repository does not exist.
     pub async fn list_tags(
         &self,
+        actor: &Actor,
         repo: &RepoName,
         n: Option<usize>,
         last: Option<&str>,
     ) -> Result<TagList, Error> {
+        actor.require(repo, RepoActions::PULL)?;
         let limit = self.page_limit(n);
         let mut names = self
             .meta
@@ -190,18 +229,80 @@ impl Registry {
     ///
     /// # Errors
     /// Backend errors.
-    pub async fn catalog(&self, n: Option<usize>, last: Option<&str>) -> Result<TagList, Error> {
+    pub async fn catalog(
+        &self,
+        actor: &Actor,
+        n: Option<usize>,
+        last: Option<&str>,
+    ) -> Result<TagList, Error> {
+        if !actor.may_list_catalog() {
+            return Err(Error::Unauthorized(
+                "listing the catalog is not granted".into(),
+            ));
+        }
         let limit = self.page_limit(n);
-        let mut names = self
-            .meta
-            .list_repositories(Page {
-                last,
-                limit: limit + 1,
-            })
-            .await?;
+        let mut names = match &self.access {
+            Some(access) if !(actor.is_unrestricted() || actor.principal().is_sysadmin()) => {
+                self.visible_repositories(access, actor, last, limit + 1)
+                    .await?
+            }
+            _ => {
+                self.meta
+                    .list_repositories(Page {
+                        last,
+                        limit: limit + 1,
+                    })
+                    .await?
+            }
+        };
         let more = names.len() > limit;
         names.truncate(limit);
         Ok(TagList { names, more, limit })
+    }
+
+    /// Up to `want` repository names after `last` that `actor` may see, reading the catalog
+    /// a page at a time and asking once per project.
+    async fn visible_repositories(
+        &self,
+        access: &Access,
+        actor: &Actor,
+        mut last: Option<&str>,
+        want: usize,
+    ) -> Result<Vec<String>, Error> {
+        let mut seen: HashMap<String, bool> = HashMap::new();
+        let mut out = Vec::new();
+        let mut cursor: String;
+        loop {
+            let page = self
+                .meta
+                .list_repositories(Page { last, limit: 1000 })
+                .await?;
+            let done = page.len() < 1000;
+            for name in &page {
+                let project = name.split('/').next().unwrap_or(name).to_owned();
+                let visible = match seen.get(&project) {
+                    Some(v) => *v,
+                    None => {
+                        let v = access.sees_project(actor.principal(), &project).await?;
+                        seen.insert(project, v);
+                        v
+                    }
+                };
+                if visible {
+                    out.push(name.clone());
+                    if out.len() == want {
+                        return Ok(out);
+                    }
+                }
+            }
+            match page.last() {
+                Some(l) if !done => {
+                    cursor = l.clone();
+                    last = Some(&cursor);
+                }
+                _ => return Ok(out),
+            }
+        }
     }
 
     /// The referrers of `subject` as an OCI image index, filtered by `artifact_type` if given.
@@ -210,10 +311,12 @@ impl Registry {
     /// Backend errors.
     pub async fn referrers(
         &self,
+        actor: &Actor,
         repo: &RepoName,
         subject: &Digest,
         artifact_type: Option<&str>,
     ) -> Result<Bytes, Error> {
+        actor.require(repo, RepoActions::PULL)?;
         let referrers = self.meta.referrers(repo, subject).await?;
         let manifests: Vec<serde_json::Value> = referrers
             .into_iter()
@@ -262,5 +365,21 @@ mod tests {
             oci,
             &["application/vnd.docker.distribution.manifest.v2+json".to_owned()]
         ));
+    }
+}
+
+/// Whether a manifest read sends the body (a pull, audited and counted) or only headers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Fetch {
+    /// `HEAD`: an existence check.
+    Head,
+    /// `GET`: a pull.
+    Get,
+}
+
+fn resource(repo: &RepoName, reference: &Reference) -> String {
+    match reference {
+        Reference::Tag(t) => format!("{repo}:{t}"),
+        Reference::Digest(d) => format!("{repo}@{d}"),
     }
 }

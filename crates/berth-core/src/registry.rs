@@ -1,11 +1,13 @@
-use std::sync::Arc;
+use std::collections::HashSet;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use berth_meta::MetaStore;
+use berth_meta::{MetaStore, NewProject};
 use berth_oci::range::ByteRange;
 use berth_oci::{Digest, RepoName};
 use berth_store::{BlobContent, BlobStore};
 
+use crate::access::{project_of, Access, Actor, Batcher, Principal, RepoActions};
 use crate::Error;
 
 /// Limits the registry enforces.
@@ -42,6 +44,12 @@ pub struct Registry {
     pub(crate) instance: Arc<str>,
     /// Upload leases in the metadata store, when several instances share it.
     pub(crate) leases: Option<crate::UploadLeases>,
+    /// Projects, roles and the audit log; `None` in tests of the registry alone.
+    pub(crate) access: Option<Arc<Access>>,
+    /// Projects known to exist (they are never deleted while they hold a repository).
+    known_projects: Arc<Mutex<HashSet<String>>>,
+    /// Manifest pulls waiting to be recorded (pull time and count for the management API).
+    pulls: Batcher<(String, Digest, i64)>,
 }
 
 /// A blob (or a range of it) ready to send.
@@ -69,6 +77,131 @@ impl Registry {
             redirect_expiry: None,
             instance: format!("{}-{}", std::process::id(), &suffix[..8]).into(),
             leases: None,
+            access: None,
+            known_projects: Arc::default(),
+            pulls: Batcher::discard("pulls"),
+        }
+    }
+
+    /// Keep projects, the audit log and pull records through `access`: pushes need their
+    /// project to exist (a system administrator's push creates it), pushes, pulls and
+    /// deletes are audited, and the catalog lists only what the caller may see.
+    #[must_use]
+    pub fn with_access(mut self, access: Arc<Access>) -> Self {
+        let store = access.store().clone();
+        self.pulls = Batcher::spawn("pulls", move |batch: Arc<Vec<(String, Digest, i64)>>| {
+            let store = store.clone();
+            async move { store.record_pulls(&batch).await }
+        });
+        self.access = Some(access);
+        self
+    }
+
+    /// The access service, if there is one.
+    pub fn access(&self) -> Option<&Arc<Access>> {
+        self.access.as_ref()
+    }
+
+    /// Refuse a push into a project that does not exist, unless `actor` may create projects
+    /// (a system administrator, or anyone when access control is off): then create it,
+    /// private, owned by the pusher.
+    pub(crate) async fn ensure_project(&self, actor: &Actor, repo: &RepoName) -> Result<(), Error> {
+        let Some(access) = &self.access else {
+            return Ok(());
+        };
+        let name = project_of(repo);
+        if self.project_known(name) {
+            return Ok(());
+        }
+        let store = access.store();
+        if store.project_by_name(name).await?.is_none() {
+            if !(actor.is_unrestricted() || actor.principal().is_sysadmin()) {
+                return Err(Error::NameUnknown(format!(
+                    "project {name} does not exist; an administrator must create it first"
+                )));
+            }
+            let owner = match actor.principal() {
+                Principal::User { id, .. } => Some(*id),
+                _ => None,
+            };
+            let project = NewProject {
+                name: name.to_owned(),
+                public: false,
+                owner,
+            };
+            match store.create_project(&project).await {
+                Ok(_) => {
+                    tracing::info!(project = name, "project created by a push");
+                    self.audit(actor, "create", "project", name, name);
+                }
+                Err(berth_meta::MetaError::AlreadyExists(_)) => {}
+                Err(e) => return Err(e.into()),
+            }
+        }
+        self.known_projects
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(name.to_owned());
+        Ok(())
+    }
+
+    fn project_known(&self, name: &str) -> bool {
+        self.known_projects
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .contains(name)
+    }
+
+    /// Forget that project `name` exists (after it is deleted).
+    pub fn forget_project(&self, name: &str) {
+        self.known_projects
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(name);
+    }
+
+    /// Write an audit event for `actor`.
+    pub(crate) fn audit(
+        &self,
+        actor: &Actor,
+        operation: &str,
+        kind: &str,
+        resource: &str,
+        project: &str,
+    ) {
+        if let Some(access) = &self.access {
+            access.audit().record(
+                actor.principal().name(),
+                operation,
+                kind,
+                resource,
+                Some(project),
+                actor.source(),
+                true,
+            );
+        }
+    }
+
+    /// Note a manifest pull for the management API's pull time and count.
+    pub(crate) fn record_pull(&self, repo: &RepoName, digest: &Digest) {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as i64);
+        self.pulls.push((repo.to_string(), digest.clone(), now));
+    }
+
+    /// Whether `actor` may pull from `repo`: by its token's grants, or else (a mount from a
+    /// repository the client did not ask a token for) by its roles.
+    pub(crate) async fn may_pull(&self, actor: &Actor, repo: &RepoName) -> Result<bool, Error> {
+        if actor.repo_actions(repo).contains(RepoActions::PULL) {
+            return Ok(true);
+        }
+        match &self.access {
+            Some(access) => Ok(access
+                .repo_actions(actor.principal(), repo)
+                .await?
+                .contains(RepoActions::PULL)),
+            None => Ok(false),
         }
     }
 
@@ -122,7 +255,13 @@ impl Registry {
     /// # Errors
     /// [`Error::BlobUnknown`] if the repository does not hold the blob.
     #[tracing::instrument(skip(self))]
-    pub async fn stat_blob(&self, repo: &RepoName, digest: &Digest) -> Result<u64, Error> {
+    pub async fn stat_blob(
+        &self,
+        actor: &Actor,
+        repo: &RepoName,
+        digest: &Digest,
+    ) -> Result<u64, Error> {
+        actor.require(repo, RepoActions::PULL)?;
         self.meta
             .repo_blob(repo, digest)
             .await?
@@ -136,11 +275,13 @@ impl Registry {
     #[tracing::instrument(skip(self))]
     pub async fn read_blob(
         &self,
+        actor: &Actor,
         repo: &RepoName,
         digest: &Digest,
         range: Option<ByteRange>,
     ) -> Result<BlobRead, Error> {
-        let size = self.stat_blob(repo, digest).await?;
+        actor.require(repo, RepoActions::PULL)?;
+        let size = self.stat_blob(actor, repo, digest).await?;
         let range = range
             .map(|r| {
                 r.resolve(size)
@@ -178,13 +319,15 @@ impl Registry {
     #[tracing::instrument(skip(self))]
     pub async fn blob_url(
         &self,
+        actor: &Actor,
         repo: &RepoName,
         digest: &Digest,
     ) -> Result<Option<String>, Error> {
+        actor.require(repo, RepoActions::PULL)?;
         let Some(expiry) = self.redirect_expiry else {
             return Ok(None);
         };
-        self.stat_blob(repo, digest).await?;
+        self.stat_blob(actor, repo, digest).await?;
         Ok(self.store.presigned_get(digest, expiry).await?)
     }
 
@@ -194,7 +337,13 @@ impl Registry {
     /// # Errors
     /// [`Error::BlobUnknown`] if the repository does not hold the blob.
     #[tracing::instrument(skip(self))]
-    pub async fn delete_blob(&self, repo: &RepoName, digest: &Digest) -> Result<(), Error> {
+    pub async fn delete_blob(
+        &self,
+        actor: &Actor,
+        repo: &RepoName,
+        digest: &Digest,
+    ) -> Result<(), Error> {
+        actor.require(repo, RepoActions::DELETE)?;
         if self.meta.unlink_blob(repo, digest).await? {
             tracing::info!(repo = %repo, %digest, "blob unlinked");
             Ok(())
@@ -212,13 +361,31 @@ impl Registry {
     #[tracing::instrument(skip(self))]
     pub async fn mount_blob(
         &self,
+        actor: &Actor,
         repo: &RepoName,
         digest: &Digest,
         from: Option<&RepoName>,
     ) -> Result<Option<u64>, Error> {
+        actor.require(repo, RepoActions::PUSH)?;
+        self.ensure_project(actor, repo).await?;
+        // The caller must be allowed to read the blob where it is: a mount must not reveal or
+        // copy bytes from a repository the caller cannot pull from.
         let size = match from {
-            Some(source) => self.meta.repo_blob(source, digest).await?,
-            None => self.meta.blob(digest).await?,
+            Some(source) if self.may_pull(actor, source).await? => {
+                self.meta.repo_blob(source, digest).await?
+            }
+            Some(_) => None,
+            None if actor.is_unrestricted() => self.meta.blob(digest).await?,
+            None => {
+                let mut found = None;
+                for source in self.meta.repos_with_blob(digest, 20).await? {
+                    if self.may_pull(actor, &source).await? {
+                        found = self.meta.repo_blob(&source, digest).await?;
+                        break;
+                    }
+                }
+                found
+            }
         };
         let Some(size) = size else { return Ok(None) };
         // The metadata says the bytes exist; make sure storage agrees before linking.

@@ -93,6 +93,7 @@ impl Worker for ExpireUploads {
 
 #[cfg(test)]
 mod tests {
+    use crate::Actor;
     use std::sync::Arc;
 
     use berth_meta::sqlite::{Durability, SqliteMeta};
@@ -126,11 +127,20 @@ mod tests {
         let store = FsStore::open(dir.path(), SyncMode::Relaxed).unwrap();
         let registry = Registry::new(Arc::new(store), Arc::new(meta), Limits::default());
         let repo = "idle/app".parse().unwrap();
-        let idle = registry.start_upload(&repo).await.unwrap();
-        let busy = registry.start_upload(&repo).await.unwrap();
+        let idle = registry
+            .start_upload(&Actor::system(), &repo)
+            .await
+            .unwrap();
+        let busy = registry
+            .start_upload(&Actor::system(), &repo)
+            .await
+            .unwrap();
         // Idle for more than a second, by the seconds that `updated_at` counts.
         tokio::time::sleep(Duration::from_millis(2100)).await;
-        let fresh = registry.start_upload(&repo).await.unwrap();
+        let fresh = registry
+            .start_upload(&Actor::system(), &repo)
+            .await
+            .unwrap();
         let _working = registry.upload_locks.lock(&busy.id).await;
         let worker = ExpireUploads::new(
             registry.clone(),
@@ -139,12 +149,17 @@ mod tests {
         );
         worker.run(&job(), &CancellationToken::new()).await.unwrap();
         assert!(matches!(
-            registry.upload_status(&repo, &idle.id).await,
+            registry
+                .upload_status(&Actor::system(), &repo, &idle.id)
+                .await,
             Err(Error::UploadUnknown)
         ));
         assert!(!dir.path().join("uploads").join(&idle.id).exists());
         for kept in [&busy, &fresh] {
-            registry.upload_status(&repo, &kept.id).await.unwrap();
+            registry
+                .upload_status(&Actor::system(), &repo, &kept.id)
+                .await
+                .unwrap();
             assert!(dir.path().join("uploads").join(&kept.id).exists());
         }
     }

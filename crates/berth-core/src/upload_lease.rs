@@ -251,6 +251,7 @@ async fn renew(
 
 #[cfg(test)]
 mod tests {
+    use crate::Actor;
     use berth_meta::sqlite::{Durability, SqliteMeta};
     use berth_oci::RepoName;
     use berth_store::fs::{FsStore, SyncMode};
@@ -306,7 +307,11 @@ mod tests {
     #[tokio::test]
     async fn a_held_upload_waits_then_answers_unavailable() {
         let f = fixture(60_000, 20_000, 300);
-        let up = f.registry.start_upload(&f.repo).await.unwrap();
+        let up = f
+            .registry
+            .start_upload(&Actor::system(), &f.repo)
+            .await
+            .unwrap();
         let long = Duration::from_secs(60);
         assert_eq!(
             f.meta.lease_upload(&up.id, &thief(), long).await.unwrap(),
@@ -315,20 +320,36 @@ mod tests {
         let started = Instant::now();
         let r = f
             .registry
-            .append_chunk(&f.repo, &up.id, None, body(b"abc"), BodyLength::Exact(3))
+            .append_chunk(
+                &Actor::system(),
+                &f.repo,
+                &up.id,
+                None,
+                body(b"abc"),
+                BodyLength::Exact(3),
+            )
             .await;
         assert!(matches!(r, Err(Error::UploadBusy(_))), "{r:?}");
         assert!(started.elapsed() >= Duration::from_millis(250));
         // Cancelling and finishing wait for it too.
         assert!(matches!(
-            f.registry.cancel_upload(&f.repo, &up.id).await,
+            f.registry
+                .cancel_upload(&Actor::system(), &f.repo, &up.id)
+                .await,
             Err(Error::UploadBusy(_))
         ));
         // Once it is given back, the request goes through, and gives its own lease back.
         f.meta.release_upload(&up.id, &thief()).await.unwrap();
         let state = f
             .registry
-            .append_chunk(&f.repo, &up.id, None, body(b"abc"), BodyLength::Exact(3))
+            .append_chunk(
+                &Actor::system(),
+                &f.repo,
+                &up.id,
+                None,
+                body(b"abc"),
+                BodyLength::Exact(3),
+            )
             .await
             .unwrap();
         assert_eq!(state.offset, 3);
@@ -340,6 +361,7 @@ mod tests {
         let r = f
             .registry
             .append_chunk(
+                &Actor::system(),
                 &f.repo,
                 "no-such-upload",
                 None,
@@ -353,7 +375,11 @@ mod tests {
     #[tokio::test]
     async fn a_dead_holders_lease_is_taken_over_when_it_expires() {
         let f = fixture(60_000, 20_000, 5_000);
-        let up = f.registry.start_upload(&f.repo).await.unwrap();
+        let up = f
+            .registry
+            .start_upload(&Actor::system(), &f.repo)
+            .await
+            .unwrap();
         assert_eq!(
             f.meta
                 .lease_upload(&up.id, &thief(), Duration::from_millis(300))
@@ -364,7 +390,14 @@ mod tests {
         let started = Instant::now();
         let state = f
             .registry
-            .append_chunk(&f.repo, &up.id, None, body(b"abc"), BodyLength::Exact(3))
+            .append_chunk(
+                &Actor::system(),
+                &f.repo,
+                &up.id,
+                None,
+                body(b"abc"),
+                BodyLength::Exact(3),
+            )
             .await
             .unwrap();
         assert_eq!(state.offset, 3);
@@ -374,12 +407,23 @@ mod tests {
     #[tokio::test]
     async fn renewing_keeps_a_slow_chunk_leased() {
         let f = fixture(300, 100, 1_000);
-        let up = f.registry.start_upload(&f.repo).await.unwrap();
+        let up = f
+            .registry
+            .start_upload(&Actor::system(), &f.repo)
+            .await
+            .unwrap();
         let (registry, repo, id) = (f.registry.clone(), f.repo.clone(), up.id.clone());
         let push = tokio::spawn(async move {
             let body = slow_body(8, 1000, Duration::from_millis(100));
             registry
-                .append_chunk(&repo, &id, None, body, BodyLength::Unknown)
+                .append_chunk(
+                    &Actor::system(),
+                    &repo,
+                    &id,
+                    None,
+                    body,
+                    BodyLength::Unknown,
+                )
                 .await
         });
         // Probes take the lease for no time at all if it is free: first wait until the push
@@ -408,7 +452,11 @@ mod tests {
     async fn a_chunk_is_dropped_when_its_lease_is_lost_before_it_is_kept() {
         // Renewals far apart: the lease runs out while the body streams.
         let f = fixture(300, 60_000, 1_000);
-        let up = f.registry.start_upload(&f.repo).await.unwrap();
+        let up = f
+            .registry
+            .start_upload(&Actor::system(), &f.repo)
+            .await
+            .unwrap();
         let (meta, id) = (Arc::clone(&f.meta), up.id.clone());
         let steal = tokio::spawn(async move {
             tokio::time::sleep(Duration::from_millis(500)).await;
@@ -419,14 +467,21 @@ mod tests {
         let slow = slow_body(4, 1000, Duration::from_millis(250));
         let r = f
             .registry
-            .append_chunk(&f.repo, &up.id, None, slow, BodyLength::Unknown)
+            .append_chunk(
+                &Actor::system(),
+                &f.repo,
+                &up.id,
+                None,
+                slow,
+                BodyLength::Unknown,
+            )
             .await;
         assert_eq!(steal.await.unwrap(), UploadLease::Granted);
         assert!(matches!(r, Err(Error::UploadBusy(_))), "{r:?}");
         // Nothing of the chunk was kept: not in metadata, not in storage.
         assert_eq!(
             f.registry
-                .upload_status(&f.repo, &up.id)
+                .upload_status(&Actor::system(), &f.repo, &up.id)
                 .await
                 .unwrap()
                 .offset,
@@ -439,6 +494,7 @@ mod tests {
         let d = berth_oci::Digest::sha256_of(b"fresh");
         f.registry
             .finish_upload(
+                &Actor::system(),
                 &f.repo,
                 &up.id,
                 &d,
@@ -448,13 +504,23 @@ mod tests {
             )
             .await
             .unwrap();
-        assert_eq!(f.registry.stat_blob(&f.repo, &d).await.unwrap(), 5);
+        assert_eq!(
+            f.registry
+                .stat_blob(&Actor::system(), &f.repo, &d)
+                .await
+                .unwrap(),
+            5
+        );
     }
 
     #[tokio::test]
     async fn a_lease_lost_mid_chunk_stops_it_early() {
         let f = fixture(300, 100, 1_000);
-        let up = f.registry.start_upload(&f.repo).await.unwrap();
+        let up = f
+            .registry
+            .start_upload(&Actor::system(), &f.repo)
+            .await
+            .unwrap();
         let (meta, id) = (Arc::clone(&f.meta), up.id.clone());
         // The upload's row vanishes (as if cancelled elsewhere): the next renewal fails.
         let vanish = tokio::spawn(async move {
@@ -465,7 +531,14 @@ mod tests {
         let body = slow_body(20, 100, Duration::from_millis(100));
         let r = f
             .registry
-            .append_chunk(&f.repo, &up.id, None, body, BodyLength::Unknown)
+            .append_chunk(
+                &Actor::system(),
+                &f.repo,
+                &up.id,
+                None,
+                body,
+                BodyLength::Unknown,
+            )
             .await;
         vanish.await.unwrap();
         assert!(matches!(r, Err(Error::UploadBusy(_))), "{r:?}");

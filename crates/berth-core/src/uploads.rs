@@ -14,6 +14,7 @@ use berth_store::{BlobContent, ByteStream, Segment, StoreError};
 use bytes::Bytes;
 use futures::{Stream, StreamExt};
 
+use crate::access::{Actor, RepoActions};
 use crate::upload_lease::{lost_error, HeldLease};
 use crate::{Error, Registry};
 
@@ -292,7 +293,9 @@ impl Registry {
     /// # Errors
     /// Backend errors.
     #[tracing::instrument(skip(self))]
-    pub async fn start_upload(&self, repo: &RepoName) -> Result<UploadState, Error> {
+    pub async fn start_upload(&self, actor: &Actor, repo: &RepoName) -> Result<UploadState, Error> {
+        actor.require(repo, RepoActions::PUSH)?;
+        self.ensure_project(actor, repo).await?;
         let id = uuid::Uuid::new_v4().to_string();
         self.store.start_upload(&id).await?;
         let algorithm = DigestAlgorithm::Sha256;
@@ -321,11 +324,14 @@ impl Registry {
     #[tracing::instrument(skip(self, body))]
     pub async fn upload_blob(
         &self,
+        actor: &Actor,
         repo: &RepoName,
         digest: &Digest,
         body: ByteStream,
         len: BodyLength,
     ) -> Result<u64, Error> {
+        actor.require(repo, RepoActions::PUSH)?;
+        self.ensure_project(actor, repo).await?;
         // One request: no session row needed. A crash leaves only an orphan upload object.
         let (this, repo, digest) = (self.clone(), repo.clone(), digest.clone());
         to_completion(async move {
@@ -447,7 +453,13 @@ impl Registry {
     ///
     /// # Errors
     /// [`Error::UploadUnknown`].
-    pub async fn upload_status(&self, repo: &RepoName, id: &str) -> Result<UploadState, Error> {
+    pub async fn upload_status(
+        &self,
+        actor: &Actor,
+        repo: &RepoName,
+        id: &str,
+    ) -> Result<UploadState, Error> {
+        actor.require(repo, RepoActions::PUSH)?;
         let u = self.session(repo, id).await?;
         Ok(UploadState {
             id: u.id,
@@ -560,12 +572,14 @@ impl Registry {
     #[tracing::instrument(skip(self, body))]
     pub async fn append_chunk(
         &self,
+        actor: &Actor,
         repo: &RepoName,
         id: &str,
         range: Option<(u64, u64)>,
         body: ByteStream,
         len: BodyLength,
     ) -> Result<UploadState, Error> {
+        actor.require(repo, RepoActions::PUSH)?;
         let (this, repo, id) = (self.clone(), repo.clone(), id.to_owned());
         to_completion(async move {
             this.with_upload(&id, async |lease| {
@@ -587,8 +601,10 @@ impl Registry {
     /// # Errors
     /// [`Error::UploadUnknown`], [`Error::DigestMismatch`], [`Error::SizeInvalid`].
     #[tracing::instrument(skip(self, body))]
+    #[allow(clippy::too_many_arguments)]
     pub async fn finish_upload(
         &self,
+        actor: &Actor,
         repo: &RepoName,
         id: &str,
         digest: &Digest,
@@ -596,6 +612,7 @@ impl Registry {
         body: Option<ByteStream>,
         len: BodyLength,
     ) -> Result<u64, Error> {
+        actor.require(repo, RepoActions::PUSH)?;
         let (this, repo, id, digest) = (self.clone(), repo.clone(), id.to_owned(), digest.clone());
         to_completion(async move {
             this.with_upload(&id, async |lease| {
@@ -711,7 +728,13 @@ impl Registry {
     /// # Errors
     /// [`Error::UploadUnknown`].
     #[tracing::instrument(skip(self))]
-    pub async fn cancel_upload(&self, repo: &RepoName, id: &str) -> Result<(), Error> {
+    pub async fn cancel_upload(
+        &self,
+        actor: &Actor,
+        repo: &RepoName,
+        id: &str,
+    ) -> Result<(), Error> {
+        actor.require(repo, RepoActions::PUSH)?;
         let (this, repo, id) = (self.clone(), repo.clone(), id.to_owned());
         to_completion(async move {
             this.with_upload(&id, async |_lease| {

@@ -15,6 +15,8 @@ use berth_oci::Digest;
 
 use crate::MetaError;
 
+pub(crate) mod columns;
+
 /// A user's id.
 pub type UserId = i64;
 /// A project's id.

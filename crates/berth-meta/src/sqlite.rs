@@ -25,10 +25,15 @@ use crate::{
     UploadLease, UploadSegment,
 };
 
+mod access;
+
 /// Schema migrations, applied in order; the database records how many ran. Never edit a
 /// released script: add a new one. The second adds upload leases and the job queue, with
 /// times in milliseconds since the Unix epoch (`*_ms`); the third records the segments of
-/// each upload (they go with it: `ON DELETE CASCADE`).
+/// each upload (they go with it: `ON DELETE CASCADE`). The fourth adds who may do what
+/// ([`crate::AccessStore`]: users, projects, groups, members, robots, audit log, settings,
+/// sessions), pull times and counts, and a private project for the first segment of each
+/// existing repository name, so that a registry from before projects keeps its repositories.
 const MIGRATIONS: &[&str] = &[
     r#"
 CREATE TABLE repositories (
@@ -122,6 +127,99 @@ CREATE TABLE upload_segments (
     token        TEXT NOT NULL,
     PRIMARY KEY (upload_id, start_offset)
 ) WITHOUT ROWID;
+"#,
+    r#"
+CREATE TABLE users (
+    id            INTEGER PRIMARY KEY,
+    username      TEXT NOT NULL UNIQUE,
+    email         TEXT NOT NULL,
+    realname      TEXT NOT NULL,
+    comment       TEXT NOT NULL,
+    password_hash TEXT NOT NULL,
+    sysadmin      INTEGER NOT NULL,
+    created_ms    INTEGER NOT NULL,
+    updated_ms    INTEGER NOT NULL
+);
+CREATE UNIQUE INDEX users_email ON users(email) WHERE email <> '';
+CREATE TABLE projects (
+    id          INTEGER PRIMARY KEY,
+    name        TEXT NOT NULL UNIQUE,
+    public      INTEGER NOT NULL,
+    owner_id    INTEGER REFERENCES users(id) ON DELETE SET NULL,
+    created_ms  INTEGER NOT NULL,
+    updated_ms  INTEGER NOT NULL
+);
+CREATE TABLE user_groups (
+    id          INTEGER PRIMARY KEY,
+    name        TEXT NOT NULL UNIQUE,
+    created_ms  INTEGER NOT NULL
+);
+CREATE TABLE group_users (
+    group_id    INTEGER NOT NULL REFERENCES user_groups(id) ON DELETE CASCADE,
+    user_id     INTEGER NOT NULL REFERENCES users(id) ON DELETE CASCADE,
+    PRIMARY KEY (group_id, user_id)
+) WITHOUT ROWID;
+CREATE INDEX group_users_user ON group_users(user_id);
+CREATE TABLE project_members (
+    id          INTEGER PRIMARY KEY,
+    project_id  INTEGER NOT NULL REFERENCES projects(id) ON DELETE CASCADE,
+    entity_kind TEXT NOT NULL CHECK (entity_kind IN ('u', 'g')),
+    entity_id   INTEGER NOT NULL,
+    role        INTEGER NOT NULL,
+    UNIQUE (project_id, entity_kind, entity_id)
+);
+CREATE INDEX project_members_entity ON project_members(entity_kind, entity_id);
+CREATE TABLE robots (
+    id          INTEGER PRIMARY KEY,
+    name        TEXT NOT NULL,
+    description TEXT NOT NULL,
+    project_id  INTEGER REFERENCES projects(id) ON DELETE CASCADE,
+    secret_hash TEXT NOT NULL,
+    expires_ms  INTEGER,
+    disabled    INTEGER NOT NULL,
+    permissions TEXT NOT NULL,
+    creator_id  INTEGER REFERENCES users(id) ON DELETE SET NULL,
+    created_ms  INTEGER NOT NULL,
+    updated_ms  INTEGER NOT NULL
+);
+CREATE UNIQUE INDEX robots_name ON robots(COALESCE(project_id, 0), name);
+CREATE INDEX robots_project ON robots(project_id);
+CREATE TABLE audit_log (
+    id            INTEGER PRIMARY KEY,
+    time_ms       INTEGER NOT NULL,
+    username      TEXT NOT NULL,
+    operation     TEXT NOT NULL,
+    resource_type TEXT NOT NULL,
+    resource      TEXT NOT NULL,
+    project       TEXT,
+    source_ip     TEXT,
+    success       INTEGER NOT NULL
+);
+CREATE INDEX audit_log_time ON audit_log(time_ms);
+CREATE INDEX audit_log_username ON audit_log(username, time_ms);
+CREATE INDEX audit_log_project ON audit_log(project, time_ms);
+CREATE TABLE settings (
+    key         TEXT PRIMARY KEY,
+    value       TEXT NOT NULL
+) WITHOUT ROWID;
+CREATE TABLE sessions (
+    id_hash     TEXT PRIMARY KEY,
+    user_id     INTEGER NOT NULL REFERENCES users(id) ON DELETE CASCADE,
+    csrf_token  TEXT NOT NULL,
+    expires_ms  INTEGER NOT NULL
+) WITHOUT ROWID;
+CREATE INDEX sessions_user ON sessions(user_id);
+CREATE INDEX sessions_expires ON sessions(expires_ms);
+ALTER TABLE manifests ADD COLUMN pulled_ms INTEGER;
+ALTER TABLE repositories ADD COLUMN pull_count INTEGER NOT NULL DEFAULT 0;
+CREATE INDEX manifests_created ON manifests(repo_id, created_at, digest);
+CREATE INDEX tags_updated ON tags(repo_id, updated_at);
+INSERT OR IGNORE INTO projects (name, public, owner_id, created_ms, updated_ms)
+SELECT DISTINCT
+    CASE WHEN instr(name, '/') > 0 THEN substr(name, 1, instr(name, '/') - 1) ELSE name END,
+    0, NULL, CAST(strftime('%s', 'now') AS INTEGER) * 1000,
+    CAST(strftime('%s', 'now') AS INTEGER) * 1000
+FROM repositories;
 "#,
 ];
 
@@ -1296,8 +1394,15 @@ mod tests {
         crate::testsuite::run(&meta).await;
     }
 
+    #[tokio::test]
+    async fn passes_the_access_testsuite() {
+        let dir = tempfile::tempdir().unwrap();
+        let meta = SqliteMeta::open(&dir.path().join("meta.db"), Durability::Normal).unwrap();
+        crate::testsuite::run_access(&meta).await;
+    }
+
     /// A database made by the first schema keeps its uploads through the migrations that add
-    /// leases, the job queue and upload segments.
+    /// leases, the job queue and upload segments, and gets a project for its repositories.
     #[tokio::test]
     async fn upgrades_a_first_version_database() {
         let dir = tempfile::tempdir().unwrap();
@@ -1308,11 +1413,14 @@ mod tests {
             "CREATE TABLE berth_schema (version INTEGER NOT NULL); \
              INSERT INTO berth_schema (version) VALUES (1); \
              INSERT INTO uploads (id, repo, offset, algorithm, hash_state, created_at, updated_at) \
-             VALUES ('u-1', 'old/app', 3, 'sha256', NULL, 10, 20);",
+             VALUES ('u-1', 'old/app', 3, 'sha256', NULL, 10, 20); \
+             INSERT INTO repositories (name, created_at) \
+             VALUES ('old/app', 10), ('old/lib/x', 10), ('solo', 10);",
         )
         .unwrap();
         drop(conn);
         let meta = SqliteMeta::open(&path, Durability::Normal).unwrap();
+        crate::testsuite::access::check_upgraded_projects(&meta).await;
         let r: RepoName = "old/app".parse().unwrap();
         let u = meta.upload(&r, "u-1").await.unwrap().unwrap();
         assert_eq!((u.offset, u.created_at, u.updated_at), (3, 10, 20));

@@ -1,4 +1,5 @@
-//! The behaviour every [`MetaStore`] backend must show. Each backend's tests call [`run`].
+//! The behaviour every [`MetaStore`] backend must show. Each backend's tests call [`run`], and
+//! [`run_access`] for the [`crate::AccessStore`] contract.
 
 use std::collections::HashMap;
 use std::time::{Duration, SystemTime};
@@ -36,6 +37,10 @@ fn manifest(
         manifests: children,
     }
 }
+
+pub mod access;
+
+pub use access::run as run_access;
 
 const ALL: Page<'static> = Page {
     last: None,

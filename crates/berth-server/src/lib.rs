@@ -16,6 +16,7 @@ use berth_core::Registry;
 use metrics_exporter_prometheus::PrometheusHandle;
 
 pub mod api;
+mod auth;
 mod error;
 pub mod route;
 pub mod sendfile;
@@ -53,6 +54,10 @@ pub fn router(state: AppState) -> Router {
         .route("/v2", axum::routing::any(v2_entry))
         .route("/v2/", axum::routing::any(v2_entry))
         .route("/v2/{*rest}", axum::routing::any(v2_entry))
+        .route(
+            "/service/token",
+            get(auth::token_endpoint).post(auth::token_endpoint),
+        )
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics_page))
@@ -85,12 +90,41 @@ async fn v2_entry(State(state): State<Arc<AppState>>, req: Request) -> Response 
         Err(route::RouteError::Invalid(e)) => return ApiError::Core(e).into_response(),
     };
     let label = route.label();
+    let source = auth::source(&parts.extensions);
+    let actor = match auth::v2_actor(&state, &route, &parts.method, &parts.headers, source).await {
+        Ok(a) => a,
+        Err(mut refused) => {
+            refused.extensions_mut().insert(RouteLabel(label));
+            return refused;
+        }
+    };
     let query = v2::Query::parse(parts.uri.query());
-    let mut resp =
-        match v2::dispatch(&state, route, &parts.method, query, &parts.headers, body).await {
-            Ok(r) => r,
-            Err(e) => e.into_response(),
-        };
+    let had_token = matches!(
+        auth::credentials(&parts.headers),
+        auth::Credentials::Bearer(_)
+    );
+    let mut resp = match v2::dispatch(
+        &state,
+        &actor,
+        route.clone(),
+        &parts.method,
+        query,
+        &parts.headers,
+        body,
+    )
+    .await
+    {
+        Ok(r) => r,
+        Err(e) => e.into_response(),
+    };
+    auth::add_challenge(
+        &state,
+        &route,
+        &parts.method,
+        &parts.headers,
+        had_token,
+        &mut resp,
+    );
     resp.extensions_mut().insert(RouteLabel(label));
     resp
 }

@@ -40,6 +40,33 @@ impl OciRoute {
     }
 }
 
+impl OciRoute {
+    /// The token scope a request on this endpoint with `method` needs, for the
+    /// `WWW-Authenticate` challenge (the registry service checks the grant itself). `None`
+    /// for the base endpoint, which needs only a valid sign-in.
+    pub fn scope(&self, method: &axum::http::Method) -> Option<berth_core::access::Scope> {
+        use axum::http::Method;
+        use berth_core::access::{RepoActions, Scope};
+        let (name, actions) = match (self, method) {
+            (Self::Base, _) => return None,
+            (Self::Catalog, _) => return Some(Scope::Catalog),
+            (Self::Manifest(n, _) | Self::Blob(n, _), &Method::DELETE) => (n, RepoActions::DELETE),
+            (Self::Manifest(n, _), &Method::PUT)
+            | (Self::UploadStart(n) | Self::Upload(n, _), _) => {
+                (n, RepoActions::PULL.union(RepoActions::PUSH))
+            }
+            (
+                Self::Tags(n) | Self::Manifest(n, _) | Self::Blob(n, _) | Self::Referrers(n, _),
+                _,
+            ) => (n, RepoActions::PULL),
+        };
+        Some(Scope::Repository {
+            name: name.clone(),
+            actions,
+        })
+    }
+}
+
 /// Why a path is not a `/v2` endpoint.
 #[derive(Debug)]
 pub enum RouteError {

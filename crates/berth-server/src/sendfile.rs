@@ -49,6 +49,20 @@ impl axum::serve::Listener for ZeroCopyListener {
     }
 }
 
+/// The peer address of a [`ZeroCopyListener`] connection, for
+/// `into_make_service_with_connect_info::<PeerAddr>()` (axum provides `SocketAddr` only for
+/// its own listener).
+#[derive(Debug, Clone, Copy)]
+pub struct PeerAddr(pub std::net::SocketAddr);
+
+impl axum::extract::connect_info::Connected<axum::serve::IncomingStream<'_, ZeroCopyListener>>
+    for PeerAddr
+{
+    fn connect_info(stream: axum::serve::IncomingStream<'_, ZeroCopyListener>) -> Self {
+        PeerAddr(*stream.remote_addr())
+    }
+}
+
 /// A TCP connection whose writes of mapped blob bytes become `sendfile` calls.
 #[derive(Debug)]
 pub struct ZeroCopyStream(TcpStream);

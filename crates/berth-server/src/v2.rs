@@ -3,7 +3,7 @@
 use axum::body::Body;
 use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode};
 use axum::response::Response;
-use berth_core::{BodyLength, Error, UploadState};
+use berth_core::{Actor, BodyLength, Error, Fetch, UploadState};
 use berth_oci::range::{parse_content_range, parse_range};
 use berth_oci::{Digest, Reference, RepoName, Tag};
 use berth_store::{ByteStream, StoreError};
@@ -124,6 +124,7 @@ fn blob_created(repo: &RepoName, digest: &Digest) -> Reply {
 /// Dispatch a parsed route and method to its handler.
 pub(crate) async fn dispatch(
     state: &AppState,
+    actor: &Actor,
     route: OciRoute,
     method: &Method,
     query: Query,
@@ -132,40 +133,41 @@ pub(crate) async fn dispatch(
 ) -> Reply {
     let head = method == Method::HEAD;
     match (route, method.clone()) {
+        // Whether the caller must sign in first is decided before dispatch.
         (OciRoute::Base, Method::GET | Method::HEAD) => finish(
             reply(StatusCode::OK).header(header::CONTENT_TYPE, "application/json"),
             Body::from(if head { "" } else { "{}" }),
         ),
-        (OciRoute::Catalog, Method::GET) => catalog(state, &query).await,
-        (OciRoute::Tags(repo), Method::GET) => tags(state, &repo, &query).await,
+        (OciRoute::Catalog, Method::GET) => catalog(state, actor, &query).await,
+        (OciRoute::Tags(repo), Method::GET) => tags(state, actor, &repo, &query).await,
         (OciRoute::Manifest(repo, r), Method::GET | Method::HEAD) => {
-            get_manifest(state, &repo, &r, headers, head).await
+            get_manifest(state, actor, &repo, &r, headers, head).await
         }
         (OciRoute::Manifest(repo, r), Method::PUT) => {
-            put_manifest(state, &repo, &r, &query, headers, body).await
+            put_manifest(state, actor, &repo, &r, &query, headers, body).await
         }
         (OciRoute::Manifest(repo, r), Method::DELETE) => {
-            state.registry.delete_manifest(&repo, &r).await?;
+            state.registry.delete_manifest(actor, &repo, &r).await?;
             finish(
                 reply(StatusCode::ACCEPTED).header(header::CONTENT_LENGTH, "0"),
                 Body::empty(),
             )
         }
         (OciRoute::Blob(repo, d), Method::GET | Method::HEAD) => {
-            get_blob(state, &repo, &d, headers, head).await
+            get_blob(state, actor, &repo, &d, headers, head).await
         }
         (OciRoute::Blob(repo, d), Method::DELETE) => {
-            state.registry.delete_blob(&repo, &d).await?;
+            state.registry.delete_blob(actor, &repo, &d).await?;
             finish(
                 reply(StatusCode::ACCEPTED).header(header::CONTENT_LENGTH, "0"),
                 Body::empty(),
             )
         }
         (OciRoute::UploadStart(repo), Method::POST) => {
-            start_upload(state, &repo, &query, headers, body).await
+            start_upload(state, actor, &repo, &query, headers, body).await
         }
         (OciRoute::Upload(repo, id), Method::GET) => {
-            let u = state.registry.upload_status(&repo, &id).await?;
+            let u = state.registry.upload_status(actor, &repo, &id).await?;
             finish(
                 upload_reply(StatusCode::NO_CONTENT, &repo, &u),
                 Body::empty(),
@@ -176,18 +178,20 @@ pub(crate) async fn dispatch(
             let len = body_length(headers)?;
             let u = state
                 .registry
-                .append_chunk(&repo, &id, range, body_stream(body), len)
+                .append_chunk(actor, &repo, &id, range, body_stream(body), len)
                 .await?;
             finish(upload_reply(StatusCode::ACCEPTED, &repo, &u), Body::empty())
         }
         (OciRoute::Upload(repo, id), Method::PUT) => {
-            finish_upload(state, &repo, &id, &query, headers, body).await
+            finish_upload(state, actor, &repo, &id, &query, headers, body).await
         }
         (OciRoute::Upload(repo, id), Method::DELETE) => {
-            state.registry.cancel_upload(&repo, &id).await?;
+            state.registry.cancel_upload(actor, &repo, &id).await?;
             finish(reply(StatusCode::NO_CONTENT), Body::empty())
         }
-        (OciRoute::Referrers(repo, d), Method::GET) => referrers(state, &repo, &d, &query).await,
+        (OciRoute::Referrers(repo, d), Method::GET) => {
+            referrers(state, actor, &repo, &d, &query).await
+        }
         _ => Err(ApiError::MethodNotAllowed),
     }
 }
@@ -208,9 +212,9 @@ fn link(path: &str, limit: usize, last: &str) -> String {
     format!("<{path}?n={limit}&last={last}>; rel=\"next\"")
 }
 
-async fn catalog(state: &AppState, query: &Query) -> Reply {
+async fn catalog(state: &AppState, actor: &Actor, query: &Query) -> Reply {
     let (n, last) = page_params(query)?;
-    let page = state.registry.catalog(n, last).await?;
+    let page = state.registry.catalog(actor, n, last).await?;
     let json = serde_json::json!({ "repositories": page.names });
     let mut b = reply(StatusCode::OK).header(header::CONTENT_TYPE, "application/json");
     if let (true, Some(l)) = (page.more, page.names.last()) {
@@ -219,9 +223,9 @@ async fn catalog(state: &AppState, query: &Query) -> Reply {
     finish(b, Body::from(json.to_string()))
 }
 
-async fn tags(state: &AppState, repo: &RepoName, query: &Query) -> Reply {
+async fn tags(state: &AppState, actor: &Actor, repo: &RepoName, query: &Query) -> Reply {
     let (n, last) = page_params(query)?;
-    let page = state.registry.list_tags(repo, n, last).await?;
+    let page = state.registry.list_tags(actor, repo, n, last).await?;
     let json = serde_json::json!({ "name": repo.as_str(), "tags": page.names });
     let mut b = reply(StatusCode::OK).header(header::CONTENT_TYPE, "application/json");
     if let (true, Some(l)) = (page.more, page.names.last()) {
@@ -247,6 +251,7 @@ fn accepted(headers: &HeaderMap) -> Vec<String> {
 
 async fn get_manifest(
     state: &AppState,
+    actor: &Actor,
     repo: &RepoName,
     r: &Reference,
     headers: &HeaderMap,
@@ -254,7 +259,13 @@ async fn get_manifest(
 ) -> Reply {
     let m = state
         .registry
-        .get_manifest(repo, r, &accepted(headers))
+        .get_manifest(
+            actor,
+            repo,
+            r,
+            &accepted(headers),
+            if head { Fetch::Head } else { Fetch::Get },
+        )
         .await?;
     let digest = m.digest.to_string();
     let b = reply(StatusCode::OK)
@@ -274,6 +285,7 @@ async fn get_manifest(
 
 async fn put_manifest(
     state: &AppState,
+    actor: &Actor,
     repo: &RepoName,
     r: &Reference,
     query: &Query,
@@ -298,7 +310,7 @@ async fn put_manifest(
     let content_type = header_str(headers, header::CONTENT_TYPE);
     let put = state
         .registry
-        .put_manifest(repo, r, &extra, content_type, bytes)
+        .put_manifest(actor, repo, r, &extra, content_type, bytes)
         .await?;
     let digest = put.digest.to_string();
     let mut b = reply(StatusCode::CREATED)
@@ -345,6 +357,7 @@ async fn read_limited(body: Body, limit: usize) -> Result<Option<Bytes>, ApiErro
 
 async fn get_blob(
     state: &AppState,
+    actor: &Actor,
     repo: &RepoName,
     d: &Digest,
     headers: &HeaderMap,
@@ -357,7 +370,7 @@ async fn get_blob(
             .header(header::CONTENT_TYPE, "application/octet-stream")
     };
     if head {
-        let size = state.registry.stat_blob(repo, d).await?;
+        let size = state.registry.stat_blob(actor, repo, d).await?;
         return finish(
             common(reply(StatusCode::OK)).header(header::CONTENT_LENGTH, size),
             Body::empty(),
@@ -365,7 +378,7 @@ async fn get_blob(
     }
     // Every GET is redirected, a ranged one too: the client sends its Range header again to
     // the new location (as Distribution's redirects expect), and the object store answers it.
-    if let Some(url) = state.registry.blob_url(repo, d).await? {
+    if let Some(url) = state.registry.blob_url(actor, repo, d).await? {
         return blob_redirect(&url, d);
     }
     let range = match header_str(headers, header::RANGE) {
@@ -373,7 +386,7 @@ async fn get_blob(
         Some(h) => parse_range(h).ok().flatten(),
         None => None,
     };
-    let read = state.registry.read_blob(repo, d, range).await?;
+    let read = state.registry.read_blob(actor, repo, d, range).await?;
     let (len, b) = match read.range {
         Some((s, e)) => (
             e - s + 1,
@@ -408,6 +421,7 @@ fn blob_redirect(url: &str, d: &Digest) -> Reply {
 
 async fn start_upload(
     state: &AppState,
+    actor: &Actor,
     repo: &RepoName,
     query: &Query,
     headers: &HeaderMap,
@@ -426,7 +440,7 @@ async fn start_upload(
             .transpose()?;
         if state
             .registry
-            .mount_blob(repo, &d, from.as_ref())
+            .mount_blob(actor, repo, &d, from.as_ref())
             .await?
             .is_some()
         {
@@ -438,11 +452,11 @@ async fn start_upload(
         let len = body_length(headers)?;
         state
             .registry
-            .upload_blob(repo, &d, body_stream(body), len)
+            .upload_blob(actor, repo, &d, body_stream(body), len)
             .await?;
         return blob_created(repo, &d);
     }
-    let u = state.registry.start_upload(repo).await?;
+    let u = state.registry.start_upload(actor, repo).await?;
     let min = state.registry.limits().chunk_min_length;
     let b = upload_reply(StatusCode::ACCEPTED, repo, &u).header("oci-chunk-min-length", min);
     finish(b, Body::empty())
@@ -450,6 +464,7 @@ async fn start_upload(
 
 async fn finish_upload(
     state: &AppState,
+    actor: &Actor,
     repo: &RepoName,
     id: &str,
     query: &Query,
@@ -468,14 +483,20 @@ async fn finish_upload(
     let body = has_body.then(|| body_stream(body));
     state
         .registry
-        .finish_upload(repo, id, &d, range, body, len)
+        .finish_upload(actor, repo, id, &d, range, body, len)
         .await?;
     blob_created(repo, &d)
 }
 
-async fn referrers(state: &AppState, repo: &RepoName, d: &Digest, query: &Query) -> Reply {
+async fn referrers(
+    state: &AppState,
+    actor: &Actor,
+    repo: &RepoName,
+    d: &Digest,
+    query: &Query,
+) -> Reply {
     let filter = query.get("artifactType").filter(|t| !t.is_empty());
-    let index = state.registry.referrers(repo, d, filter).await?;
+    let index = state.registry.referrers(actor, repo, d, filter).await?;
     let mut b = reply(StatusCode::OK).header(header::CONTENT_TYPE, berth_oci::media::OCI_INDEX);
     if filter.is_some() {
         b = b.header("oci-filters-applied", "artifactType");

@@ -35,6 +35,9 @@ pub struct RawConfig {
     /// Upload sessions.
     #[serde(default)]
     pub uploads: RawUploads,
+    /// Access control.
+    #[serde(default)]
+    pub auth: crate::auth_config::RawAuth,
 }
 
 /// `[log]`
@@ -221,13 +224,16 @@ pub fn format_duration(d: Duration) -> String {
     out
 }
 
-fn serialize_duration<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+pub(crate) fn serialize_duration<S: serde::Serializer>(
+    d: &Duration,
+    s: S,
+) -> Result<S::Ok, S::Error> {
     s.serialize_str(&format_duration(*d))
 }
 
 /// A duration from a flag or variable (`over`) or the file (`raw`), else `default`; at least
 /// a second.
-fn resolve_duration(
+pub(crate) fn resolve_duration(
     key: &str,
     over: Option<&str>,
     raw: Option<RawDuration>,
@@ -408,6 +414,8 @@ pub struct Config {
     pub tls: Option<Tls>,
     /// Upload sessions.
     pub uploads: Uploads,
+    /// Access control.
+    pub auth: crate::auth_config::Auth,
 }
 
 /// Values given on the command line (clap has already folded in the `BERTH_*` variables).
@@ -458,6 +466,9 @@ pub struct Overrides {
     /// How often to look for idle upload sessions [default: 1h]
     #[arg(long, env = "BERTH_UPLOADS_EXPIRE_INTERVAL")]
     pub uploads_expire_interval: Option<String>,
+    /// Access control: token (sign-in, roles, tokens) or open (anyone may do anything on /v2) [default: token]
+    #[arg(long, env = "BERTH_AUTH_MODE")]
+    pub auth_mode: Option<String>,
 }
 
 /// Read the TOML file at `path`.
@@ -568,6 +579,7 @@ impl Config {
             shutdown_grace_seconds: raw.limits.shutdown_grace_seconds.unwrap_or(30),
             tls,
             uploads,
+            auth: crate::auth_config::Auth::resolve(raw.auth, over.auth_mode.as_deref())?,
         })
     }
 }

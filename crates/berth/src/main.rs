@@ -1,7 +1,9 @@
 //! `berth`: the registry binary. `berth serve` runs the registry; `berth migrate` applies
 //! metadata schema migrations; `berth config print` shows the effective configuration.
 
+mod auth_config;
 mod config;
+mod oidc_setup;
 mod serve;
 
 use std::path::PathBuf;

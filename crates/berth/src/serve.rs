@@ -7,19 +7,22 @@ use std::time::Duration;
 
 use anyhow::Context;
 use axum::serve::Listener;
+use berth_core::access::PruneAudit;
 use berth_core::{
-    ExpireUploads, JobRunner, Limits, PruneJobs, Registry, RunnerSettings, UploadLeases,
+    Access, AccessSettings, AuditLog, ExpireUploads, JobRunner, Limits, PruneJobs, Registry,
+    RunnerSettings, UploadLeases,
 };
 use berth_meta::postgres::{Migrate, PgMeta, PgOptions};
 use berth_meta::sqlite::{self, SqliteMeta};
-use berth_meta::{LeaseHolder, MetaStore};
-use berth_server::AppState;
+use berth_meta::{AccessStore, LeaseHolder, MetaStore};
+use berth_server::{AppState, AuthState};
 use berth_store::fs::{FsStore, SyncMode};
 use berth_store::s3::{S3Config, S3Store};
 use berth_store::BlobStore;
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder};
 use tokio_util::sync::CancellationToken;
 
+use crate::auth_config::AuthMode;
 use crate::config::{Config, Durability, LogFormat, Metadata, Storage};
 
 fn init_logging(cfg: &Config) -> anyhow::Result<()> {
@@ -42,6 +45,7 @@ const PRUNE_JOBS_EVERY: Duration = Duration::from_secs(6 * 3600);
 fn start_jobs(
     cfg: &Config,
     registry: &Registry,
+    access: &Access,
     cancel: CancellationToken,
 ) -> tokio::task::JoinHandle<()> {
     let meta = Arc::clone(registry.meta());
@@ -55,6 +59,11 @@ fn start_jobs(
         .with_worker(Arc::new(PruneJobs::new(
             meta,
             KEEP_FINISHED_JOBS,
+            PRUNE_JOBS_EVERY,
+        )))
+        .with_worker(Arc::new(PruneAudit::new(
+            access.store().clone(),
+            cfg.auth.audit_retention,
             PRUNE_JOBS_EVERY,
         )))
         .spawn(cancel)
@@ -156,8 +165,24 @@ async fn open_store(cfg: &Config) -> anyhow::Result<Arc<dyn BlobStore>> {
     })
 }
 
+/// The metadata backend, seen through both of its traits.
+pub struct MetaBackends {
+    /// Repositories, manifests, uploads, jobs.
+    pub meta: Arc<dyn MetaStore>,
+    /// Projects, users, robots, audit.
+    pub access: Arc<dyn AccessStore>,
+}
+
+fn both<T: MetaStore + AccessStore>(backend: T) -> MetaBackends {
+    let backend = Arc::new(backend);
+    MetaBackends {
+        meta: backend.clone(),
+        access: backend,
+    }
+}
+
 /// Open the configured metadata store. `migrate`: apply pending schema migrations.
-pub async fn open_meta(cfg: &Config, migrate: bool) -> anyhow::Result<Arc<dyn MetaStore>> {
+pub async fn open_meta(cfg: &Config, migrate: bool) -> anyhow::Result<MetaBackends> {
     Ok(match &cfg.metadata {
         Metadata::Sqlite => {
             let durability = match cfg.durability {
@@ -166,7 +191,7 @@ pub async fn open_meta(cfg: &Config, migrate: bool) -> anyhow::Result<Arc<dyn Me
             };
             std::fs::create_dir_all(&cfg.data_dir)
                 .with_context(|| format!("creating data directory {}", cfg.data_dir.display()))?;
-            Arc::new(
+            both(
                 SqliteMeta::open(&cfg.data_dir.join("meta.db"), durability)
                     .context("opening the metadata database")?,
             )
@@ -176,7 +201,7 @@ pub async fn open_meta(cfg: &Config, migrate: bool) -> anyhow::Result<Arc<dyn Me
             max_connections,
             acquire_timeout_seconds,
             ..
-        } => Arc::new(
+        } => both(
             PgMeta::connect(
                 url,
                 PgOptions {
@@ -241,6 +266,41 @@ pub fn migrate(cfg: &Config) -> anyhow::Result<()> {
     })
 }
 
+/// The access service: the token key (from `[auth] token_key`, or generated once and kept
+/// in the metadata store), the first administrator (password from `BERTH_ADMIN_PASSWORD`,
+/// or generated and printed once), and keyless OIDC logins if configured.
+async fn open_access(cfg: &Config, store: Arc<dyn AccessStore>) -> anyhow::Result<Access> {
+    let settings = AccessSettings {
+        issuer: cfg.auth.issuer.clone(),
+        service: cfg.auth.service.clone(),
+        token_ttl: cfg.auth.token_ttl,
+        max_failed_logins: cfg.auth.max_failed_logins,
+        lockout: cfg.auth.lockout,
+    };
+    let key = cfg.auth.read_key()?;
+    let audit = AuditLog::new(store.clone());
+    let mut access = Access::new(store, settings, key.as_deref(), audit)
+        .await
+        .context("loading the token signing key")?;
+    if let Some(oidc) = &cfg.auth.oidc {
+        access = access.with_oidc(crate::oidc_setup::verifier(oidc)?);
+    }
+    let password = std::env::var("BERTH_ADMIN_PASSWORD")
+        .ok()
+        .filter(|p| !p.is_empty());
+    if let Some(generated) = access
+        .bootstrap(password.as_deref())
+        .await
+        .context("creating the administrator (BERTH_ADMIN_PASSWORD must have 8+ characters with upper and lower case letters and a digit)")?
+    {
+        // Printed once, on the console only: it is never logged or stored in the clear.
+        eprintln!(
+            "\n  berth: created user \"admin\" with password: {generated}\n  (shown once; change it with `berth admin users passwd admin`, or set BERTH_ADMIN_PASSWORD before the first start)\n"
+        );
+    }
+    Ok(access)
+}
+
 async fn serve(cfg: Config) -> anyhow::Result<()> {
     let _lock = lock_data_dir(&cfg)?;
     // HTTPS to S3 and PostgreSQL, and the TLS listener, all use rustls with ring.
@@ -250,13 +310,14 @@ async fn serve(cfg: Config) -> anyhow::Result<()> {
         Metadata::Postgres { auto_migrate, .. } => *auto_migrate,
         Metadata::Sqlite => true,
     };
-    let meta = open_meta(&cfg, auto_migrate).await?;
+    let backends = open_meta(&cfg, auto_migrate).await?;
     let limits = Limits {
         manifest_max_bytes: cfg.manifest_max_bytes,
         chunk_min_length: cfg.chunk_min_length,
         ..Limits::default()
     };
-    let mut registry = Registry::new(store, meta, limits);
+    let access = Arc::new(open_access(&cfg, backends.access.clone()).await?);
+    let mut registry = Registry::new(store, backends.meta, limits).with_access(access.clone());
     if cfg.redirect {
         // Refuse to start rather than quietly serve every blob locally.
         registry = registry
@@ -293,11 +354,24 @@ async fn serve(cfg: Config) -> anyhow::Result<()> {
             shutdown.cancel();
         }
     });
-    let jobs = start_jobs(&cfg, &registry, shutdown.child_token());
+    let jobs = start_jobs(&cfg, &registry, &access, shutdown.child_token());
+    let auth = match cfg.auth.mode {
+        AuthMode::Token => Some(AuthState {
+            access: access.clone(),
+            realm: cfg.auth.realm.clone(),
+            tls: cfg.tls.is_some(),
+        }),
+        AuthMode::Open => {
+            tracing::warn!(
+                "auth.mode = open: anyone who can reach this registry may push, pull and delete"
+            );
+            None
+        }
+    };
     let app = berth_server::router(AppState {
         registry,
         metrics: Some(metrics),
-        auth: None,
+        auth,
     });
     let grace = Duration::from_secs(cfg.shutdown_grace_seconds);
     match &cfg.tls {
@@ -308,8 +382,12 @@ async fn serve(cfg: Config) -> anyhow::Result<()> {
                     .with_context(|| format!("listening on {}", cfg.listen))?,
             );
             tracing::info!(addr = %listener.local_addr()?, data_dir = %cfg.data_dir.display(), "berth listening (http)");
-            let server = axum::serve(listener, app)
-                .with_graceful_shutdown(shutdown.clone().cancelled_owned());
+            let server = axum::serve(
+                listener,
+                app.clone()
+                    .into_make_service_with_connect_info::<berth_server::sendfile::PeerAddr>(),
+            )
+            .with_graceful_shutdown(shutdown.clone().cancelled_owned());
             tokio::select! {
                 r = server => r?,
                 () = async {
@@ -339,7 +417,7 @@ async fn serve(cfg: Config) -> anyhow::Result<()> {
             tracing::info!(addr = %cfg.listen, data_dir = %cfg.data_dir.display(), "berth listening (https)");
             axum_server::bind_rustls(cfg.listen, tls_config)
                 .handle(handle)
-                .serve(app.into_make_service())
+                .serve(app.into_make_service_with_connect_info::<std::net::SocketAddr>())
                 .await?;
         }
     }

@@ -171,3 +171,51 @@ impl AuditLog {
         self.batcher.flush().await;
     }
 }
+
+/// Deletes audit events older than the retention period, and expired browser sessions, as
+/// the periodic job `audit.prune`.
+pub struct PruneAudit {
+    store: Arc<dyn AccessStore>,
+    keep: Duration,
+    every: Duration,
+}
+
+impl PruneAudit {
+    /// The kind of its jobs: `audit.prune`.
+    pub fn job_kind() -> berth_meta::JobKind {
+        berth_meta::JobKind::from_static("audit.prune")
+    }
+
+    /// Prune events older than `keep`, every `every`.
+    pub fn new(store: Arc<dyn AccessStore>, keep: Duration, every: Duration) -> Self {
+        Self { store, keep, every }
+    }
+}
+
+#[async_trait::async_trait]
+impl crate::Worker for PruneAudit {
+    fn kind(&self) -> berth_meta::JobKind {
+        Self::job_kind()
+    }
+
+    fn schedule(&self) -> crate::Schedule {
+        crate::Schedule::Every(self.every)
+    }
+
+    async fn run(
+        &self,
+        _job: &berth_meta::ClaimedJob,
+        _cancel: &tokio_util::sync::CancellationToken,
+    ) -> Result<(), crate::Error> {
+        let now_ms = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as i64);
+        let cutoff = now_ms - i64::try_from(self.keep.as_millis()).unwrap_or(i64::MAX);
+        let events = self.store.prune_audit(cutoff).await?;
+        let sessions = self.store.prune_sessions().await?;
+        if events + sessions > 0 {
+            tracing::info!(events, sessions, "old audit events and sessions pruned");
+        }
+        Ok(())
+    }
+}

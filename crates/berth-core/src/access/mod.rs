@@ -28,7 +28,7 @@ use berth_meta::{
 };
 use berth_oci::RepoName;
 
-pub use audit::{AuditLog, Batcher};
+pub use audit::{AuditLog, Batcher, PruneAudit};
 pub use rbac::{Action, Permission, Resource};
 pub use robot::RobotPermission;
 pub use scope::{RepoActions, Scope};

@@ -112,6 +112,9 @@ impl FleetBackend {
     }
 }
 
+/// The password of `admin` on every test server.
+pub const ADMIN_PASSWORD: &str = "Berth-Test-Admin-1";
+
 /// A running `berth serve`.
 pub struct Server {
     child: Option<Child>,
@@ -134,6 +137,14 @@ impl Server {
         let http = Client::builder().no_proxy().build().unwrap();
         let args = args.iter().map(|a| a.to_string()).collect();
         Self::launch(http, args, false).await
+    }
+
+    /// [`Server::start_with`] plus a config file holding `config` (TOML).
+    pub async fn start_on_config(args: &[&str], config: &str) -> Self {
+        let http = Client::builder().no_proxy().build().unwrap();
+        let args = args.iter().map(|a| (*a).to_owned()).collect();
+        let backend = fleet().then(FleetBackend::create);
+        Self::launch_with(http, args, false, backend, Some(config)).await
     }
 
     /// Another instance over the same PostgreSQL + S3 backend as `backend`.
@@ -211,6 +222,10 @@ impl Server {
                 .arg(self.data_dir())
                 .args(&self.extra_args)
                 .env("BERTH_LOG_LEVEL", "warn")
+                // The OCI behaviour tests run without access control; the access tests pass
+                // `--auth-mode token`, which wins over the variable.
+                .env("BERTH_AUTH_MODE", "open")
+                .env("BERTH_ADMIN_PASSWORD", ADMIN_PASSWORD)
                 .stdout(Stdio::null())
                 .stderr(Stdio::inherit())
                 .spawn()
@@ -235,7 +250,10 @@ impl Server {
                 return false;
             }
             match self.http.get(self.url("/v2/")).send().await {
-                Ok(r) if r.status() == StatusCode::OK => return true,
+                // 401: up, and asking for a sign-in (access control on).
+                Ok(r) if r.status() == StatusCode::OK || r.status() == StatusCode::UNAUTHORIZED => {
+                    return true
+                }
                 Ok(r) => eprintln!("not ready: {}", r.status()),
                 Err(e) if Instant::now() + Duration::from_secs(9) < deadline => {
                     let _ = e; // still starting

@@ -1,6 +1,7 @@
 //! Integration tests: each starts the real `berth` binary on a free loopback port with a fresh
 //! data directory and drives it over HTTP.
 
+mod access;
 mod api;
 mod bad_input;
 mod crash;
