@@ -14,21 +14,20 @@
 //! request's `Host`) is refused whatever its credentials. Command-line clients send neither
 //! header and are unaffected.
 
-use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, Mutex};
 
 use axum::body::Body;
-use axum::extract::{ConnectInfo, FromRequestParts, Request, State};
+use axum::extract::{FromRequestParts, Request, State};
 use axum::http::request::Parts;
 use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
-use base64::Engine as _;
 use berth_core::access::manage::{Caller, SESSION_TTL};
 use berth_core::{Admin, Error, Principal};
 use subtle::ConstantTimeEq as _;
 
 use super::error::HarborError;
+use crate::auth::{credentials, source, Credentials};
 use crate::AppState;
 
 /// The session cookie's name, as Harbor's.
@@ -63,13 +62,6 @@ pub fn admin(state: &AppState) -> Result<Admin, HarborError> {
     }
 }
 
-/// The client's address, when the server recorded it.
-pub fn source(extensions: &axum::http::Extensions) -> Option<IpAddr> {
-    extensions
-        .get::<ConnectInfo<SocketAddr>>()
-        .map(|c| c.0.ip())
-}
-
 /// The authenticated caller of a management request.
 #[derive(Debug, Clone)]
 pub struct Authn(pub Caller);
@@ -93,25 +85,6 @@ pub fn cross_site(headers: &HeaderMap) -> bool {
             host != Some(o_host)
         });
     fetch_site || origin_mismatch
-}
-
-fn basic(headers: &HeaderMap) -> Option<Result<(String, String), HarborError>> {
-    let value = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
-    let (scheme, rest) = value.split_once(' ')?;
-    if !scheme.eq_ignore_ascii_case("basic") {
-        return Some(Err(HarborError(Error::Unauthorized(
-            "only Basic credentials or a session are accepted here".into(),
-        ))));
-    }
-    let bad = || HarborError(Error::Unauthorized("malformed Basic credentials".into()));
-    let decoded = base64::engine::general_purpose::STANDARD
-        .decode(rest.trim())
-        .map_err(|_| bad());
-    Some(decoded.and_then(|d| {
-        let s = String::from_utf8(d).map_err(|_| bad())?;
-        let (u, p) = s.split_once(':').ok_or_else(bad)?;
-        Ok((u.to_owned(), p.to_owned()))
-    }))
 }
 
 /// The value of cookie `name`.
@@ -141,10 +114,17 @@ impl FromRequestParts<Arc<AppState>> for Authn {
                 "cross-site requests may not change anything".into(),
             )));
         }
-        if let Some(creds) = basic(&parts.headers) {
-            let (user, password) = creds?;
-            let principal = admin.access().login(&user, &password, source).await?;
-            return Ok(Self(Caller::new(principal, source)));
+        match credentials(&parts.headers) {
+            Credentials::Basic(user, password) => {
+                let principal = admin.access().login(&user, &password, source).await?;
+                return Ok(Self(Caller::new(principal, source)));
+            }
+            Credentials::Bearer(_) => {
+                return Err(HarborError(Error::Unauthorized(
+                    "the management API takes Basic credentials or a session, not tokens".into(),
+                )))
+            }
+            Credentials::None => {}
         }
         if let Some(sid) = cookie(&parts.headers, SESSION_COOKIE) {
             // A stale cookie is no error: the caller is anonymous, as in Harbor.

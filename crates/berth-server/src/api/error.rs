@@ -1,5 +1,5 @@
 //! The management API's errors in Harbor's shape: `{"errors":[{"code":"NOT_FOUND",
-//! "message":"..."}]}`. [`harbor_status`] is the one place where a [`berth_core::Error`]
+//! "message":"..."}]}`. `harbor_status` is the one place where a [`berth_core::Error`]
 //! becomes a Harbor code and status.
 
 use std::sync::Arc;

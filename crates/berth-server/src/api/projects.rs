@@ -280,9 +280,10 @@ pub async fn delete(
     headers: HeaderMap,
     P(project): P<String>,
 ) -> Result<StatusCode, HarborError> {
-    admin(&s)?
+    let gone = admin(&s)?
         .delete_project(&who, &project_ref(&headers, project))
         .await?;
+    s.registry.forget_project(&gone.name);
     Ok(StatusCode::OK)
 }
 

@@ -210,11 +210,16 @@ impl Admin {
     }
 
     /// Delete an empty project with its members and robots (needs `project:delete`).
+    /// Returns the project deleted.
     ///
     /// # Errors
     /// As [`Access::require`](crate::Access::require); [`Error::NotEmpty`] if it holds a
     /// repository.
-    pub async fn delete_project(&self, who: &Caller, project: &ProjectRef) -> Result<(), Error> {
+    pub async fn delete_project(
+        &self,
+        who: &Caller,
+        project: &ProjectRef,
+    ) -> Result<Project, Error> {
         let p = self
             .project_for(who, project, perm(Resource::Project, Action::Delete))
             .await?;
@@ -242,7 +247,7 @@ impl Admin {
             self.access.forget(&format!("robot:{}", r.id));
         }
         self.audit(who, "delete", "project", &p.name, Some(&p.name));
-        Ok(())
+        Ok(p)
     }
 
     /// Members of a project whose name contains `name_contains` (needs `member:list`).
