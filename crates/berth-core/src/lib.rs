@@ -15,6 +15,7 @@ mod upload_expiry;
 mod upload_lease;
 mod uploads;
 
+pub use access::manage::Admin;
 pub use access::{Access, AccessSettings, Actor, AuditLog, Principal};
 pub use error::{Backend, Error};
 pub use jobs::{JobRunner, PruneJobs, RunnerSettings, Schedule, Worker};

@@ -10,6 +10,7 @@
 //!   and the project's membership on each request ([`Access::require`]).
 
 mod audit;
+pub mod manage;
 pub mod oidc;
 pub mod password;
 pub mod rbac;

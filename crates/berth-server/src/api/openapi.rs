@@ -1,0 +1,53 @@
+//! The OpenAPI 3 document of the management API, generated from the handlers'
+//! `#[utoipa::path]` annotations and the JSON types' `ToSchema`.
+
+use axum::Json;
+use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+use utoipa::{Modify, OpenApi};
+
+use super::{groups, logs, projects, repos, robots, system, users};
+
+struct BasicAuth;
+
+impl Modify for BasicAuth {
+    fn modify(&self, doc: &mut utoipa::openapi::OpenApi) {
+        let components = doc.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "basic",
+            SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Basic).build()),
+        );
+    }
+}
+
+/// The management API's description.
+#[derive(OpenApi)]
+#[openapi(
+    info(
+        title = "Berth management API",
+        description = "Harbor's /api/v2.0 paths and JSON shapes, for what Berth implements. \
+            Authenticate with HTTP Basic (users, or robots as robot$...) or a session cookie \
+            from POST /c/login (then unsafe methods need X-Harbor-CSRF-Token)."
+    ),
+    modifiers(&BasicAuth),
+    security(("basic" = [])),
+    paths(
+        users::list, users::search, users::create, users::current, users::get, users::update,
+        users::delete, users::password, users::sysadmin,
+        projects::list, projects::head, projects::create, projects::get, projects::update,
+        projects::delete, projects::list_members, projects::add_member, projects::get_member,
+        projects::update_member, projects::delete_member,
+        repos::list, repos::get, repos::artifacts, repos::artifact_one,
+        logs::list, logs::project,
+        robots::list, robots::create, robots::get, robots::update, robots::refresh,
+        robots::delete,
+        groups::list, groups::create, groups::get, groups::delete, groups::members,
+        groups::add_member, groups::remove_member,
+        system::info, system::health, system::ping, system::statistics, system::search,
+    )
+)]
+pub struct ApiDoc;
+
+/// `GET /api/v2.0/openapi.json`.
+pub async fn document() -> Json<utoipa::openapi::OpenApi> {
+    Json(ApiDoc::openapi())
+}

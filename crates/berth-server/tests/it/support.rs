@@ -1,0 +1,218 @@
+//! A server over SQLite and the filesystem in a temporary directory, and request helpers.
+
+use std::sync::Arc;
+
+use axum::body::Body;
+use axum::http::{Method, Request, Response, StatusCode};
+use axum::Router;
+use base64::Engine as _;
+use berth_core::{Access, AccessSettings, AuditLog, Limits, Registry};
+use berth_meta::sqlite::{Durability, SqliteMeta};
+use berth_server::{router, AppState, AuthState};
+use berth_store::fs::{FsStore, SyncMode};
+use http_body_util::BodyExt;
+use serde_json::Value;
+use tower::ServiceExt;
+
+pub const ADMIN_PW: &str = "Admin12345";
+
+pub struct Env {
+    pub app: Router,
+    pub access: Arc<Access>,
+    _dir: tempfile::TempDir,
+}
+
+pub async fn env() -> Env {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let meta = Arc::new(
+        SqliteMeta::open(&dir.path().join("meta.db"), Durability::Normal).expect("sqlite"),
+    );
+    let store = Arc::new(FsStore::open(dir.path().join("blobs"), SyncMode::Relaxed).expect("fs"));
+    let audit = AuditLog::new(meta.clone());
+    let access = Arc::new(
+        Access::new(meta.clone(), AccessSettings::default(), None, audit)
+            .await
+            .expect("access"),
+    );
+    access.bootstrap(Some(ADMIN_PW)).await.expect("bootstrap");
+    let registry = Registry::new(store, meta, Limits::default()).with_access(access.clone());
+    let app = router(AppState {
+        registry,
+        metrics: None,
+        auth: Some(AuthState {
+            access: access.clone(),
+            realm: None,
+            tls: false,
+        }),
+    });
+    Env {
+        app,
+        access,
+        _dir: dir,
+    }
+}
+
+pub fn basic(user: &str, pw: &str) -> String {
+    format!(
+        "Basic {}",
+        base64::engine::general_purpose::STANDARD.encode(format!("{user}:{pw}"))
+    )
+}
+
+/// Who sends a request.
+#[derive(Clone, Copy)]
+pub enum As<'a> {
+    Nobody,
+    Basic(&'a str, &'a str),
+    Admin,
+}
+
+pub struct Reply {
+    pub status: StatusCode,
+    pub headers: axum::http::HeaderMap,
+    pub text: String,
+}
+
+impl Reply {
+    pub fn json(&self) -> Value {
+        serde_json::from_str(&self.text).unwrap_or(Value::Null)
+    }
+
+    pub fn code(&self) -> String {
+        self.json()["errors"][0]["code"]
+            .as_str()
+            .unwrap_or_default()
+            .to_owned()
+    }
+}
+
+pub async fn reply(resp: Response<Body>) -> Reply {
+    let status = resp.status();
+    let headers = resp.headers().clone();
+    let bytes = resp.into_body().collect().await.expect("body").to_bytes();
+    Reply {
+        status,
+        headers,
+        text: String::from_utf8_lossy(&bytes).into_owned(),
+    }
+}
+
+impl Env {
+    pub async fn send(&self, req: Request<Body>) -> Reply {
+        reply(self.app.clone().oneshot(req).await.expect("infallible")).await
+    }
+
+    pub async fn call(
+        &self,
+        who: As<'_>,
+        method: Method,
+        path: &str,
+        body: Option<Value>,
+    ) -> Reply {
+        let mut b = Request::builder().method(method).uri(path);
+        match who {
+            As::Nobody => {}
+            As::Basic(u, p) => b = b.header("authorization", basic(u, p)),
+            As::Admin => b = b.header("authorization", basic("admin", ADMIN_PW)),
+        }
+        let req = match body {
+            Some(v) => b
+                .header("content-type", "application/json")
+                .body(Body::from(v.to_string())),
+            None => b.body(Body::empty()),
+        }
+        .expect("request");
+        self.send(req).await
+    }
+
+    pub async fn get(&self, who: As<'_>, path: &str) -> Reply {
+        self.call(who, Method::GET, path, None).await
+    }
+
+    /// Create user `name` (password `Passw0rd-name`) and return its id.
+    pub async fn user(&self, name: &str) -> i64 {
+        let r = self
+            .call(
+                As::Admin,
+                Method::POST,
+                "/api/v2.0/users",
+                Some(serde_json::json!({"username": name, "password": pw(name), "email": format!("{name}@example.com")})),
+            )
+            .await;
+        assert_eq!(r.status, StatusCode::CREATED, "{}", r.text);
+        let loc = r.headers["location"].to_str().expect("ascii");
+        loc.rsplit('/')
+            .next()
+            .and_then(|s| s.parse().ok())
+            .expect("id")
+    }
+
+    /// Create project `name` as admin and return its id.
+    pub async fn project(&self, name: &str, public: bool) -> i64 {
+        let r = self
+            .call(
+                As::Admin,
+                Method::POST,
+                "/api/v2.0/projects",
+                Some(serde_json::json!({"project_name": name, "metadata": {"public": public.to_string()}})),
+            )
+            .await;
+        assert_eq!(r.status, StatusCode::CREATED, "{}", r.text);
+        let loc = r.headers["location"].to_str().expect("ascii");
+        loc.rsplit('/')
+            .next()
+            .and_then(|s| s.parse().ok())
+            .expect("id")
+    }
+
+    /// Make `user` a member of `project` with role `role_id`.
+    pub async fn member(&self, project: &str, user: &str, role_id: i64) {
+        let r = self
+            .call(
+                As::Admin,
+                Method::POST,
+                &format!("/api/v2.0/projects/{project}/members"),
+                Some(serde_json::json!({"role_id": role_id, "member_user": {"username": user}})),
+            )
+            .await;
+        assert_eq!(r.status, StatusCode::CREATED, "{}", r.text);
+    }
+
+    /// Push an image with one config blob to `repo:tag` over /v2 as admin.
+    pub async fn push(&self, repo: &str, tag: &str) -> String {
+        let config = br#"{"architecture":"amd64","os":"linux"}"#;
+        let digest = berth_oci::Digest::sha256_of(config).to_string();
+        let auth = basic("admin", ADMIN_PW);
+        let req = Request::post(format!("/v2/{repo}/blobs/uploads/?digest={digest}"))
+            .header("authorization", &auth)
+            .header("content-type", "application/octet-stream")
+            .body(Body::from(&config[..]))
+            .expect("request");
+        let r = self.send(req).await;
+        assert_eq!(r.status, StatusCode::CREATED, "{}", r.text);
+        let manifest = serde_json::json!({
+            "schemaVersion": 2,
+            "mediaType": "application/vnd.oci.image.manifest.v1+json",
+            "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": digest, "size": config.len()},
+            "layers": []
+        })
+        .to_string();
+        let req = Request::put(format!("/v2/{repo}/manifests/{tag}"))
+            .header("authorization", &auth)
+            .header("content-type", "application/vnd.oci.image.manifest.v1+json")
+            .body(Body::from(manifest.clone()))
+            .expect("request");
+        let r = self.send(req).await;
+        assert_eq!(r.status, StatusCode::CREATED, "{}", r.text);
+        berth_oci::Digest::sha256_of(manifest.as_bytes()).to_string()
+    }
+
+    /// Wait until the audit log has written what was recorded.
+    pub async fn flush_audit(&self) {
+        self.access.audit().flush().await;
+    }
+}
+
+pub fn pw(name: &str) -> String {
+    format!("Passw0rd-{name}")
+}
