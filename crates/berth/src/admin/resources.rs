@@ -95,6 +95,8 @@ pub enum UserCmd {
     },
     /// Create a user
     Create {
+        /// The user's name
+        #[arg(id = "user", value_name = "USERNAME")]
         username: String,
         /// The new user's password
         #[arg(long, env = "BERTH_NEW_PASSWORD", hide_env_values = true)]
@@ -105,9 +107,15 @@ pub enum UserCmd {
         realname: String,
     },
     /// Delete a user
-    Delete { username: String },
+    Delete {
+        /// The user's name
+        #[arg(id = "user", value_name = "USERNAME")]
+        username: String,
+    },
     /// Change a user's password (your own needs --old-password)
     Passwd {
+        /// The user's name
+        #[arg(id = "user", value_name = "USERNAME")]
         username: String,
         #[arg(long, env = "BERTH_NEW_PASSWORD", hide_env_values = true)]
         new_password: String,
@@ -116,6 +124,8 @@ pub enum UserCmd {
     },
     /// Make a user a system administrator (true) or not (false)
     Sysadmin {
+        /// The user's name
+        #[arg(id = "user", value_name = "USERNAME")]
         username: String,
         #[arg(action = clap::ArgAction::Set)]
         admin: bool,
