@@ -1,6 +1,7 @@
 //! `berth`: the registry binary. `berth serve` runs the registry; `berth migrate` applies
 //! metadata schema migrations; `berth config print` shows the effective configuration.
 
+mod admin;
 mod auth_config;
 mod config;
 mod oidc_setup;
@@ -23,6 +24,8 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    /// Manage projects, users, members, robots and read the audit log of a running server
+    Admin(admin::AdminArgs),
     /// Run the registry
     Serve(config::Overrides),
     /// Apply pending metadata schema migrations, print the versions, and exit
@@ -51,6 +54,7 @@ fn load(path: Option<&PathBuf>, over: &config::Overrides) -> anyhow::Result<conf
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     match cli.command {
+        Command::Admin(args) => admin::run(args),
         Command::Serve(over) => {
             let cfg = load(cli.config.as_ref(), &over)?;
             serve::run(cfg)
