@@ -129,7 +129,7 @@ pub(crate) async fn v2_actor(
         Credentials::Basic(user, pass) => {
             let principal = auth
                 .access
-                .login(&user, &pass, source)
+                .authenticate(&user, &pass, source)
                 .await
                 .map_err(|e| match e {
                     Error::Unauthorized(_) => refuse(e, None),

@@ -405,6 +405,32 @@ impl Access {
         secret: &str,
         source: Option<IpAddr>,
     ) -> Result<Principal, Error> {
+        self.check_login(username, secret, source, true).await
+    }
+
+    /// [`Access::login`] for credentials sent with every request (basic auth on `/v2` or the
+    /// management API): failures are audited and limited the same way, successes are not
+    /// audited (they are requests, not sign-ins; the request itself is audited where it
+    /// changes something).
+    ///
+    /// # Errors
+    /// As [`Access::login`].
+    pub async fn authenticate(
+        &self,
+        username: &str,
+        secret: &str,
+        source: Option<IpAddr>,
+    ) -> Result<Principal, Error> {
+        self.check_login(username, secret, source, false).await
+    }
+
+    async fn check_login(
+        &self,
+        username: &str,
+        secret: &str,
+        source: Option<IpAddr>,
+        audit_success: bool,
+    ) -> Result<Principal, Error> {
         let user_key = format!("user:{username}");
         let ip_key = source.map(|ip| format!("ip:{ip}"));
         let keys: Vec<&str> = std::iter::once(user_key.as_str())
@@ -413,15 +439,17 @@ impl Access {
         self.limiter.check(&keys)?;
         let outcome = self.check_credentials(username, secret).await;
         let ok = outcome.as_ref().is_ok_and(Option::is_some);
-        self.audit.record(
-            if ok { username } else { "anonymous" },
-            "login",
-            "user",
-            username,
-            None,
-            source,
-            ok,
-        );
+        if !ok || audit_success {
+            self.audit.record(
+                if ok { username } else { "anonymous" },
+                "login",
+                "user",
+                username,
+                None,
+                source,
+                ok,
+            );
+        }
         match outcome {
             Ok(Some(p)) => {
                 self.limiter.succeeded(&keys);

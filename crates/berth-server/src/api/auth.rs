@@ -116,7 +116,10 @@ impl FromRequestParts<Arc<AppState>> for Authn {
         }
         match credentials(&parts.headers) {
             Credentials::Basic(user, password) => {
-                let principal = admin.access().login(&user, &password, source).await?;
+                let principal = admin
+                    .access()
+                    .authenticate(&user, &password, source)
+                    .await?;
                 return Ok(Self(Caller::new(principal, source)));
             }
             Credentials::Bearer(_) => {
