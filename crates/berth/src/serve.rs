@@ -289,7 +289,7 @@ fn show_generated_password(cfg: &Config, password: &str) -> anyhow::Result<()> {
                 .open(&path)
                 .with_context(|| format!("writing {}", path.display()))?;
             writeln!(f, "{password}")?;
-            tracing::warn!(file = %path.display(), "created user admin with a generated password: read it from the file, change it, delete the file");
+            tracing::info!(file = %path.display(), "created user admin with a generated password: read it from the file, change it, delete the file");
         }
     }
     Ok(())
