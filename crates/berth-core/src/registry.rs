@@ -184,9 +184,7 @@ impl Registry {
 
     /// Note a manifest pull for the management API's pull time and count.
     pub(crate) fn record_pull(&self, repo: &RepoName, digest: &Digest) {
-        let now = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_millis() as i64);
+        let now = crate::access::unix_ms();
         self.pulls.push((repo.to_string(), digest.clone(), now));
     }
 

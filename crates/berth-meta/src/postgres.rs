@@ -1939,31 +1939,7 @@ mod tests {
                 .await
                 .unwrap();
             assert_eq!(meta.schema_version().await.unwrap(), SCHEMA_VERSION);
-            crate::testsuite::access::check_upgraded_projects(&meta).await;
-            let u = meta.upload(&repo("old/app"), "u-1").await.unwrap().unwrap();
-            assert_eq!((u.offset, u.created_at, u.updated_at), (3, 10, 20));
-            let h = LeaseHolder::new("h");
-            assert_eq!(
-                meta.lease_upload("u-1", &h, Duration::from_secs(5))
-                    .await
-                    .unwrap(),
-                UploadLease::Granted
-            );
-            let job = NewJob::new(JobKind::from_static("test.upgrade"), "{}");
-            assert!(meta.enqueue_job(&job).await.unwrap().is_some());
-            // Its upload has no recorded segments; the next chunk records the first.
-            assert!(u.segments.is_empty());
-            let mut next = u.clone();
-            next.offset = 5;
-            let segment = UploadSegment {
-                start: 3,
-                token: "t1".into(),
-            };
-            meta.advance_upload(&next, &segment, Some(&h))
-                .await
-                .unwrap();
-            let u = meta.upload(&repo("old/app"), "u-1").await.unwrap().unwrap();
-            assert_eq!((u.offset, u.segments), (5, vec![segment]));
+            crate::testsuite::check_upgraded_from_v1(&meta).await;
             meta.close().await;
         })
         .await;

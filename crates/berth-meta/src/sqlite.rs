@@ -1420,32 +1420,7 @@ mod tests {
         .unwrap();
         drop(conn);
         let meta = SqliteMeta::open(&path, Durability::Normal).unwrap();
-        crate::testsuite::access::check_upgraded_projects(&meta).await;
-        let r: RepoName = "old/app".parse().unwrap();
-        let u = meta.upload(&r, "u-1").await.unwrap().unwrap();
-        assert_eq!((u.offset, u.created_at, u.updated_at), (3, 10, 20));
-        let h = LeaseHolder::new("h");
-        assert_eq!(
-            meta.lease_upload("u-1", &h, Duration::from_secs(5))
-                .await
-                .unwrap(),
-            UploadLease::Granted
-        );
-        let job = NewJob::new(JobKind::from_static("test.upgrade"), "{}");
-        assert!(meta.enqueue_job(&job).await.unwrap().is_some());
-        // Its upload has no recorded segments; the next chunk records the first.
-        assert!(u.segments.is_empty());
-        let mut next = u.clone();
-        next.offset = 5;
-        let segment = UploadSegment {
-            start: 3,
-            token: "t1".into(),
-        };
-        meta.advance_upload(&next, &segment, Some(&h))
-            .await
-            .unwrap();
-        let u = meta.upload(&r, "u-1").await.unwrap().unwrap();
-        assert_eq!((u.offset, u.segments), (5, vec![segment]));
+        crate::testsuite::check_upgraded_from_v1(&meta).await;
     }
 
     #[tokio::test]

@@ -47,6 +47,41 @@ const ALL: Page<'static> = Page {
     limit: 1000,
 };
 
+/// Check a database that was written at schema version 1 and then opened (migrated) by this
+/// berth: its repositories got projects (version 4), its upload `u-1` of `old/app` (offset 3,
+/// created at 10, updated at 20) kept its state, takes a lease (version 2) and records its
+/// first segment (version 3), and the job queue works.
+///
+/// # Panics
+/// On the first difference.
+pub async fn check_upgraded_from_v1<S: MetaStore + crate::AccessStore>(meta: &S) {
+    access::check_upgraded_projects(meta).await;
+    let u = meta.upload(&repo("old/app"), "u-1").await.unwrap().unwrap();
+    assert_eq!((u.offset, u.created_at, u.updated_at), (3, 10, 20));
+    let h = LeaseHolder::new("h");
+    assert_eq!(
+        meta.lease_upload("u-1", &h, Duration::from_secs(5))
+            .await
+            .unwrap(),
+        UploadLease::Granted
+    );
+    let job = NewJob::new(JobKind::from_static("test.upgrade"), "{}");
+    assert!(meta.enqueue_job(&job).await.unwrap().is_some());
+    // Its upload has no recorded segments; the next chunk records the first.
+    assert!(u.segments.is_empty());
+    let mut next = u.clone();
+    next.offset = 5;
+    let segment = UploadSegment {
+        start: 3,
+        token: "t1".into(),
+    };
+    meta.advance_upload(&next, &segment, Some(&h))
+        .await
+        .unwrap();
+    let u = meta.upload(&repo("old/app"), "u-1").await.unwrap().unwrap();
+    assert_eq!((u.offset, u.segments), (5, vec![segment]));
+}
+
 /// Exercise `meta` through the whole [`MetaStore`] contract.
 ///
 /// # Panics

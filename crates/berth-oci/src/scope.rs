@@ -92,18 +92,28 @@ impl Scope {
     pub fn parse(s: &str) -> Option<Scope> {
         let (kind, rest) = s.split_once(':')?;
         let (name, actions) = rest.rsplit_once(':')?;
-        // A resource class such as `repository(plugin)` names the same resource.
+        Self::from_parts(kind, name, actions.split(','))
+    }
+
+    /// The scope of resource type `kind` (a class such as `repository(plugin)` names the same
+    /// resource), resource `name` and `actions`, as a token's `access` claim lists them;
+    /// `None` for anything that grants nothing.
+    pub fn from_parts<'a>(
+        kind: &str,
+        name: &str,
+        actions: impl IntoIterator<Item = &'a str>,
+    ) -> Option<Scope> {
         let kind = kind.split_once('(').map_or(kind, |(k, _)| k);
         match kind {
             "repository" => {
                 let name: RepoName = name.parse().ok()?;
                 let actions = actions
-                    .split(',')
+                    .into_iter()
                     .filter_map(RepoActions::parse_one)
                     .fold(RepoActions::NONE, RepoActions::union);
                 (!actions.is_empty()).then_some(Scope::Repository { name, actions })
             }
-            "registry" if name == "catalog" && actions.split(',').any(|a| a == "*") => {
+            "registry" if name == "catalog" && actions.into_iter().any(|a| a == "*") => {
                 Some(Scope::Catalog)
             }
             _ => None,

@@ -104,6 +104,7 @@ pub(crate) async fn v2_actor(
     route: &OciRoute,
     method: &Method,
     headers: &HeaderMap,
+    credentials: Credentials,
     source: Option<IpAddr>,
 ) -> Result<Actor, Response> {
     let Some(auth) = &state.auth else {
@@ -116,7 +117,7 @@ pub(crate) async fn v2_actor(
         }
         resp
     };
-    match credentials(headers) {
+    match credentials {
         Credentials::Bearer(token) => {
             auth.access
                 .actor_from_token(&token, source)
@@ -264,7 +265,11 @@ async fn issue(state: &AppState, req: Request) -> Result<Response, Error> {
     };
     let asked = Scope::parse_all(params.scopes.iter().map(String::as_str));
     let t = auth.access.issue_token(&principal, &asked).await?;
-    let issued_at = rfc3339(t.issued_at);
+    let issued_at = crate::api::time(
+        i64::try_from(t.issued_at)
+            .unwrap_or(i64::MAX)
+            .saturating_mul(1000),
+    );
     let body = if parts.method == Method::POST {
         serde_json::json!({
             "access_token": t.token,
@@ -292,38 +297,9 @@ async fn issue(state: &AppState, req: Request) -> Result<Response, Error> {
         .into_response())
 }
 
-/// Seconds since the epoch as RFC 3339 UTC (`2026-11-22T13:00:00Z`).
-pub(crate) fn rfc3339(secs: u64) -> String {
-    let days = (secs / 86_400) as i64;
-    let rem = secs % 86_400;
-    // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1_460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    let y = yoe + era * 400 + i64::from(m <= 2);
-    format!(
-        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z",
-        rem / 3600,
-        rem % 3600 / 60,
-        rem % 60
-    )
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn dates() {
-        assert_eq!(rfc3339(0), "1970-01-01T00:00:00Z");
-        assert_eq!(rfc3339(951_782_400), "2000-02-29T00:00:00Z");
-        assert_eq!(rfc3339(1_795_353_026), "2026-11-22T13:10:26Z");
-    }
 
     #[test]
     fn reads_credentials() {

@@ -91,7 +91,18 @@ async fn v2_entry(State(state): State<Arc<AppState>>, req: Request) -> Response 
     };
     let label = route.label();
     let source = auth::source(&parts.extensions);
-    let actor = match auth::v2_actor(&state, &route, &parts.method, &parts.headers, source).await {
+    let credentials = auth::credentials(&parts.headers);
+    let had_token = matches!(credentials, auth::Credentials::Bearer(_));
+    let actor = match auth::v2_actor(
+        &state,
+        &route,
+        &parts.method,
+        &parts.headers,
+        credentials,
+        source,
+    )
+    .await
+    {
         Ok(a) => a,
         Err(mut refused) => {
             refused.extensions_mut().insert(RouteLabel(label));
@@ -99,10 +110,6 @@ async fn v2_entry(State(state): State<Arc<AppState>>, req: Request) -> Response 
         }
     };
     let query = v2::Query::parse(parts.uri.query());
-    let had_token = matches!(
-        auth::credentials(&parts.headers),
-        auth::Credentials::Bearer(_)
-    );
     let mut resp = match v2::dispatch(
         &state,
         &actor,

@@ -410,8 +410,7 @@ async fn serve(cfg: Config) -> anyhow::Result<()> {
             tracing::info!(addr = %listener.local_addr()?, data_dir = %cfg.data_dir.display(), "berth listening (http)");
             let server = axum::serve(
                 listener,
-                app.clone()
-                    .into_make_service_with_connect_info::<berth_server::sendfile::PeerAddr>(),
+                app.into_make_service_with_connect_info::<berth_server::sendfile::PeerAddr>(),
             )
             .with_graceful_shutdown(shutdown.clone().cancelled_owned());
             tokio::select! {

@@ -150,9 +150,7 @@ impl AuditLog {
         source: Option<IpAddr>,
         success: bool,
     ) {
-        let time_ms = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_millis() as i64);
+        let time_ms = super::unix_ms();
         self.batcher.push(AuditEvent {
             id: 0,
             time_ms,
@@ -207,9 +205,7 @@ impl crate::Worker for PruneAudit {
         _job: &berth_meta::ClaimedJob,
         _cancel: &tokio_util::sync::CancellationToken,
     ) -> Result<(), crate::Error> {
-        let now_ms = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_millis() as i64);
+        let now_ms = super::unix_ms();
         let cutoff = now_ms - i64::try_from(self.keep.as_millis()).unwrap_or(i64::MAX);
         let events = self.store.prune_audit(cutoff).await?;
         let sessions = self.store.prune_sessions().await?;

@@ -275,7 +275,8 @@ impl std::fmt::Debug for Access {
 /// The settings key under which the generated token key is kept.
 const TOKEN_KEY_SETTING: &str = "token.signing_key";
 
-fn unix_ms() -> i64 {
+/// Now, in milliseconds since the Unix epoch.
+pub(crate) fn unix_ms() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_millis() as i64)
@@ -369,7 +370,7 @@ impl Access {
                 email: String::new(),
                 realname: "system administrator".into(),
                 comment: "created on first start".into(),
-                password_hash: password::hash(&pw)?,
+                password_hash: password::hash_off_thread(pw).await?,
                 sysadmin: true,
             };
             match self.store.create_user(&user).await {
@@ -478,10 +479,7 @@ impl Access {
         }
         let user = self.store.user_by_name(username).await?;
         let hash = user.as_ref().map(|u| u.password_hash.clone());
-        let secret = secret.to_owned();
-        let ok = tokio::task::spawn_blocking(move || password::verify(&secret, hash.as_deref()))
-            .await
-            .map_err(|e| Error::Internal(format!("password check: {e}")))?;
+        let ok = password::verify_off_thread(secret, hash).await?;
         Ok(user.filter(|_| ok).map(|u| Principal::User {
             id: u.id,
             name: u.username,
@@ -507,10 +505,7 @@ impl Access {
     async fn check_robot(&self, name: &str, secret: &str) -> Result<Option<Principal>, Error> {
         let robot = self.robot_by_full_name(name).await?;
         let hash = robot.as_ref().map(|r| r.secret_hash.clone());
-        let secret = secret.to_owned();
-        let ok = tokio::task::spawn_blocking(move || password::verify(&secret, hash.as_deref()))
-            .await
-            .map_err(|e| Error::Internal(format!("secret check: {e}")))?;
+        let ok = password::verify_off_thread(secret, hash).await?;
         let Some(robot) = robot.filter(|_| ok) else {
             return Ok(None);
         };

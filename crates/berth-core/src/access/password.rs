@@ -44,6 +44,28 @@ pub fn verify(secret: &str, hash: Option<&str>) -> bool {
     ok && hash.is_some()
 }
 
+/// [`hash`] on tokio's blocking pool: argon2 takes tens of milliseconds, too long for an
+/// async worker.
+///
+/// # Errors
+/// As [`hash`].
+pub async fn hash_off_thread(secret: String) -> Result<String, Error> {
+    tokio::task::spawn_blocking(move || hash(&secret))
+        .await
+        .map_err(|e| Error::Internal(format!("hashing a secret: {e}")))?
+}
+
+/// [`verify`] on tokio's blocking pool.
+///
+/// # Errors
+/// If the blocking task fails.
+pub async fn verify_off_thread(secret: &str, hash: Option<String>) -> Result<bool, Error> {
+    let secret = secret.to_owned();
+    tokio::task::spawn_blocking(move || verify(&secret, hash.as_deref()))
+        .await
+        .map_err(|e| Error::Internal(format!("checking a secret: {e}")))
+}
+
 /// Check Harbor's password rule: 8 to 128 characters with at least one upper-case letter,
 /// one lower-case letter and one digit.
 ///

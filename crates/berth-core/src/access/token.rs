@@ -14,7 +14,7 @@ use ring::signature::{EcdsaKeyPair, KeyPair, RsaKeyPair, ECDSA_P256_SHA256_FIXED
 use serde::{Deserialize, Serialize};
 
 use crate::Error;
-use berth_oci::scope::{RepoActions, Scope};
+use berth_oci::scope::Scope;
 
 /// One entry of a token's `access` claim.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -47,12 +47,11 @@ impl AccessEntry {
 
     /// The scope this entry grants, if Berth knows it.
     pub fn to_scope(&self) -> Option<Scope> {
-        Scope::parse(&format!(
-            "{}:{}:{}",
-            self.kind,
-            self.name,
-            self.actions.join(",")
-        ))
+        Scope::from_parts(
+            &self.kind,
+            &self.name,
+            self.actions.iter().map(String::as_str),
+        )
     }
 }
 
@@ -61,7 +60,7 @@ impl AccessEntry {
 pub struct Claims {
     /// Who issued it (the configured issuer).
     pub iss: String,
-    /// Whom it was issued to (a principal reference, see `Principal::subject`).
+    /// Whom it was issued to: the principal's name (`Principal::name`).
     pub sub: String,
     /// The service it is for.
     pub aud: String,
@@ -92,17 +91,6 @@ impl Claims {
             .iter()
             .filter_map(AccessEntry::to_scope)
             .collect()
-    }
-
-    /// The actions the token grants on repository `name`.
-    pub fn repo_actions(&self, name: &berth_oci::RepoName) -> RepoActions {
-        self.scopes()
-            .into_iter()
-            .filter_map(|s| match s {
-                Scope::Repository { name: n, actions } if n == *name => Some(actions),
-                _ => None,
-            })
-            .fold(RepoActions::NONE, RepoActions::union)
     }
 }
 
@@ -280,6 +268,7 @@ pub(crate) fn random_hex(bytes: usize) -> Result<String, Error> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use berth_oci::scope::RepoActions;
 
     fn claims(exp_in: i64) -> Claims {
         let now = now_secs();
@@ -305,12 +294,11 @@ mod tests {
         let c = keys.verify(&t, "berth", "registry").expect("valid");
         assert_eq!(c.sub, "u:1:alice");
         assert_eq!(
-            c.repo_actions(&"a/b".parse().expect("valid")),
-            RepoActions::PULL
-        );
-        assert_eq!(
-            c.repo_actions(&"a/c".parse().expect("valid")),
-            RepoActions::NONE
+            c.scopes(),
+            vec![Scope::Repository {
+                name: "a/b".parse().expect("valid"),
+                actions: RepoActions::PULL,
+            }]
         );
     }
 

@@ -124,7 +124,7 @@ async fn no_such_endpoint() -> HarborError {
 }
 
 /// A time in milliseconds since the epoch as RFC 3339 (Harbor's `date-time`).
-fn time(ms: i64) -> String {
+pub(crate) fn time(ms: i64) -> String {
     chrono::DateTime::from_timestamp_millis(ms)
         .unwrap_or_default()
         .to_rfc3339_opts(chrono::SecondsFormat::Millis, true)

@@ -28,7 +28,7 @@ pub use robots::{RobotChange, RobotRequest, RobotView};
 pub use sessions::{NewSession, SESSION_TTL};
 pub use users::{NewUserRequest, ProfileChange};
 
-use super::{Access, Principal};
+use super::{unix_ms, Access, Principal};
 use crate::Error;
 
 /// Who calls a management operation, and from where (for the audit log).
@@ -133,15 +133,4 @@ impl Admin {
             _ => Ok(Vec::new()),
         }
     }
-}
-
-fn unix_ms() -> i64 {
-    super::unix_ms()
-}
-
-/// Hash a password or secret off the async threads (argon2 takes tens of milliseconds).
-async fn hash_blocking(secret: String) -> Result<String, Error> {
-    tokio::task::spawn_blocking(move || super::password::hash(&secret))
-        .await
-        .map_err(|e| Error::Internal(format!("hashing a secret: {e}")))?
 }

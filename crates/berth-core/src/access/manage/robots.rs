@@ -6,7 +6,7 @@ use berth_meta::{
 };
 use berth_oci::RepoName;
 
-use super::{hash_blocking, unix_ms, Admin, Caller};
+use super::{unix_ms, Admin, Caller};
 use crate::access::robot::{self, RobotPermission};
 use crate::access::{password, Action, Permission, Resource};
 use crate::Error;
@@ -235,7 +235,7 @@ impl Admin {
             name: req.name,
             description: req.description,
             level,
-            secret_hash: hash_blocking(secret.clone()).await?,
+            secret_hash: password::hash_off_thread(secret.clone()).await?,
             expires_ms: expiry(now, req.duration_days)?,
             permissions: serde_json::to_string(&req.permissions)
                 .map_err(|e| Error::Internal(format!("robot permissions: {e}")))?,
@@ -333,7 +333,7 @@ impl Admin {
             None => (password::generate()?, true),
         };
         let update = RobotUpdate {
-            secret_hash: Some(hash_blocking(secret.clone()).await?),
+            secret_hash: Some(password::hash_off_thread(secret.clone()).await?),
             ..RobotUpdate::default()
         };
         if !self.access.store().update_robot(id, &update).await? {

@@ -2,7 +2,7 @@
 
 use berth_meta::{Group, GroupId, Listing, NewUser, Paging, User, UserId, UserUpdate};
 
-use super::{hash_blocking, Admin, Caller};
+use super::{Admin, Caller};
 use crate::access::{password, Principal};
 use crate::Error;
 
@@ -101,7 +101,7 @@ impl Admin {
         check_username(&req.username)?;
         check_email(&req.email)?;
         password::check_strength(&req.password)?;
-        let hash = hash_blocking(req.password).await?;
+        let hash = password::hash_off_thread(req.password).await?;
         let new = NewUser {
             username: req.username.clone(),
             email: req.email,
@@ -205,18 +205,15 @@ impl Admin {
         let user = self.user_record(id).await?;
         let own = matches!(&who.principal, Principal::User { id: me, .. } if *me == id);
         if own {
-            let old = old.unwrap_or_default().to_owned();
             let hash = user.password_hash.clone();
-            let ok = tokio::task::spawn_blocking(move || password::verify(&old, Some(&hash)))
-                .await
-                .map_err(|e| Error::Internal(format!("password check: {e}")))?;
+            let ok = password::verify_off_thread(old.unwrap_or_default(), Some(hash)).await?;
             if !ok {
                 return Err(Error::Invalid("the old password is wrong".into()));
             }
         }
         password::check_strength(new)?;
         let update = UserUpdate {
-            password_hash: Some(hash_blocking(new.to_owned()).await?),
+            password_hash: Some(password::hash_off_thread(new.to_owned()).await?),
             ..UserUpdate::default()
         };
         if !self.access.store().update_user(id, &update).await? {
