@@ -35,179 +35,14 @@ pub enum BodyLength {
     Unknown,
 }
 
-/// Bodies are hashed on the request task up to this many bytes; past it, on a thread of
-/// their own ([`HashThread`]). Small bodies (most layers and every manifest and config) never
-/// pay for a thread hand-off; large ones are hashed while the same task receives and stores
-/// the next bytes, so a push takes the longer of hashing and receiving rather than their sum.
-const HASH_INLINE_UP_TO: u64 = 4 << 20;
-/// Bytes the request task gathers before handing them to the hashing thread: fewer, larger
-/// hand-offs mean fewer wake-ups.
-const HASH_BATCH: usize = 1 << 20;
-/// Batches that may wait for the hashing thread. Bounds the memory a push holds on to (each
-/// batch keeps its received buffers alive) when hashing falls behind receiving.
-const HASH_QUEUE: usize = 4;
-
-/// Where a body's hash is being computed.
-enum HashState {
-    /// On the request task.
-    Inline(Hasher),
-    /// On a thread of its own; it returns the hasher when its channel closes.
-    Thread(tokio::task::JoinHandle<Hasher>),
-    /// Taken by [`Registry::append_hashed`], or lost to a panic.
-    Gone,
-}
-
-/// The sending side of a hashing thread.
-struct HashThread {
-    tx: tokio_util::sync::PollSender<Vec<Bytes>>,
-    batch: Vec<Bytes>,
-    batch_len: usize,
-}
-
-impl HashThread {
-    /// Start hashing on a blocking thread, continuing from `hasher`.
-    fn start(mut hasher: Hasher) -> (Self, tokio::task::JoinHandle<Hasher>) {
-        let (tx, mut rx) = tokio::sync::mpsc::channel::<Vec<Bytes>>(HASH_QUEUE);
-        let handle = tokio::task::spawn_blocking(move || {
-            while let Some(batch) = rx.blocking_recv() {
-                for chunk in batch {
-                    hasher.update(&chunk);
-                }
-            }
-            hasher
-        });
-        let this = Self {
-            tx: tokio_util::sync::PollSender::new(tx),
-            batch: Vec::new(),
-            batch_len: 0,
-        };
-        (this, handle)
-    }
-
-    /// Send the gathered batch, if any. `Pending` while the queue is full.
-    fn poll_flush(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), StoreError>> {
-        if self.batch.is_empty() {
-            return Poll::Ready(Ok(()));
-        }
-        let gone = || StoreError::Body("the hashing thread stopped".into());
-        match self.tx.poll_reserve(cx) {
-            Poll::Pending => return Poll::Pending,
-            Poll::Ready(Err(_)) => return Poll::Ready(Err(gone())),
-            Poll::Ready(Ok(())) => {}
-        }
-        self.batch_len = 0;
-        let batch = std::mem::take(&mut self.batch);
-        Poll::Ready(self.tx.send_item(batch).map_err(|_| gone()))
-    }
-}
-
 /// A body stream that hashes what passes and enforces the declared length. A length error is
-/// raised as a stream error, so the store rolls the chunk back. The hash is finished only once
-/// the stream has ended: [`Registry::append_hashed`] collects it after the store has taken
-/// every byte, so nothing is committed before the digest of all of them is known.
+/// raised as a stream error, so the store rolls the chunk back.
 struct Hashing {
     inner: ByteStream,
-    state: Arc<Mutex<HashState>>,
-    /// Set once hashing moved to a thread.
-    thread: Option<HashThread>,
-    /// A chunk that waits for room in the hashing thread's queue before it goes on.
-    held: Option<Bytes>,
+    hasher: Arc<Mutex<Option<Hasher>>>,
     seen: u64,
     expect: BodyLength,
-    /// The inner stream has ended (or failed); what is left is flushing and the length check.
-    ended: bool,
     done: bool,
-}
-
-impl Hashing {
-    fn new(inner: ByteStream, hasher: Hasher, expect: BodyLength) -> Self {
-        Self {
-            inner,
-            state: Arc::new(Mutex::new(HashState::Inline(hasher))),
-            thread: None,
-            held: None,
-            seen: 0,
-            expect,
-            ended: false,
-            done: false,
-        }
-    }
-
-    /// Hash `chunk`: inline up to [`HASH_INLINE_UP_TO`] bytes, then on a thread, where it is
-    /// queued (and `Pending` returned if the queue is full: the chunk is held until then).
-    fn poll_hash(&mut self, chunk: Bytes, cx: &mut Context<'_>) -> Poll<Result<Bytes, StoreError>> {
-        let gone = || StoreError::Body("the hash state is gone".into());
-        if self.thread.is_none() {
-            let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
-            if self.seen <= HASH_INLINE_UP_TO {
-                let HashState::Inline(h) = &mut *state else {
-                    return Poll::Ready(Err(gone()));
-                };
-                h.update(&chunk);
-                return Poll::Ready(Ok(chunk));
-            }
-            let HashState::Inline(h) = std::mem::replace(&mut *state, HashState::Gone) else {
-                return Poll::Ready(Err(gone()));
-            };
-            let (thread, handle) = HashThread::start(h);
-            *state = HashState::Thread(handle);
-            self.thread = Some(thread);
-        }
-        let Some(t) = self.thread.as_mut() else {
-            return Poll::Ready(Err(gone()));
-        };
-        if t.batch_len >= HASH_BATCH {
-            match t.poll_flush(cx) {
-                Poll::Pending => {
-                    self.held = Some(chunk);
-                    return Poll::Pending;
-                }
-                Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
-                Poll::Ready(Ok(())) => {}
-            }
-        }
-        t.batch_len += chunk.len();
-        t.batch.push(chunk.clone());
-        Poll::Ready(Ok(chunk))
-    }
-
-    /// The end of the body: hand the last batch over, close the thread's queue, check the
-    /// length.
-    fn poll_end(&mut self, cx: &mut Context<'_>) -> Poll<Option<Result<Bytes, StoreError>>> {
-        if let Some(t) = self.thread.as_mut() {
-            match t.poll_flush(cx) {
-                Poll::Pending => return Poll::Pending,
-                Poll::Ready(Err(e)) => return Poll::Ready(Some(Err(e))),
-                Poll::Ready(Ok(())) => {}
-            }
-            // Dropping the sender closes the queue: the thread finishes the hash and returns.
-            self.thread = None;
-        }
-        self.done = true;
-        match self.expect {
-            BodyLength::Exact(n) if self.seen != n => Poll::Ready(Some(Err(StoreError::Body(
-                format!("body ended after {} of its declared {n} bytes", self.seen),
-            )))),
-            _ => Poll::Ready(None),
-        }
-    }
-}
-
-/// The hasher of a [`Hashing`] stream that has ended, once it has hashed every byte.
-async fn finished_hash(state: &Mutex<HashState>) -> Result<Hasher, Error> {
-    let state = std::mem::replace(
-        &mut *state.lock().unwrap_or_else(|e| e.into_inner()),
-        HashState::Gone,
-    );
-    match state {
-        HashState::Inline(h) => Ok(h),
-        // The stream has ended and closed the thread's queue: this waits only for the
-        // hashing of the last batches.
-        HashState::Thread(handle) => handle
-            .await
-            .map_err(|e| Error::Internal(format!("hashing thread failed: {e}"))),
-        HashState::Gone => Err(Error::Internal("the hash state is gone".into())),
-    }
 }
 
 impl Stream for Hashing {
@@ -217,33 +52,36 @@ impl Stream for Hashing {
         if self.done {
             return Poll::Ready(None);
         }
-        let result = if let Some(chunk) = self.held.take() {
-            self.poll_hash(chunk, cx).map(Some)
-        } else if self.ended {
-            self.poll_end(cx)
-        } else {
-            match self.inner.as_mut().poll_next(cx) {
-                Poll::Ready(Some(Ok(chunk))) => {
-                    self.seen += chunk.len() as u64;
-                    match self.expect {
-                        BodyLength::Exact(n) if self.seen > n => Poll::Ready(Some(Err(
-                            StoreError::Body(format!("body is longer than its declared {n} bytes")),
-                        ))),
-                        _ => self.poll_hash(chunk, cx).map(Some),
+        match self.inner.as_mut().poll_next(cx) {
+            Poll::Ready(Some(Ok(chunk))) => {
+                self.seen += chunk.len() as u64;
+                if let BodyLength::Exact(n) = self.expect {
+                    if self.seen > n {
+                        self.done = true;
+                        return Poll::Ready(Some(Err(StoreError::Body(format!(
+                            "body is longer than its declared {n} bytes"
+                        )))));
                     }
                 }
-                Poll::Ready(None) => {
-                    self.ended = true;
-                    self.poll_end(cx)
+                if let Some(h) = self.hasher.lock().expect("hasher lock").as_mut() {
+                    h.update(&chunk);
                 }
-                other => other,
+                Poll::Ready(Some(Ok(chunk)))
             }
-        };
-        // After an error the stream is over: the store rolls the chunk back.
-        if let Poll::Ready(Some(Err(_))) = result {
-            self.done = true;
+            Poll::Ready(None) => {
+                self.done = true;
+                match self.expect {
+                    BodyLength::Exact(n) if self.seen != n => {
+                        Poll::Ready(Some(Err(StoreError::Body(format!(
+                            "body ended after {} of its declared {n} bytes",
+                            self.seen
+                        )))))
+                    }
+                    _ => Poll::Ready(None),
+                }
+            }
+            other => other,
         }
-        result
     }
 }
 
@@ -384,9 +222,14 @@ impl Registry {
         lease: Option<&HeldLease>,
     ) -> Result<(u64, Hasher), Error> {
         let _in_flight = InFlight::new();
-        let hashing = Hashing::new(body, hasher, expect);
-        let shared = hashing.state.clone();
-        let stream: ByteStream = Box::pin(hashing);
+        let shared = Arc::new(Mutex::new(Some(hasher)));
+        let stream: ByteStream = Box::pin(Hashing {
+            inner: body,
+            hasher: shared.clone(),
+            seen: 0,
+            expect,
+            done: false,
+        });
         let stream = match lease {
             Some(l) => l.guard(stream),
             None => stream,
@@ -397,7 +240,12 @@ impl Registry {
             Err(e) => return Err(e.into()),
         };
         metrics::counter!("berth_blob_bytes_received_total").increment(written);
-        Ok((written, finished_hash(&shared).await?))
+        let hasher = shared
+            .lock()
+            .expect("hasher lock")
+            .take()
+            .expect("the hasher is only taken here");
+        Ok((written, hasher))
     }
 
     /// Hash the first `u.offset` bytes of upload `u` again (when no usable hash state was
@@ -880,80 +728,7 @@ impl Registry {
 
 #[cfg(test)]
 mod tests {
-    use super::{finished_hash, BodyLength, HashState, Hashing, UploadLocks, HASH_INLINE_UP_TO};
-    use berth_oci::DigestAlgorithm;
-    use berth_store::{ByteStream, StoreError};
-    use bytes::Bytes;
-    use futures::StreamExt;
-
-    /// Pass `data` in `chunk`-byte pieces through a [`Hashing`] stream declared as `expect`;
-    /// returns what came out (or the first error) and, if the stream ended cleanly, the
-    /// digest it computed and whether hashing moved to a thread.
-    async fn pass(
-        data: &[u8],
-        chunk: usize,
-        expect: BodyLength,
-    ) -> (
-        Result<Vec<u8>, StoreError>,
-        Option<(berth_oci::Digest, bool)>,
-    ) {
-        let pieces: Vec<Result<Bytes, StoreError>> = data
-            .chunks(chunk)
-            .map(|c| Ok(Bytes::copy_from_slice(c)))
-            .collect();
-        let body: ByteStream = Box::pin(futures::stream::iter(pieces));
-        let mut hashing = Hashing::new(body, DigestAlgorithm::Sha256.hasher(), expect);
-        let state = hashing.state.clone();
-        let mut out = Vec::new();
-        while let Some(item) = hashing.next().await {
-            match item {
-                Ok(b) => out.extend_from_slice(&b),
-                Err(e) => return (Err(e), None),
-            }
-        }
-        assert!(hashing.next().await.is_none(), "ended streams stay ended");
-        drop(hashing);
-        let threaded = matches!(*state.lock().unwrap(), HashState::Thread(_));
-        let digest = finished_hash(&state).await.unwrap().finish();
-        (Ok(out), Some((digest, threaded)))
-    }
-
-    fn sha256(data: &[u8]) -> berth_oci::Digest {
-        let mut h = DigestAlgorithm::Sha256.hasher();
-        h.update(data);
-        h.finish()
-    }
-
-    #[tokio::test]
-    async fn large_bodies_are_hashed_on_a_thread_with_the_same_result() {
-        let len = (11usize << 20) + 77;
-        let data: Vec<u8> = (0..len).map(|i| (i * 7 + i / 4099) as u8).collect();
-        for (chunk, expect) in [
-            (300_001, BodyLength::Exact(len as u64)),
-            (1 << 20, BodyLength::Unknown),
-            (4093, BodyLength::Exact(len as u64)),
-        ] {
-            let (out, hash) = pass(&data, chunk, expect).await;
-            assert!(out.unwrap() == data, "bytes pass unchanged");
-            assert_eq!(hash, Some((sha256(&data), true)), "chunk {chunk}");
-        }
-        // Small bodies stay on the request task.
-        let small = &data[..HASH_INLINE_UP_TO as usize / 2];
-        let (_, hash) = pass(small, 65536, BodyLength::Exact(small.len() as u64)).await;
-        assert_eq!(hash, Some((sha256(small), false)));
-    }
-
-    #[tokio::test]
-    async fn lengths_are_enforced_on_both_paths() {
-        for len in [1000usize, (6 << 20) + 5] {
-            let data = vec![7u8; len];
-            let n = len as u64;
-            let long = pass(&data, 4096, BodyLength::Exact(n - 1)).await.0;
-            assert!(matches!(long, Err(StoreError::Body(m)) if m.contains("longer")));
-            let short = pass(&data, 4096, BodyLength::Exact(n + 1)).await.0;
-            assert!(matches!(short, Err(StoreError::Body(m)) if m.contains("ended after")));
-        }
-    }
+    use super::UploadLocks;
 
     #[tokio::test]
     async fn upload_locks_serialise_one_id_and_clean_up() {
