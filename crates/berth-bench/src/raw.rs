@@ -87,9 +87,11 @@ pub struct Conn {
     end: usize,
 }
 
-/// Parse a reply head (without its blank line): status, headers (names lowercased) and
-/// `Content-Length` (0 if absent).
-fn parse_head(head: &[u8]) -> anyhow::Result<(u16, Vec<(String, String)>, usize)> {
+/// A parsed reply head: status, headers (names lowercased) and `Content-Length` (0 if absent).
+type Head = (u16, Vec<(String, String)>, usize);
+
+/// Parse a reply head (without its blank line).
+fn parse_head(head: &[u8]) -> anyhow::Result<Head> {
     let text = std::str::from_utf8(head).context("reply head is not UTF-8")?;
     let mut lines = text.split("\r\n");
     let status_line = lines.next().unwrap_or("");
