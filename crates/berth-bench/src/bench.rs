@@ -105,6 +105,23 @@ pub fn idle(out: &Out, pid: u32) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// A large blob to pull, and how the timed pulls take its bytes in.
+#[derive(Clone, Copy)]
+pub struct BlobSpec {
+    /// Size in bytes.
+    pub size: u64,
+    /// Seed of the generated content.
+    pub seed: u64,
+    /// Take the timed pulls in on the raw reader ([`crate::raw::get_discarding`]) instead of
+    /// reqwest: it costs the client less CPU, which on a shared 2-core machine the server
+    /// needs. Both registries are measured with the same reader.
+    pub raw: bool,
+}
+
+/// How many bytes one read of a timed raw pull may take. 256 KiB stays in a core's L2 cache;
+/// 1 and 4 MiB measured no faster (BENCHMARKS.md).
+const PULL_READ: usize = 256 << 10;
+
 /// Push one blob of `size` bytes (seed `seed`), monolithic or in `chunk`-byte PATCHes, and
 /// watch server `pid` while doing it.
 ///
@@ -131,12 +148,15 @@ pub async fn push_blob(
     };
     let mode = if chunk.is_some() { "chunked" } else { "mono" };
     let watch = pid.map(procfs::Watch::start).transpose()?;
+    let me = std::process::id();
+    let client_cpu = procfs::cpu_seconds(me)?;
     let t = Instant::now();
     match chunk {
         Some(c) => reg.push_chunked(repo, &digest, body, c as usize).await?,
         None => reg.push_monolithic(repo, &digest, body, single).await?,
     }
     let secs = t.elapsed().as_secs_f64();
+    let client_cpu = procfs::cpu_seconds(me)? - client_cpu;
     let seen = watch.map(procfs::Watch::finish).transpose()?;
     let stored = reg.blob_size(repo, &digest).await?;
     ensure!(
@@ -146,7 +166,7 @@ pub async fn push_blob(
     let mut metrics = json!({ format!("push_{mode}_mb_s"): r3(size as f64 / secs / 1e6) });
     let mut detail = json!({
         "bytes": size, "seconds": r3(secs), "digest": digest, "verified": true,
-        "chunk_bytes": chunk, "single_post": single,
+        "chunk_bytes": chunk, "single_post": single, "client_cpu_seconds": r3(client_cpu),
     });
     if let Some(s) = seen {
         metrics[format!("push_{mode}_cpu_s_per_gib")] =
@@ -160,8 +180,8 @@ pub async fn push_blob(
     Ok(())
 }
 
-/// Pull the blob pushed with `seed` and `size`: one verified pull (hashing every byte), then
-/// `repeat` timed pulls, then `range` bytes from its end five times, each checked byte for byte.
+/// Pull the blob pushed as `blob`: one verified pull (hashing every byte), then `repeat`
+/// timed pulls, then `range` bytes from its end five times, each checked byte for byte.
 ///
 /// # Errors
 /// On any mismatch.
@@ -169,11 +189,11 @@ pub async fn pull_blob(
     out: &Out,
     reg: &Registry,
     repo: &str,
-    size: u64,
-    seed: u64,
+    blob: BlobSpec,
     repeat: u32,
     range: u64,
 ) -> anyhow::Result<()> {
+    let BlobSpec { size, seed, raw } = blob;
     let digest = tokio::task::spawn_blocking(move || data::blob_digest(seed, size)).await?;
     ensure!(
         reg.blob_size(repo, &digest).await? == size,
@@ -192,24 +212,34 @@ pub async fn pull_blob(
         "pulled blob hashes to {got}, expected {digest}"
     );
 
+    let me = std::process::id();
     for _ in 0..repeat {
+        let client_cpu = procfs::cpu_seconds(me)?;
         let t = Instant::now();
-        let mut resp = reg.get_blob(repo, &digest, None).await?;
-        ensure!(
-            resp.content_length() == Some(size),
-            "Content-Length {:?}, expected {size}",
-            resp.content_length()
-        );
-        let mut n = 0u64;
-        while let Some(c) = resp.chunk().await? {
-            n += c.len() as u64;
-        }
+        let n = if raw {
+            reg.pull_counting(repo, &digest, size, PULL_READ).await?
+        } else {
+            let mut resp = reg.get_blob(repo, &digest, None).await?;
+            ensure!(
+                resp.content_length() == Some(size),
+                "Content-Length {:?}, expected {size}",
+                resp.content_length()
+            );
+            let mut n = 0u64;
+            while let Some(c) = resp.chunk().await? {
+                n += c.len() as u64;
+            }
+            n
+        };
         let secs = t.elapsed().as_secs_f64();
+        let client_cpu = procfs::cpu_seconds(me)? - client_cpu;
         ensure!(n == size, "received {n} bytes, expected {size}");
         out.emit(
             "pull-blob",
             json!({ "pull_mb_s": r3(size as f64 / secs / 1e6) }),
-            json!({ "bytes": size, "seconds": r3(secs), "digest": digest, "verified_by_hash": true }),
+            json!({ "bytes": size, "seconds": r3(secs), "digest": digest, "verified_by_hash": true,
+                    "client": if raw { "raw" } else { "reqwest" },
+                    "client_cpu_seconds": r3(client_cpu) }),
         );
     }
 

@@ -3,10 +3,12 @@
 
 use std::time::Duration;
 
-use anyhow::{anyhow, bail, Context};
+use anyhow::{anyhow, bail, ensure, Context};
 use bytes::Bytes;
 use reqwest::header::{HeaderMap, ACCEPT, CONTENT_LENGTH, CONTENT_RANGE, CONTENT_TYPE, LINK};
 use reqwest::{Method, Response, StatusCode, Url};
+
+use crate::raw;
 
 /// The OCI image manifest media type.
 pub const OCI_MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
@@ -46,7 +48,11 @@ pub async fn expect(resp: Response, want: StatusCode, what: &str) -> anyhow::Res
 }
 
 fn check_digest_header(h: &HeaderMap, want: &str, what: &str) -> anyhow::Result<()> {
-    match header(h, "docker-content-digest") {
+    check_digest(header(h, "docker-content-digest"), want, what)
+}
+
+fn check_digest(got: Option<&str>, want: &str, what: &str) -> anyhow::Result<()> {
+    match got {
         Some(d) if d != want => bail!("{what}: registry says digest {d}, we computed {want}"),
         _ => Ok(()),
     }
@@ -259,6 +265,39 @@ impl Registry {
         let resp = expect(req.send().await?, want, "GET blob").await?;
         check_digest_header(resp.headers(), digest, "GET blob")?;
         Ok(resp)
+    }
+
+    /// `GET` a blob on a raw blocking connection whose reads take up to `read` bytes at once
+    /// into one buffer, dropping the bytes; checks the status, `Docker-Content-Digest` and that
+    /// `Content-Length` is `size`. Returns the body bytes received. For timed pulls whose bytes
+    /// another pull has already hashed.
+    ///
+    /// # Errors
+    /// On transport errors or unexpected replies.
+    pub async fn pull_counting(
+        &self,
+        repo: &str,
+        digest: &str,
+        size: u64,
+        read: usize,
+    ) -> anyhow::Result<u64> {
+        let url = self.url(&format!("/v2/{repo}/blobs/{digest}"))?;
+        let reply =
+            tokio::task::spawn_blocking(move || raw::get_discarding(&url, &[], read)).await??;
+        if reply.status != StatusCode::OK.as_u16() {
+            bail!(
+                "GET blob: expected 200 OK, got {}: {}",
+                reply.status,
+                String::from_utf8_lossy(&reply.body)
+            );
+        }
+        check_digest(reply.header("docker-content-digest"), digest, "GET blob")?;
+        let len = reply.header("content-length");
+        ensure!(
+            len == Some(size.to_string().as_str()),
+            "Content-Length {len:?}, expected {size}"
+        );
+        Ok(reply.body_len)
     }
 
     /// `PUT` a manifest at `reference` (a tag or digest), with extra `?tag=` parameters.

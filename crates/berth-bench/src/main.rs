@@ -98,6 +98,10 @@ enum Command {
         /// Bytes to read from the end with a Range request (0: skip)
         #[arg(long, value_parser = size, default_value = "1MiB")]
         range: u64,
+        /// How the timed pulls take the body in: `raw` (a blocking socket, 256 KiB reads into
+        /// one buffer) or `reqwest` (the reader used before; it costs the client more CPU)
+        #[arg(long, value_parser = ["raw", "reqwest"], default_value = "raw")]
+        via: String,
     },
     /// Push an image, then load manifest GET and HEAD by tag with wrk
     Manifest {
@@ -231,9 +235,15 @@ fn main() -> anyhow::Result<()> {
                 seed,
                 repeat,
                 range,
+                via,
             } => {
                 let reg = client::Registry::new(&target.url)?;
-                bench::pull_blob(&out, &reg, &target.repo, size, seed, repeat, range).await
+                let blob = bench::BlobSpec {
+                    size,
+                    seed,
+                    raw: via == "raw",
+                };
+                bench::pull_blob(&out, &reg, &target.repo, blob, repeat, range).await
             }
             Command::Manifest {
                 target,

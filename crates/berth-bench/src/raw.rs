@@ -1,9 +1,11 @@
-//! A minimal HTTP/1.1 client over one kept-alive TCP connection, for two jobs reqwest cannot
-//! do here: a wrk-like closed-loop load generator that handles `HEAD` (wrk 4.1 waits for a
-//! body after a `HEAD` reply with `Content-Length`, wg/wrk#198), and reading replies with
-//! more than 100 header lines (hyper's client limit; a registry may send one `OCI-Tag` line per
-//! tag).
+//! A minimal HTTP/1.1 client over one kept-alive TCP connection, for jobs reqwest cannot do
+//! here: a wrk-like closed-loop load generator that handles `HEAD` (wrk 4.1 waits for a body
+//! after a `HEAD` reply with `Content-Length`, wg/wrk#198); reading replies with more than 100
+//! header lines (hyper's client limit; a registry may send one `OCI-Tag` line per tag); and the
+//! timed 1 GiB pulls, whose bodies are read on a blocking socket into one reused buffer and
+//! dropped ([`get_discarding`]), so the client's own cost takes less of the shared CPU.
 
+use std::io::Write as _;
 use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail, ensure, Context};
@@ -19,6 +21,8 @@ pub struct Reply {
     pub headers: Vec<(String, String)>,
     /// The body, when asked to keep it.
     pub body: Vec<u8>,
+    /// How many body bytes were read (kept or not).
+    pub body_len: u64,
 }
 
 impl Reply {
@@ -28,6 +32,11 @@ impl Reply {
             .iter()
             .filter(move |(k, _)| k == name)
             .map(|(_, v)| v.as_str())
+    }
+
+    /// The first value of header `name` (lowercase).
+    pub fn header<'a>(&'a self, name: &'a str) -> Option<&'a str> {
+        self.all(name).next()
     }
 }
 
@@ -76,6 +85,38 @@ pub struct Conn {
     buf: Vec<u8>,
     start: usize,
     end: usize,
+}
+
+/// A parsed reply head: status, headers (names lowercased) and `Content-Length` (0 if absent).
+type Head = (u16, Vec<(String, String)>, usize);
+
+/// Parse a reply head (without its blank line).
+fn parse_head(head: &[u8]) -> anyhow::Result<Head> {
+    let text = std::str::from_utf8(head).context("reply head is not UTF-8")?;
+    let mut lines = text.split("\r\n");
+    let status_line = lines.next().unwrap_or("");
+    let status: u16 = status_line
+        .split(' ')
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .ok_or_else(|| anyhow!("bad status line {status_line:?}"))?;
+    let mut headers = Vec::new();
+    let mut len = 0usize;
+    for l in lines {
+        let (k, v) = l
+            .split_once(':')
+            .ok_or_else(|| anyhow!("bad header {l:?}"))?;
+        let k = k.trim().to_ascii_lowercase();
+        let v = v.trim().to_owned();
+        if k == "content-length" {
+            len = v.parse().context("bad Content-Length")?;
+        }
+        if k == "transfer-encoding" && v.contains("chunked") {
+            bail!("chunked replies are not supported by the raw client");
+        }
+        headers.push((k, v));
+    }
+    Ok((status, headers, len))
 }
 
 fn find_head_end(b: &[u8]) -> Option<usize> {
@@ -139,37 +180,19 @@ impl Conn {
             v.extend_from_slice(body);
             self.stream.write_all(&v).await?;
         }
+        self.read_reply(head_request, keep_body).await
+    }
+
+    /// Read one reply; see [`Conn::send`].
+    async fn read_reply(&mut self, head_request: bool, keep_body: bool) -> anyhow::Result<Reply> {
         let head_len = loop {
             if let Some(n) = find_head_end(&self.buf[self.start..self.end]) {
                 break n;
             }
             self.fill().await?;
         };
-        let text = std::str::from_utf8(&self.buf[self.start..self.start + head_len - 4])
-            .context("reply head is not UTF-8")?;
-        let mut lines = text.split("\r\n");
-        let status_line = lines.next().unwrap_or("");
-        let status: u16 = status_line
-            .split(' ')
-            .nth(1)
-            .and_then(|s| s.parse().ok())
-            .ok_or_else(|| anyhow!("bad status line {status_line:?}"))?;
-        let mut headers = Vec::new();
-        let mut len = 0usize;
-        for l in lines {
-            let (k, v) = l
-                .split_once(':')
-                .ok_or_else(|| anyhow!("bad header {l:?}"))?;
-            let k = k.trim().to_ascii_lowercase();
-            let v = v.trim().to_owned();
-            if k == "content-length" {
-                len = v.parse().context("bad Content-Length")?;
-            }
-            if k == "transfer-encoding" && v.contains("chunked") {
-                bail!("chunked replies are not supported by the raw client");
-            }
-            headers.push((k, v));
-        }
+        let (status, headers, mut len) =
+            parse_head(&self.buf[self.start..self.start + head_len - 4])?;
         self.start += head_len;
         if head_request || status == 204 || status == 304 || (100..200).contains(&status) {
             len = 0;
@@ -195,8 +218,54 @@ impl Conn {
             status,
             headers,
             body,
+            body_len: len as u64,
         })
     }
+}
+
+/// `GET` `url` on a blocking connection of its own and read the reply, its body into one
+/// reused buffer of `read` bytes and dropped: the cheapest way to take a large body in (no
+/// readiness polling between reads). [`Reply::body_len`] says how many body bytes came.
+///
+/// # Errors
+/// On I/O errors, a malformed reply, or a body shorter than its `Content-Length`.
+pub fn get_discarding(url: &Url, headers: &[(&str, &str)], read: usize) -> anyhow::Result<Reply> {
+    use std::io::Read as _;
+    let addr = authority(url)?;
+    let mut s =
+        std::net::TcpStream::connect(&addr).with_context(|| format!("connecting to {addr}"))?;
+    s.set_nodelay(true)?;
+    s.write_all(&request_head("GET", url, headers, None)?)?;
+    let mut buf = vec![0u8; read.max(64 << 10)];
+    let mut end = 0;
+    let head_len = loop {
+        if let Some(n) = find_head_end(&buf[..end]) {
+            break n;
+        }
+        ensure!(
+            end < buf.len(),
+            "reply head larger than {} bytes",
+            buf.len()
+        );
+        match s.read(&mut buf[end..])? {
+            0 => bail!("connection closed by the server"),
+            n => end += n,
+        }
+    };
+    let (status, headers, len) = parse_head(&buf[..head_len - 4])?;
+    let mut got = (end - head_len).min(len) as u64;
+    while got < len as u64 {
+        match s.read(&mut buf)? {
+            0 => bail!("connection closed after {got} of {len} body bytes"),
+            n => got += n as u64,
+        }
+    }
+    Ok(Reply {
+        status,
+        headers,
+        body: Vec::new(),
+        body_len: got,
+    })
 }
 
 /// What a load run measured.
@@ -299,6 +368,38 @@ pub async fn load(
 mod tests {
     use super::*;
     use tokio::io::AsyncWriteExt;
+
+    /// Serve one connection: read the request, answer `head`, send `body`, close.
+    fn serve_once(head: String, body: Vec<u8>) -> (Url, std::thread::JoinHandle<()>) {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let url = format!("http://{}/v2/a/blobs/x", l.local_addr().unwrap())
+            .parse()
+            .unwrap();
+        let t = std::thread::spawn(move || {
+            let (mut s, _) = l.accept().unwrap();
+            let mut buf = [0u8; 4096];
+            let _ = std::io::Read::read(&mut s, &mut buf).unwrap();
+            s.write_all(head.as_bytes()).unwrap();
+            s.write_all(&body).unwrap();
+        });
+        (url, t)
+    }
+
+    #[test]
+    fn get_discarding_counts_the_body_and_refuses_a_short_one() {
+        let n = 300_001;
+        let head = format!("HTTP/1.1 200 OK\r\nContent-Length: {n}\r\nX-A: b\r\n\r\n");
+        let (url, t) = serve_once(head, vec![9; n]);
+        let r = get_discarding(&url, &[], 65536).unwrap();
+        assert_eq!((r.status, r.body_len), (200, n as u64));
+        assert_eq!(r.header("x-a"), Some("b"));
+        t.join().unwrap();
+
+        let head = "HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\n".to_owned();
+        let (url, t) = serve_once(head, vec![1; 5]);
+        assert!(get_discarding(&url, &[], 65536).is_err());
+        t.join().unwrap();
+    }
 
     #[tokio::test]
     async fn reads_head_get_and_many_headers() {

@@ -45,8 +45,6 @@ pub struct FsStore {
     sync: SyncMode,
 }
 
-/// How many bytes the writer thread takes at once; large batches keep syscalls few.
-const BATCH_BYTES: usize = 1 << 20;
 /// Reads up to this size are done with one `pread` into memory: cheaper than a mapping.
 const SMALL_READ: u64 = 256 << 10;
 
@@ -224,130 +222,185 @@ fn leave_direct_mode(file: &File) -> std::io::Result<()> {
     Ok(())
 }
 
-/// Writes an upload's bytes at increasing offsets through an aligned buffer.
+/// How many aligned buffers one append may hold: one being filled by the request task, the
+/// others queued for or in the writer thread. Bounds an append's memory (16 MiB) and keeps
+/// the device busy while the next buffer fills.
+const DIO_BUFFERS: usize = 4;
+
+/// A filled buffer on its way to the writer thread, to be written at file offset `pos`.
+struct Filled {
+    buf: AlignedBuf,
+    pos: u64,
+}
+
+/// The request side of an append: copies the body into block-aligned buffers while each
+/// chunk is still hot in this core's cache (it was just received and hashed here), and hands
+/// full buffers to the writer thread. Copying here rather than on the writer thread costs
+/// less CPU: there the bytes had to come over from this core first.
 ///
 /// In direct mode every write covers whole blocks at a block-aligned offset: an append that
-/// starts mid-block first reads that block's head back, and the last block is zero-padded and
-/// the file then cut to its real length. Padding left by a crash lies past the offset that
-/// metadata records, and the next append cuts it off.
-struct UploadWriter<'a> {
-    file: &'a File,
-    direct: bool,
-    sync: SyncMode,
+/// starts mid-block first reads that block's head back (see [`open_append`]), and the last
+/// block is zero-padded and the file then cut to its real length. Padding left by a crash lies
+/// past the offset that metadata records, and the next append cuts it off.
+struct Filler {
     buf: AlignedBuf,
     /// File offset of `buf`'s first byte; always block-aligned.
     pos: u64,
-    /// Where the data ends: `base` plus the bytes appended so far.
-    end: u64,
-    /// In buffered durable mode, how far writeback has been started.
-    flushed: u64,
+    /// Buffers allocated so far (at most [`DIO_BUFFERS`]).
+    allocated: usize,
+    full: tokio::sync::mpsc::Sender<Filled>,
+    free: tokio::sync::mpsc::Receiver<AlignedBuf>,
 }
 
-impl<'a> UploadWriter<'a> {
-    fn new(file: &'a File, direct: bool, base: u64, sync: SyncMode) -> std::io::Result<Self> {
-        let mut buf = AlignedBuf::new(DIO_FIRST_BUF);
-        let head = (base % DIO_ALIGN as u64) as usize;
-        let pos = base - head as u64;
-        if head > 0 {
-            use std::os::unix::fs::FileExt;
-            let block = buf.as_mut_block();
-            let mut got = 0;
-            while got < head {
-                match file.read_at(&mut block[got..], pos + got as u64)? {
-                    0 => return Err(std::io::ErrorKind::UnexpectedEof.into()),
-                    n => got += n,
-                }
-            }
-            buf.raw.truncate(buf.start + head);
-        }
-        Ok(Self {
-            file,
-            direct,
-            sync,
-            buf,
-            pos,
-            end: base,
-            flushed: base,
-        })
-    }
-
-    fn write(&mut self, mut data: &[u8]) -> std::io::Result<()> {
-        self.end += data.len() as u64;
+impl Filler {
+    /// Copy `data` into buffers, sending each one that fills. Returns false if the writer
+    /// thread has stopped (it failed; its error is reported when it is joined).
+    async fn write(&mut self, mut data: &[u8]) -> bool {
         while !data.is_empty() {
             let n = self.buf.fill_from(data);
             data = &data[n..];
-            if self.buf.is_full() {
-                self.flush_buf()?;
-                if self.buf.cap < DIO_BUF {
-                    self.buf = AlignedBuf::new(DIO_BUF);
+            if self.buf.is_full() && !self.send_full().await {
+                return false;
+            }
+        }
+        true
+    }
+
+    /// Send the current buffer and take an empty one: a recycled one if the writer has given
+    /// one back (or once [`DIO_BUFFERS`] exist, waiting for one), else a new one.
+    async fn send_full(&mut self) -> bool {
+        let next = match self.free.try_recv() {
+            Ok(b) => Some(b),
+            Err(_) if self.allocated < DIO_BUFFERS => None,
+            Err(_) => {
+                // Send first, so the writer has something to give back.
+                let len = self.buf.len() as u64;
+                let buf = std::mem::replace(&mut self.buf, AlignedBuf::new(0));
+                if self.full.send(Filled { buf, pos: self.pos }).await.is_err() {
+                    return false;
+                }
+                self.pos += len;
+                match self.free.recv().await {
+                    Some(b) => {
+                        self.buf = b;
+                        return true;
+                    }
+                    None => return false,
                 }
             }
-        }
-        Ok(())
-    }
-
-    /// Write the whole buffer (whole blocks in direct mode) and empty it.
-    fn flush_buf(&mut self) -> std::io::Result<()> {
-        use std::os::unix::fs::FileExt;
-        let len = self.buf.len() as u64;
-        if self.direct {
-            self.buf.pad();
-        }
-        match self.file.write_all_at(self.buf.as_slice(), self.pos) {
-            #[cfg(target_os = "linux")]
-            Err(e) if self.direct && e.raw_os_error() == Some(libc::EINVAL) => {
-                leave_direct_mode(self.file)?;
-                self.direct = false;
-                self.file.write_all_at(self.buf.as_slice(), self.pos)?;
+        };
+        // The small first buffer is replaced by a large one once a body outgrows it.
+        let next = match next {
+            Some(b) if b.cap >= DIO_BUF => b,
+            _ => {
+                self.allocated += 1;
+                AlignedBuf::new(DIO_BUF)
             }
-            other => other?,
+        };
+        let len = self.buf.len() as u64;
+        let buf = std::mem::replace(&mut self.buf, next);
+        if self.full.send(Filled { buf, pos: self.pos }).await.is_err() {
+            return false;
         }
         self.pos += len;
-        self.buf.clear();
-        if !self.direct
-            && self.sync == SyncMode::Durable
-            && self.pos - self.flushed >= WRITEBACK_EVERY
-        {
-            start_writeback(self.file, self.flushed, self.pos - self.flushed);
-            self.flushed = self.pos;
-        }
-        Ok(())
+        true
     }
 
-    /// Write what is buffered, cut any padding, and sync in durable mode.
-    fn finish(mut self) -> std::io::Result<()> {
-        if self.buf.len() > 0 {
-            let padded = self.direct && !self.buf.len().is_multiple_of(DIO_ALIGN);
-            self.flush_buf()?;
-            if padded {
-                self.file.set_len(self.end)?;
-            }
+    /// Send what is buffered (the last, possibly partial, buffer).
+    async fn finish(mut self) -> bool {
+        if self.buf.len() == 0 {
+            return true;
         }
-        if self.sync == SyncMode::Durable {
-            self.file.sync_data()?;
-        }
-        Ok(())
+        let buf = std::mem::replace(&mut self.buf, AlignedBuf::new(0));
+        self.full.send(Filled { buf, pos: self.pos }).await.is_ok()
     }
 }
 
-/// Write batches from `rx` to `file` from offset `base` until the channel closes; returns
-/// bytes written.
-fn write_batches(
-    file: &File,
-    direct: bool,
-    base: u64,
-    mut rx: tokio::sync::mpsc::Receiver<Vec<Bytes>>,
-    sync: SyncMode,
-) -> std::io::Result<u64> {
-    let mut writer = UploadWriter::new(file, direct, base, sync)?;
-    while let Some(batch) = rx.blocking_recv() {
-        for chunk in batch {
-            writer.write(&chunk)?;
-        }
+/// Check that `file` holds at least `len` bytes and cut off any beyond (left by a chunk that
+/// metadata never recorded). Returns whether anything was cut.
+fn cut_to(file: &File, len: u64) -> Result<bool, StoreError> {
+    let actual = file.metadata()?.len();
+    if actual < len {
+        return Err(StoreError::OffsetMismatch {
+            expected: len,
+            actual,
+        });
     }
-    let written = writer.end - base;
-    writer.finish()?;
-    Ok(written)
+    if actual > len {
+        file.set_len(len)?;
+    }
+    Ok(actual > len)
+}
+
+/// Open upload `path` for an append at `offset`: check and cut its length, and read back the
+/// head of the block `offset` falls in (direct writes cover whole blocks). Returns the file,
+/// whether it is in direct mode, and the first buffer with the file offset it starts at.
+fn open_append(path: &Path, offset: u64) -> Result<(File, bool, AlignedBuf, u64), StoreError> {
+    let (file, direct) = open_for_writing(path).map_err(not_found)?;
+    cut_to(&file, offset)?;
+    let mut buf = AlignedBuf::new(DIO_FIRST_BUF);
+    let head = (offset % DIO_ALIGN as u64) as usize;
+    let pos = offset - head as u64;
+    if head > 0 {
+        use std::os::unix::fs::FileExt;
+        let block = buf.as_mut_block();
+        let mut got = 0;
+        while got < head {
+            match file.read_at(&mut block[got..], pos + got as u64)? {
+                0 => return Err(std::io::Error::from(std::io::ErrorKind::UnexpectedEof).into()),
+                n => got += n,
+            }
+        }
+        buf.raw.truncate(buf.start + head);
+    }
+    Ok((file, direct, buf, pos))
+}
+
+/// The writer thread of an append: writes each filled buffer at its offset and gives the
+/// buffer back, until the channel closes; then syncs in durable mode.
+fn write_buffers(
+    file: &File,
+    mut direct: bool,
+    sync: SyncMode,
+    mut full: tokio::sync::mpsc::Receiver<Filled>,
+    free: tokio::sync::mpsc::Sender<AlignedBuf>,
+) -> std::io::Result<()> {
+    use std::os::unix::fs::FileExt;
+    // In buffered durable mode, how far writeback has been started.
+    let mut flushed: Option<u64> = None;
+    while let Some(Filled { mut buf, pos }) = full.blocking_recv() {
+        let len = buf.len() as u64;
+        let padded = direct && !buf.len().is_multiple_of(DIO_ALIGN);
+        if direct {
+            buf.pad();
+        }
+        match file.write_all_at(buf.as_slice(), pos) {
+            #[cfg(target_os = "linux")]
+            Err(e) if direct && e.raw_os_error() == Some(libc::EINVAL) => {
+                leave_direct_mode(file)?;
+                direct = false;
+                file.write_all_at(buf.as_slice(), pos)?;
+            }
+            other => other?,
+        }
+        if padded {
+            // Only the last buffer is partial: cut the padding off.
+            file.set_len(pos + len)?;
+        }
+        let end = pos + len;
+        let from = *flushed.get_or_insert(pos);
+        if !direct && sync == SyncMode::Durable && end - from >= WRITEBACK_EVERY {
+            start_writeback(file, from, end - from);
+            flushed = Some(end);
+        }
+        buf.clear();
+        // The filler may have finished and gone: then the buffer is simply freed.
+        let _ = free.try_send(buf);
+    }
+    if sync == SyncMode::Durable {
+        file.sync_data()?;
+    }
+    Ok(())
 }
 
 #[async_trait]
@@ -420,40 +473,32 @@ impl BlobStore for FsStore {
         // offset check below cuts off whatever an unrecorded chunk left.
         let path = self.upload_path(id)?;
         let sync = self.sync;
-        let (file, direct) = blocking(move || {
-            let (file, direct) = open_for_writing(&path).map_err(not_found)?;
-            let actual = file.metadata()?.len();
-            if actual < offset {
-                return Err(StoreError::OffsetMismatch {
-                    expected: offset,
-                    actual,
-                });
-            }
-            if actual > offset {
-                file.set_len(offset)?;
-            }
-            Ok((file, direct))
-        })
-        .await?;
+        let (file, direct, first, pos) = blocking(move || open_append(&path, offset)).await?;
         let dup = file.try_clone()?;
-        // The network side (this task) and the disk side (a blocking thread) run in parallel,
-        // so receiving and hashing overlap with writing.
-        let (tx, rx) = tokio::sync::mpsc::channel::<Vec<Bytes>>(16);
-        let writer =
-            tokio::task::spawn_blocking(move || write_batches(&file, direct, offset, rx, sync));
-        let mut batch = Vec::new();
-        let mut batch_len = 0usize;
+        // The network side (this task: receive, hash, copy into aligned buffers) and the disk
+        // side (a blocking thread: the writes) run in parallel.
+        let (full_tx, full_rx) = tokio::sync::mpsc::channel::<Filled>(DIO_BUFFERS);
+        let (free_tx, free_rx) = tokio::sync::mpsc::channel::<AlignedBuf>(DIO_BUFFERS);
+        let writer = tokio::task::spawn_blocking(move || {
+            write_buffers(&file, direct, sync, full_rx, free_tx)
+        });
+        let mut filler = Filler {
+            buf: first,
+            pos,
+            allocated: 1,
+            full: full_tx,
+            free: free_rx,
+        };
+        let mut written = 0u64;
         let mut body_error = None;
+        let mut writer_alive = true;
         while let Some(item) = body.next().await {
             match item {
                 Ok(chunk) => {
-                    batch_len += chunk.len();
-                    batch.push(chunk);
-                    if batch_len >= BATCH_BYTES {
-                        batch_len = 0;
-                        if tx.send(std::mem::take(&mut batch)).await.is_err() {
-                            break; // the writer failed; its error is reported below
-                        }
+                    written += chunk.len() as u64;
+                    if !filler.write(&chunk).await {
+                        writer_alive = false;
+                        break; // the writer failed; its error is reported below
                     }
                 }
                 Err(e) => {
@@ -462,21 +507,22 @@ impl BlobStore for FsStore {
                 }
             }
         }
-        if body_error.is_none() && !batch.is_empty() {
-            let _ = tx.send(batch).await;
+        if body_error.is_none() && writer_alive {
+            writer_alive = filler.finish().await;
+        } else {
+            drop(filler);
         }
-        drop(tx);
         let result = writer
             .await
             .map_err(|e| StoreError::Io(std::io::Error::other(e)))?;
         match (result, body_error) {
-            (Ok(n), None) => Ok(n),
+            (Ok(()), None) if writer_alive => Ok(written),
             (result, err) => {
                 // Cut the upload back to where this chunk began: a failed chunk changes nothing.
                 blocking(move || Ok(dup.set_len(offset)?)).await?;
                 Err(err.unwrap_or_else(|| match result {
                     Err(e) => StoreError::Io(e),
-                    Ok(_) => StoreError::Body("incomplete".into()),
+                    Ok(()) => StoreError::Body("incomplete".into()),
                 }))
             }
         }
@@ -515,19 +561,9 @@ impl BlobStore for FsStore {
                 .write(true)
                 .open(&from)
                 .map_err(not_found)?;
-            let actual = file.metadata()?.len();
-            if actual < len {
-                return Err(StoreError::OffsetMismatch {
-                    expected: len,
-                    actual,
-                });
-            }
             // Every append already synced its bytes; only a cut-off tail needs another sync.
-            if actual > len {
-                file.set_len(len)?;
-                if sync == SyncMode::Durable {
-                    file.sync_data()?;
-                }
+            if cut_to(&file, len)? && sync == SyncMode::Durable {
+                file.sync_data()?;
             }
             let dir = to.parent().expect("blob paths have a parent");
             if !dir.is_dir() {
