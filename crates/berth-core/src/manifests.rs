@@ -192,6 +192,61 @@ impl Registry {
         Ok(())
     }
 
+    /// Delete repository `repo` with every manifest and tag in it, in one transaction (the
+    /// management API's repository delete). Its blobs stay for garbage collection.
+    ///
+    /// # Errors
+    /// [`Error::NameUnknown`] if it does not exist.
+    #[tracing::instrument(skip(self))]
+    pub async fn delete_repository(&self, actor: &Actor, repo: &RepoName) -> Result<(), Error> {
+        actor.require(repo, RepoActions::DELETE)?;
+        if !self.meta.delete_repository(repo).await? {
+            return Err(Error::NameUnknown(repo.to_string()));
+        }
+        tracing::info!(repo = %repo, "repository deleted");
+        self.audit(
+            actor,
+            "delete",
+            "repository",
+            repo.as_str(),
+            project_of(repo),
+        );
+        Ok(())
+    }
+
+    /// Point the new tag `tag` at manifest `digest` (the management API's tag create).
+    ///
+    /// # Errors
+    /// [`Error::Conflict`] if `tag` exists (moving a tag is a manifest push);
+    /// [`Error::ManifestUnknown`].
+    pub async fn add_tag(
+        &self,
+        actor: &Actor,
+        repo: &RepoName,
+        digest: &Digest,
+        tag: &Tag,
+    ) -> Result<ManifestPut, Error> {
+        actor.require(repo, RepoActions::PUSH)?;
+        if self.meta.manifest_by_tag(repo, tag).await?.is_some() {
+            return Err(Error::Conflict(format!("tag {tag} exists in {repo}")));
+        }
+        let m = self
+            .meta
+            .manifest_by_digest(repo, digest)
+            .await?
+            .ok_or(Error::ManifestUnknown)?;
+        // The same bytes pushed again under the tag: one transaction, every check rerun.
+        self.put_manifest(
+            actor,
+            repo,
+            &Reference::Digest(m.digest),
+            std::slice::from_ref(tag),
+            Some(&m.media_type),
+            Bytes::from(m.content),
+        )
+        .await
+    }
+
     fn page_limit(&self, n: Option<usize>) -> usize {
         n.unwrap_or(self.limits.max_page).min(self.limits.max_page)
     }

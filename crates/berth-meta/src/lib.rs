@@ -240,6 +240,14 @@ pub trait MetaStore: Send + Sync + 'static {
     /// Backend errors.
     async fn delete_manifest(&self, repo: &RepoName, digest: &Digest) -> Result<bool, MetaError>;
 
+    /// Delete repository `repo` with all it holds (manifests, tags, references, blob links)
+    /// in one transaction. Returns whether it existed. Blobs themselves stay, for garbage
+    /// collection to find.
+    ///
+    /// # Errors
+    /// Backend errors.
+    async fn delete_repository(&self, repo: &RepoName) -> Result<bool, MetaError>;
+
     /// Delete one tag (not the manifest). Returns whether it existed.
     ///
     /// # Errors

@@ -1291,6 +1291,32 @@ impl MetaStore for PgMeta {
         .await
     }
 
+    async fn delete_repository(&self, repo: &RepoName) -> Result<bool, MetaError> {
+        let arg = repo.as_str();
+        self.write(Scope::Transaction, &arg, |c, repo| {
+            Box::pin(async move {
+                let id: Option<i64> =
+                    sqlx::query_scalar("SELECT id FROM repositories WHERE name = $1 FOR UPDATE")
+                        .bind(*repo)
+                        .fetch_optional(&mut *c)
+                        .await?;
+                let Some(id) = id else {
+                    return Ok(false);
+                };
+                // Tags and references go with the manifests (ON DELETE CASCADE).
+                for sql in [
+                    "DELETE FROM manifests WHERE repo_id = $1",
+                    "DELETE FROM repo_blobs WHERE repo_id = $1",
+                    "DELETE FROM repositories WHERE id = $1",
+                ] {
+                    sqlx::query(sql).bind(id).execute(&mut *c).await?;
+                }
+                Ok(true)
+            })
+        })
+        .await
+    }
+
     async fn delete_tag(&self, repo: &RepoName, tag: &Tag) -> Result<bool, MetaError> {
         let arg = (repo.as_str(), tag.as_str());
         self.write(Scope::Statement, &arg, |c, (repo, tag)| {

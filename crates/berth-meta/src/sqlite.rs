@@ -861,6 +861,25 @@ impl MetaStore for SqliteMeta {
         .await
     }
 
+    async fn delete_repository(&self, repo: &RepoName) -> Result<bool, MetaError> {
+        let repo = repo.clone();
+        self.write(move |tx| {
+            let Some(id) = repo_id(tx, &repo).map_err(backend)? else {
+                return Ok(false);
+            };
+            // Tags and references go with the manifests (ON DELETE CASCADE).
+            for sql in [
+                "DELETE FROM manifests WHERE repo_id = ?1",
+                "DELETE FROM repo_blobs WHERE repo_id = ?1",
+                "DELETE FROM repositories WHERE id = ?1",
+            ] {
+                tx.execute(sql, params![id]).map_err(backend)?;
+            }
+            Ok(true)
+        })
+        .await
+    }
+
     async fn delete_tag(&self, repo: &RepoName, tag: &Tag) -> Result<bool, MetaError> {
         let (repo, tag) = (repo.to_string(), tag.to_string());
         self.write(move |conn| {

@@ -90,6 +90,7 @@ pub async fn run(meta: &dyn MetaStore) {
     concurrent_writes_are_independent(meta).await;
     blobs_and_links(meta).await;
     manifests_and_tags(meta).await;
+    repository_delete(meta).await;
     listings(meta).await;
     referrers(meta).await;
     uploads(meta).await;
@@ -193,6 +194,43 @@ async fn manifests_and_tags(meta: &dyn MetaStore) {
     assert_eq!(
         meta.list_tags(&r, ALL).await.unwrap().unwrap(),
         vec!["multi".to_owned()]
+    );
+}
+
+async fn repository_delete(meta: &dyn MetaStore) {
+    let (r, other) = (repo("rmrepo/app"), repo("rmrepo/app-other"));
+    let layer = Digest::sha256_of(b"rmrepo-layer");
+    for name in [&r, &other] {
+        meta.link_blob(name, &layer, 4).await.unwrap();
+        let m = manifest(name, b"{\"rm\":1}", vec![layer.clone()], vec![]);
+        let idx = manifest(name, b"{\"rm\":2}", vec![], vec![m.digest.clone()]);
+        meta.put_manifest(m, &[tag("v1")]).await.unwrap();
+        meta.put_manifest(idx, &[tag("multi")]).await.unwrap();
+    }
+    assert!(meta.delete_repository(&r).await.unwrap());
+    assert!(!meta.delete_repository(&r).await.unwrap());
+    assert_eq!(meta.list_tags(&r, ALL).await.unwrap(), None);
+    assert_eq!(meta.repo_blob(&r, &layer).await.unwrap(), None);
+    assert!(meta
+        .manifest_by_tag(&r, &tag("v1"))
+        .await
+        .unwrap()
+        .is_none());
+    let names = meta.list_repositories(ALL).await.unwrap();
+    assert!(!names.contains(&r.to_string()), "{names:?}");
+    // The blob and the repository next door are untouched.
+    assert_eq!(meta.blob(&layer).await.unwrap(), Some(4));
+    assert_eq!(
+        meta.list_tags(&other, ALL).await.unwrap().unwrap(),
+        vec!["multi".to_owned(), "v1".to_owned()]
+    );
+    // The name can be pushed to again.
+    meta.link_blob(&r, &layer, 4).await.unwrap();
+    let m = manifest(&r, b"{\"rm\":3}", vec![layer.clone()], vec![]);
+    meta.put_manifest(m, &[tag("again")]).await.unwrap();
+    assert_eq!(
+        meta.list_tags(&r, ALL).await.unwrap().unwrap(),
+        vec!["again".to_owned()]
     );
 }
 

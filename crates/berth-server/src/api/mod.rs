@@ -21,6 +21,7 @@ mod projects;
 mod repos;
 mod robots;
 mod system;
+mod tags;
 mod users;
 
 use std::sync::Arc;
@@ -72,7 +73,7 @@ pub fn router() -> Router<Arc<AppState>> {
         )
         .route(
             "/projects/{project_name_or_id}/repositories/{repository_name}",
-            get(repos::get),
+            get(repos::get).delete(repos::delete),
         )
         .route(
             "/projects/{project_name_or_id}/repositories/{repository_name}/artifacts",
@@ -80,7 +81,15 @@ pub fn router() -> Router<Arc<AppState>> {
         )
         .route(
             "/projects/{project_name_or_id}/repositories/{repository_name}/artifacts/{reference}",
-            get(repos::artifact_one),
+            get(repos::artifact_one).delete(repos::delete_artifact),
+        )
+        .route(
+            "/projects/{project_name_or_id}/repositories/{repository_name}/artifacts/{reference}/tags",
+            get(tags::list).post(tags::create),
+        )
+        .route(
+            "/projects/{project_name_or_id}/repositories/{repository_name}/artifacts/{reference}/tags/{tag_name}",
+            axum::routing::delete(tags::delete),
         )
         .route("/projects/{project_name_or_id}/logs", get(logs::project))
         .route("/audit-logs", get(logs::list))

@@ -5,7 +5,7 @@ use axum::Json;
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
-use super::{groups, logs, projects, repos, robots, system, users};
+use super::{groups, logs, projects, repos, robots, system, tags, users};
 
 struct BasicAuth;
 
@@ -36,7 +36,8 @@ impl Modify for BasicAuth {
         projects::list, projects::head, projects::create, projects::get, projects::update,
         projects::delete, projects::list_members, projects::add_member, projects::get_member,
         projects::update_member, projects::delete_member,
-        repos::list, repos::get, repos::artifacts, repos::artifact_one,
+        repos::list, repos::get, repos::delete, repos::artifacts, repos::artifact_one,
+        repos::delete_artifact, tags::list, tags::create, tags::delete,
         logs::list, logs::project,
         robots::list, robots::create, robots::get, robots::update, robots::refresh,
         robots::delete,

@@ -5,7 +5,7 @@
 use std::sync::Arc;
 
 use axum::extract::State;
-use axum::http::Uri;
+use axum::http::{StatusCode, Uri};
 use axum::response::Response;
 use axum::Json;
 use berth_core::access::manage::{ArtifactRef, ProjectRef};
@@ -120,6 +120,14 @@ fn kind(a: &ArtifactInfo) -> &'static str {
     }
 }
 
+pub(super) fn tag_resp((name, at): (String, i64)) -> TagResp {
+    TagResp {
+        name,
+        push_time: time(at),
+        immutable: false,
+    }
+}
+
 fn artifact(p: &Project, repo: &str, a: ArtifactInfo) -> ArtifactResp {
     ArtifactResp {
         kind: kind(&a).to_owned(),
@@ -135,15 +143,7 @@ fn artifact(p: &Project, repo: &str, a: ArtifactInfo) -> ArtifactResp {
         size: a.size,
         push_time: time(a.push_ms),
         pull_time: a.pull_ms.map(time),
-        tags: a
-            .tags
-            .into_iter()
-            .map(|(name, at)| TagResp {
-                name,
-                push_time: time(at),
-                immutable: false,
-            })
-            .collect(),
+        tags: a.tags.into_iter().map(tag_resp).collect(),
         references: a
             .references
             .iter()
@@ -156,7 +156,7 @@ fn artifact(p: &Project, repo: &str, a: ArtifactInfo) -> ArtifactResp {
 }
 
 /// A repository name from the path: decoded once more (Harbor's clients encode twice).
-fn repo_name(raw: &str) -> String {
+pub(super) fn repo_name(raw: &str) -> String {
     percent_encoding::percent_decode_str(raw)
         .decode_utf8_lossy()
         .into_owned()
@@ -247,4 +247,55 @@ pub async fn artifact_one(
         .await?;
     let full = format!("{}/{repo}", p.name);
     Ok(Json(artifact(&p, &full, a)))
+}
+
+/// Delete a repository with all its artifacts and tags (needs `repository:delete`). Its
+/// blobs stay until garbage collection.
+#[utoipa::path(delete, path = "/api/v2.0/projects/{project_name}/repositories/{repository_name}",
+    tag = "repository",
+    params(("project_name" = String, Path, description = "The project's name"),
+        ("repository_name" = String, Path, description = "The name inside the project, `/` encoded twice")),
+    responses((status = 200), (status = 401, body = Errors), (status = 403, body = Errors),
+        (status = 404, body = Errors)))]
+pub async fn delete(
+    State(s): State<Arc<AppState>>,
+    Authn(who): Authn,
+    P((project, repo)): P<(String, String)>,
+) -> Result<StatusCode, HarborError> {
+    admin(&s)?
+        .delete_repository(
+            &who,
+            &s.registry,
+            &ProjectRef::Name(project),
+            &repo_name(&repo),
+        )
+        .await?;
+    Ok(StatusCode::OK)
+}
+
+/// Delete an artifact, by digest or by a tag on it, with all its tags (needs
+/// `artifact:delete`).
+#[utoipa::path(delete,
+    path = "/api/v2.0/projects/{project_name}/repositories/{repository_name}/artifacts/{reference}",
+    tag = "artifact",
+    params(("project_name" = String, Path, description = "The project's name"),
+        ("repository_name" = String, Path, description = "The name inside the project, `/` encoded twice"),
+        ("reference" = String, Path, description = "A digest or a tag")),
+    responses((status = 200), (status = 401, body = Errors), (status = 403, body = Errors),
+        (status = 404, body = Errors)))]
+pub async fn delete_artifact(
+    State(s): State<Arc<AppState>>,
+    Authn(who): Authn,
+    P((project, repo, reference)): P<(String, String, String)>,
+) -> Result<StatusCode, HarborError> {
+    admin(&s)?
+        .delete_artifact(
+            &who,
+            &s.registry,
+            &ProjectRef::Name(project),
+            &repo_name(&repo),
+            &ArtifactRef::parse(&reference),
+        )
+        .await?;
+    Ok(StatusCode::OK)
 }

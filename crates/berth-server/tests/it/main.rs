@@ -2,6 +2,7 @@
 //! the filesystem store in a temporary directory.
 
 mod api;
+mod api_artifacts;
 mod api_robots;
 mod api_session;
 mod support;

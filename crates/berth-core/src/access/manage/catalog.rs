@@ -134,6 +134,20 @@ impl Admin {
                 Permission::new(Resource::Artifact, Action::Read),
             )
             .await?;
+        let art = self.find_artifact(&p, repo, reference).await?;
+        Ok((p, art))
+    }
+
+    /// The artifact `reference` names in repository `repo` of project `p`.
+    ///
+    /// # Errors
+    /// [`Error::NotFound`]; store errors.
+    pub(super) async fn find_artifact(
+        &self,
+        p: &Project,
+        repo: &str,
+        reference: &ArtifactRef,
+    ) -> Result<ArtifactInfo, Error> {
         let full = format!("{}/{repo}", p.name);
         let store = self.access.store();
         let found = match reference {
@@ -148,13 +162,12 @@ impl Admin {
                         .find(|a| a.tags.iter().any(|(name, _)| name == t))
                 }),
         };
-        let art = found.ok_or_else(|| {
+        found.ok_or_else(|| {
             Error::NotFound(format!(
                 "artifact {full}:{} does not exist",
                 display(reference)
             ))
-        })?;
-        Ok((p, art))
+        })
     }
 
     /// Projects and repositories whose name contains `query` that the caller may see.

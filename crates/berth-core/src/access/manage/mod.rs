@@ -11,6 +11,7 @@
 //! replies without those fields. The only secrets returned are new robot secrets
 //! ([`Admin::create_robot`], [`Admin::refresh_robot_secret`]) and new session ids.
 
+mod artifacts;
 mod catalog;
 mod projects;
 mod robots;
