@@ -11,6 +11,7 @@ mod fleet_faults;
 mod harness;
 mod jobs;
 mod large;
+mod rbac;
 mod redirect;
 mod s3_faults;
 mod server;
