@@ -394,8 +394,9 @@ impl Access {
     }
 
     /// Check a user name and password (or robot name and secret, or `oidc` and an identity
-    /// token). Failed attempts are counted per name and per address and, past the limit,
-    /// refused for a while; every attempt is audited.
+    /// token). Failed attempts are counted per name and per address (identity tokens: per
+    /// address) and, past the limit, refused for a while; every attempt is audited, a
+    /// successful one under the name of who signed in.
     ///
     /// # Errors
     /// [`Error::Unauthorized`] for wrong credentials; [`Error::TooManyRequests`] when locked
@@ -434,22 +435,27 @@ impl Access {
     ) -> Result<Principal, Error> {
         let user_key = format!("user:{username}");
         let ip_key = source.map(|ip| format!("ip:{ip}"));
-        let keys: Vec<&str> = std::iter::once(user_key.as_str())
+        // Every keyless login shares the user name `oidc`, and an identity token has no
+        // password to guess: a lockout under that name would let anyone shut every CI job
+        // out with a few bad tokens. Those failures count per address only.
+        let shared = self.oidc.as_ref().is_some_and(|o| username == o.username());
+        let keys: Vec<&str> = (!shared)
+            .then_some(user_key.as_str())
+            .into_iter()
             .chain(ip_key.as_deref())
             .collect();
         self.limiter.check(&keys)?;
         let outcome = self.check_credentials(username, secret).await;
         let ok = outcome.as_ref().is_ok_and(Option::is_some);
         if !ok || audit_success {
-            self.audit.record(
-                if ok { username } else { "anonymous" },
-                "login",
-                "user",
-                username,
-                None,
-                source,
-                ok,
-            );
+            // Who signed in: for a keyless login the identity (`issuer#subject`), not the
+            // user name `oidc` that every CI job shares.
+            let who = match &outcome {
+                Ok(Some(p)) => p.name(),
+                _ => "anonymous",
+            };
+            self.audit
+                .record(who, "login", "user", username, None, source, ok);
         }
         match outcome {
             Ok(Some(p)) => {

@@ -111,6 +111,39 @@ fn changed(conn: &Connection, sql: &str, args: impl rusqlite::Params) -> Result<
     change(conn, sql, args).map(|n| n > 0).map_err(backend)
 }
 
+/// An id for a new row of `table` (`users`, `robots`) that no row of it ever had. SQLite
+/// gives a new row the largest id plus one, which is a deleted row's id when the newest row
+/// was deleted; tokens name their account by id, so the deleted account's tokens would work
+/// for the new one. The last id handed out is kept in `settings` (PostgreSQL's identity
+/// columns never reuse an id).
+fn unused_id(conn: &Connection, table: &str) -> Result<i64, MetaError> {
+    let key = format!("last_id.{table}");
+    let last: i64 = row(
+        conn,
+        "SELECT value FROM settings WHERE key = ?1",
+        [&key],
+        |r| col::<String>(r, 0),
+    )?
+    .and_then(|v| v.parse().ok())
+    .unwrap_or(0);
+    let max: i64 = row(
+        conn,
+        &format!("SELECT COALESCE(MAX(id), 0) FROM {table}"),
+        [],
+        |r| col(r, 0),
+    )?
+    .unwrap_or(0);
+    let id = last.max(max) + 1;
+    change(
+        conn,
+        "INSERT INTO settings (key, value) VALUES (?1, ?2) \
+         ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+        params![key, id.to_string()],
+    )
+    .map_err(backend)?;
+    Ok(id)
+}
+
 /// Delete the user or group `id` (of `table`) with its project memberships, which name it
 /// without a foreign key (an entity is a user or a group). Whatever refers to it by a
 /// foreign key goes with it (ON DELETE CASCADE): group memberships, sessions.
@@ -217,10 +250,11 @@ impl AccessStore for SqliteMeta {
     async fn create_user(&self, user: &NewUser) -> Result<UserId, MetaError> {
         let u = user.clone();
         self.write(move |conn| {
+            let id = unused_id(conn, "users")?;
             change(
                 conn,
                 "INSERT INTO users (username, email, realname, comment, password_hash, sysadmin, \
-                 created_ms, updated_ms) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?7)",
+                 created_ms, updated_ms, id) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?7, ?8)",
                 params![
                     u.username,
                     u.email,
@@ -228,11 +262,12 @@ impl AccessStore for SqliteMeta {
                     u.comment,
                     u.password_hash,
                     u.sysadmin,
-                    now_ms()
+                    now_ms(),
+                    id
                 ],
             )
             .map_err(|e| refused(e, &user_label(&u.username, &u.email)))?;
-            Ok(conn.last_insert_rowid())
+            Ok(id)
         })
         .await
     }
@@ -683,11 +718,12 @@ impl AccessStore for SqliteMeta {
                 }
             }
             let now = now_ms();
+            let id = unused_id(conn, "robots")?;
             change(
                 conn,
                 "INSERT INTO robots (name, description, project_id, secret_hash, expires_ms, \
-                 disabled, permissions, creator_id, created_ms, updated_ms) \
-                 VALUES (?1, ?2, ?3, ?4, ?5, 0, ?6, ?7, ?8, ?8)",
+                 disabled, permissions, creator_id, created_ms, updated_ms, id) \
+                 VALUES (?1, ?2, ?3, ?4, ?5, 0, ?6, ?7, ?8, ?8, ?9)",
                 params![
                     b.name,
                     b.description,
@@ -696,11 +732,12 @@ impl AccessStore for SqliteMeta {
                     b.expires_ms,
                     b.permissions,
                     b.creator,
-                    now
+                    now,
+                    id
                 ],
             )
             .map_err(|e| refused(e, &format!("robot {}", b.name)))?;
-            Ok(conn.last_insert_rowid())
+            Ok(id)
         })
         .await
     }

@@ -25,6 +25,7 @@ pub async fn run<S: MetaStore + AccessStore>(store: &S) {
     deleting_a_user_takes_its_memberships(store).await;
     deleting_a_project(store, store).await;
     robots(store).await;
+    ids_are_not_reused(store).await;
     audit(store).await;
     settings_race_to_one_value(store).await;
     sessions(store).await;
@@ -731,6 +732,25 @@ async fn robots(s: &dyn AccessStore) {
     assert!(s.delete_robot(in_q).await.unwrap());
     assert!(!s.delete_robot(in_q).await.unwrap());
     assert!(s.robot(in_q).await.unwrap().is_none());
+}
+
+/// Tokens name their account by id: a user or robot made after another was deleted never
+/// gets its id, even when the deleted one was the newest (nor when it has the same name).
+async fn ids_are_not_reused(s: &dyn AccessStore) {
+    let gone = user(s, "i-gone").await;
+    assert!(s.delete_user(gone).await.unwrap());
+    let next = user(s, "i-gone").await;
+    assert!(next > gone, "user id {gone} was given again");
+    let gone = s
+        .create_robot(&new_robot("i-gone", RobotLevel::System))
+        .await
+        .unwrap();
+    assert!(s.delete_robot(gone).await.unwrap());
+    let next = s
+        .create_robot(&new_robot("i-gone", RobotLevel::System))
+        .await
+        .unwrap();
+    assert!(next > gone, "robot id {gone} was given again");
 }
 
 fn event(time_ms: i64, user: &str, op: &str, resource: &str, project: Option<&str>) -> AuditEvent {

@@ -10,7 +10,7 @@ use serde_json::Value;
 
 use crate::harness::{error_code, header, Server, ADMIN_PASSWORD};
 
-fn basic(user: &str, pass: &str) -> String {
+pub fn basic(user: &str, pass: &str) -> String {
     format!(
         "Basic {}",
         base64::engine::general_purpose::STANDARD.encode(format!("{user}:{pass}"))
@@ -18,7 +18,7 @@ fn basic(user: &str, pass: &str) -> String {
 }
 
 /// A client that sends `authorization` with every request.
-fn client_with(authorization: &str) -> Client {
+pub fn client_with(authorization: &str) -> Client {
     let mut h = HeaderMap::new();
     h.insert(AUTHORIZATION, HeaderValue::from_str(authorization).unwrap());
     Client::builder()
@@ -35,8 +35,19 @@ async fn start_token_mode(extra: &[&str]) -> Server {
 }
 
 /// Ask the token service for `scopes` with `credentials` (user, password), or anonymously.
-async fn token(
+pub async fn token(
     s: &Server,
+    credentials: Option<(&str, &str)>,
+    scopes: &[&str],
+) -> reqwest::Response {
+    token_from(s, None, credentials, scopes).await
+}
+
+/// [`token`] from the local address `from` (any of 127.0.0.0/8 reaches the server), so that
+/// a test can stand for callers on several machines.
+pub async fn token_from(
+    s: &Server,
+    from: Option<std::net::IpAddr>,
     credentials: Option<(&str, &str)>,
     scopes: &[&str],
 ) -> reqwest::Response {
@@ -50,14 +61,15 @@ async fn token(
         );
     }
     // A client of its own: `s.http` may carry a test's bearer token.
-    let mut req = Client::builder().no_proxy().build().unwrap().get(url);
+    let client = Client::builder().no_proxy().local_address(from).build();
+    let mut req = client.unwrap().get(url);
     if let Some((u, p)) = credentials {
         req = req.header(AUTHORIZATION, basic(u, p));
     }
     req.send().await.unwrap()
 }
 
-async fn token_value(s: &Server, credentials: Option<(&str, &str)>, scopes: &[&str]) -> String {
+pub async fn token_value(s: &Server, credentials: Option<(&str, &str)>, scopes: &[&str]) -> String {
     let r = token(s, credentials, scopes).await;
     assert_eq!(r.status(), StatusCode::OK);
     let v: Value = r.json().await.unwrap();
@@ -67,7 +79,7 @@ async fn token_value(s: &Server, credentials: Option<(&str, &str)>, scopes: &[&s
 }
 
 /// `s` acting with a bearer token.
-fn as_bearer(s: &mut Server, token: &str) {
+pub fn as_bearer(s: &mut Server, token: &str) {
     s.http = client_with(&format!("Bearer {token}"));
 }
 
@@ -233,7 +245,7 @@ async fn bad_logins_are_refused_then_locked_out() {
 }
 
 /// A P-256 key in PKCS#8 PEM, made with openssl.
-fn ec_key(dir: &std::path::Path) -> std::path::PathBuf {
+pub fn ec_key(dir: &std::path::Path) -> std::path::PathBuf {
     let path = dir.join("token.pem");
     let out = std::process::Command::new("sh")
         .arg("-c")

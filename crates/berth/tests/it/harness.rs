@@ -125,6 +125,9 @@ pub struct Server {
     extra_args: Vec<String>,
     tls: bool,
     backend: Option<FleetBackend>,
+    /// The file its log (stdout and stderr) goes to; `None`: stdout is dropped and stderr
+    /// is the test's.
+    log: Option<PathBuf>,
 }
 
 impl Server {
@@ -144,7 +147,16 @@ impl Server {
         let http = Client::builder().no_proxy().build().unwrap();
         let args = args.iter().map(|a| (*a).to_owned()).collect();
         let backend = fleet().then(FleetBackend::create);
-        Self::launch_with(http, args, false, backend, Some(config)).await
+        Self::launch_with(http, args, false, backend, Some(config), false).await
+    }
+
+    /// [`Server::start_on_config`] with the server's log (its stdout and stderr) kept in a
+    /// file; read it with [`Server::log`].
+    pub async fn start_logged(args: &[&str], config: &str) -> Self {
+        let http = Client::builder().no_proxy().build().unwrap();
+        let args = args.iter().map(|a| (*a).to_owned()).collect();
+        let backend = fleet().then(FleetBackend::create);
+        Self::launch_with(http, args, false, backend, Some(config), true).await
     }
 
     /// Another instance over the same PostgreSQL + S3 backend as `backend`.
@@ -161,12 +173,12 @@ impl Server {
     ) -> Self {
         let http = Client::builder().no_proxy().build().unwrap();
         let args = args.iter().map(|a| (*a).to_owned()).collect();
-        Self::launch_with(http, args, false, Some(backend.clone()), config).await
+        Self::launch_with(http, args, false, Some(backend.clone()), config, false).await
     }
 
     async fn launch(http: Client, extra_args: Vec<String>, tls: bool) -> Self {
         let backend = fleet().then(FleetBackend::create);
-        Self::launch_with(http, extra_args, tls, backend, None).await
+        Self::launch_with(http, extra_args, tls, backend, None, false).await
     }
 
     async fn launch_with(
@@ -175,6 +187,7 @@ impl Server {
         tls: bool,
         backend: Option<FleetBackend>,
         config: Option<&str>,
+        keep_log: bool,
     ) -> Self {
         if let Some(b) = &backend {
             extra_args.extend(b.args());
@@ -185,6 +198,7 @@ impl Server {
             std::fs::write(&file, config).unwrap();
             extra_args.extend(["--config".into(), file.display().to_string()]);
         }
+        let log = keep_log.then(|| dir.path().join("berth.log"));
         let mut s = Self {
             child: None,
             port: 0,
@@ -194,6 +208,7 @@ impl Server {
             extra_args,
             tls,
             backend,
+            log,
         };
         s.spawn().await;
         s
@@ -201,6 +216,34 @@ impl Server {
 
     pub fn data_dir(&self) -> PathBuf {
         self.dir.path().join("data")
+    }
+
+    /// Everything the server has logged so far (started with [`Server::start_logged`]).
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.log.as_ref().expect("started with start_logged")).unwrap()
+    }
+
+    /// Run one SQL statement on this server's metadata database (SQLite or PostgreSQL), for a
+    /// state the API cannot make, such as a robot past its expiry.
+    pub fn sql(&self, statement: &str) {
+        let out = match &self.backend {
+            Some(b) => Command::new("psql")
+                .arg(&b.db_url)
+                .args(["-X", "-q", "-v", "ON_ERROR_STOP=1", "-c", statement])
+                .output()
+                .expect("run psql (postgresql-client)"),
+            None => Command::new("sqlite3")
+                .args(["-bail", "-cmd", ".timeout 10000"])
+                .arg(self.data_dir().join("meta.db"))
+                .arg(statement)
+                .output()
+                .expect("run sqlite3"),
+        };
+        assert!(
+            out.status.success(),
+            "{statement}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
     }
 
     /// The blob store this server writes to, for tests that look at (or damage) it.
@@ -214,6 +257,18 @@ impl Server {
     async fn spawn(&mut self) {
         for _ in 0..5 {
             let port = free_port();
+            // The log goes to stdout; a kept log also takes stderr (panics, startup errors).
+            let (stdout, stderr) = match &self.log {
+                Some(path) => {
+                    let file = std::fs::OpenOptions::new()
+                        .create(true)
+                        .append(true)
+                        .open(path)
+                        .unwrap();
+                    (file.try_clone().unwrap().into(), file.into())
+                }
+                None => (Stdio::null(), Stdio::inherit()),
+            };
             let child = Command::new(env!("CARGO_BIN_EXE_berth"))
                 .arg("serve")
                 .arg("--listen")
@@ -226,8 +281,8 @@ impl Server {
                 // `--auth-mode token`, which wins over the variable.
                 .env("BERTH_AUTH_MODE", "open")
                 .env("BERTH_ADMIN_PASSWORD", ADMIN_PASSWORD)
-                .stdout(Stdio::null())
-                .stderr(Stdio::inherit())
+                .stdout(stdout)
+                .stderr(stderr)
                 .spawn()
                 .expect("start berth");
             self.child = Some(child);
