@@ -3,11 +3,21 @@
 # against a `berth serve` started here on a free loopback port, and check what a user would
 # check (digests equal, files byte-identical, listings holding exactly what was pushed).
 #
+# Two servers: the first runs with `--auth-mode open` (every client feature, no credentials);
+# the second, on another loopback port, in the default token mode with BERTH_ADMIN_PASSWORD
+# set. On the second, `berth admin` (the CLI) makes a private project, a developer and a guest
+# user and two project robots (pull+push, pull only); then skopeo (--creds, login/logout with
+# an authfile), buildah (login/logout) and the ORAS SDK (login) push and pull as those
+# accounts, and every refusal (guest push, pull-only robot push, anonymous pull, wrong
+# password) is checked to be a refusal.
+#
 # Usage: scripts/test-clients.sh            (run as root on Debian 12; installs what it needs)
 # Environment:
 #   BERTH_BIN=path       use this binary instead of building with `cargo build -p berth`
 #   BERTH_SERVE_ARGS="…" extra `berth serve` flags, split on spaces (scripts/test.sh passes
 #                        --metadata-url and --s3-* to run every check on PostgreSQL + S3)
+#   BERTH_TOKEN_SERVE_ARGS="…"  the same for the token-mode server (its own database and
+#                        prefix: it must not share the open-mode server's); default: none
 #   BIG_LAYER_MIB=512    size of the large-layer round trip, in MiB
 #   KEEP_WORK=1          keep the temporary directory (path printed at the end)
 #
@@ -36,6 +46,25 @@ SERVER_PID=""
 REGISTRY="" # 127.0.0.1:PORT
 BIN=""
 
+# The token-mode server and the accounts the checks make on it with `berth admin`. Passwords
+# are made fresh per run; robot secrets are known only once created, so they live in files
+# ($TW/ROBOT.secret): checks run in subshells.
+TOKEN_PID=""
+TREG=""   # 127.0.0.1:PORT of the token-mode server
+TW=""     # $WORK/token
+PROJECT=team-a
+ADMIN_PASS=""
+DEV_USER=dev-alice
+DEV_PASS=""
+GUEST_USER=guest-bob
+GUEST_PASS=""
+PUSH_ROBOT="robot\$$PROJECT+ci-push" # robot$team-a+ci-push
+PULL_ROBOT="robot\$$PROJECT+ci-pull"
+TREPO_SKOPEO=$PROJECT/skopeo/app
+TREPO_BUILDAH=$PROJECT/buildah/hello
+TREPO_ROBOT=$PROJECT/buildah/robot
+TREPO_ORAS=$PROJECT/oras/artifact
+
 OCI_MANIFEST=application/vnd.oci.image.manifest.v1+json
 OCI_INDEX=application/vnd.oci.image.index.v1+json
 DOCKER_MANIFEST=application/vnd.docker.distribution.manifest.v2+json
@@ -57,17 +86,24 @@ note() { echo "# $*"; }
 # Setup: tools, binary, server, cleanup
 # ---------------------------------------------------------------------------------------------
 
-cleanup() {
-    local rc=$?
-    if [[ -n "$SERVER_PID" ]] && kill -0 "$SERVER_PID" 2>/dev/null; then
-        kill -TERM "$SERVER_PID" 2>/dev/null || true
+# stop_server PID: SIGTERM, then SIGKILL after 5 s.
+stop_server() {
+    local pid=$1
+    if [[ -n "$pid" ]] && kill -0 "$pid" 2>/dev/null; then
+        kill -TERM "$pid" 2>/dev/null || true
         for _ in $(seq 1 50); do
-            kill -0 "$SERVER_PID" 2>/dev/null || break
+            kill -0 "$pid" 2>/dev/null || break
             sleep 0.1
         done
-        kill -KILL "$SERVER_PID" 2>/dev/null || true
-        wait "$SERVER_PID" 2>/dev/null || true
+        kill -KILL "$pid" 2>/dev/null || true
+        wait "$pid" 2>/dev/null || true
     fi
+}
+
+cleanup() {
+    local rc=$?
+    stop_server "$SERVER_PID"
+    stop_server "$TOKEN_PID"
     if [[ -n "$WORK" && -d "$WORK" && "${KEEP_WORK:-}" != 1 ]]; then
         rm -rf "$WORK"
     fi
@@ -147,19 +183,42 @@ start_server() {
     env -u BERTH_CONFIG "$bin" serve --listen "$REGISTRY" --data-dir "$WORK/data" --log-format json \
         --auth-mode open "${extra[@]}" >"$WORK/server.log" 2>&1 &
     SERVER_PID=$!
+    wait_for_server "$SERVER_PID" "$REGISTRY" "$WORK/server.log" server
+    note "berth $("$bin" --version 2>/dev/null | awk '{print $2}') listening on $REGISTRY" \
+        "(setup took $((SECONDS - START_TIME))s)"
+}
+
+# wait_for_server PID HOST:PORT LOG NAME: until /healthz answers 200 (10 s at most).
+wait_for_server() {
+    local pid=$1 addr=$2 log=$3 name=$4
     for _ in $(seq 1 100); do
-        if curl -fsS -o /dev/null "http://$REGISTRY/v2/" 2>/dev/null; then
-            note "berth $("$bin" --version 2>/dev/null | awk '{print $2}') listening on $REGISTRY" \
-                "(setup took $((SECONDS - START_TIME))s)"
+        if curl -fsS -o /dev/null "http://$addr/healthz" 2>/dev/null; then
             return
         fi
-        if ! kill -0 "$SERVER_PID" 2>/dev/null; then
-            tail -20 "$WORK/server.log" >&2
-            setup_failed server "berth serve exited before answering /v2/"
+        if ! kill -0 "$pid" 2>/dev/null; then
+            tail -20 "$log" >&2
+            setup_failed "$name" "berth serve exited before answering /healthz"
         fi
         sleep 0.1
     done
-    setup_failed server "no answer from http://$REGISTRY/v2/ within 10s"
+    setup_failed "$name" "no answer from http://$addr/healthz within 10s"
+}
+
+# The second server: the default auth mode (token; nothing on the command line or in the
+# environment says otherwise), the administrator's password from BERTH_ADMIN_PASSWORD.
+start_token_server() {
+    local bin=$1 port
+    port=$(free_port)
+    TREG="127.0.0.1:$port"
+    mkdir -p "$WORK/data-token"
+    local extra=()
+    read -r -a extra <<<"${BERTH_TOKEN_SERVE_ARGS:-}"
+    env -u BERTH_CONFIG -u BERTH_AUTH_MODE BERTH_ADMIN_PASSWORD="$ADMIN_PASS" \
+        "$bin" serve --listen "$TREG" --data-dir "$WORK/data-token" --log-format json \
+        "${extra[@]}" >"$WORK/server-token.log" 2>&1 &
+    TOKEN_PID=$!
+    wait_for_server "$TOKEN_PID" "$TREG" "$WORK/server-token.log" token-server
+    note "token-mode berth listening on $TREG"
 }
 
 # Keep the clients off the machine's own configuration and global image store.
@@ -169,6 +228,11 @@ isolate_clients() {
     printf 'unqualified-search-registries = []\n' >"$WORK/registries.conf"
     export CONTAINERS_REGISTRIES_CONF="$WORK/registries.conf"
     printf '{"default": [{"type": "insecureAcceptAnything"}]}\n' >"$WORK/policy.json"
+    # No credentials of the machine's own (podman/skopeo/buildah login) reach the clients;
+    # the token-mode checks give every client an authfile of its own.
+    printf '{"auths": {}}\n' >"$WORK/auth.json"
+    export REGISTRY_AUTH_FILE="$WORK/auth.json"
+    mkdir -p "$WORK/home"
 }
 
 # ---------------------------------------------------------------------------------------------
@@ -215,6 +279,7 @@ run_reporting() {
         case "$line" in
         "ok "*) oks=$((oks + 1)) && echo "$line" ;;
         "FAIL "*) fails=$((fails + 1)) && echo "$line" ;;
+        "# "*) echo "$line" ;;
         esac
     done <"$log"
     PASSED=$((PASSED + oks))
@@ -741,20 +806,368 @@ check_catalog() {
 check_server_healthy() {
     kill -0 "$SERVER_PID" 2>/dev/null || die "berth serve is no longer running"
     curl -fsS -o /dev/null "http://$REGISTRY/v2/" || die "GET /v2/ failed at the end of the run"
-    local bad
     # The one warning expected: this server runs with access control off (--auth-mode open),
     # which berth announces at startup.
-    # Lines that are not JSON log records (a panic message, say) count as bad too.
-    bad=$(jq -R -c '(fromjson? // {level: "NOT-JSON", line: .})
+    log_clean "$WORK/server.log" "auth.mode = open"
+}
+
+# log_clean LOG [EXPECTED_PREFIX]: no ERROR or WARN record (but one whose message starts with
+# EXPECTED_PREFIX), no line that is not a JSON log record (a panic message, say).
+log_clean() {
+    local bad
+    bad=$(jq -R -c --arg ok "${2:-}" '(fromjson? // {level: "NOT-JSON", line: .})
         | select(.level == "ERROR" or .level == "WARN" or .level == "NOT-JSON")
-        | select((.message // "") | startswith("auth.mode = open") | not)' "$WORK/server.log" | head -5)
-    if grep -q 'panicked' "$WORK/server.log"; then
-        bad+=$'\n'$(grep -m3 'panicked' "$WORK/server.log")
+        | select($ok == "" or ((.message // "") | startswith($ok) | not))' "$1" | head -5)
+    if grep -q 'panicked' "$1"; then
+        bad+=$'\n'$(grep -m3 'panicked' "$1")
     fi
     [[ -z "$bad" ]] || {
         echo "$bad"
         die "the server log has errors or warnings: $(head -1 <<<"$bad" | cut -c1-300)"
     }
+}
+
+# ---------------------------------------------------------------------------------------------
+# 7. Token mode (access control on): a second server, accounts made with `berth admin`
+# ---------------------------------------------------------------------------------------------
+
+# badm ARGS...: the management CLI as the administrator (credentials from the environment,
+# as the README shows); fails the check if it exits non-zero.
+badm() {
+    env -u BERTH_CONFIG -u RUST_BACKTRACE -u RUST_LIB_BACKTRACE \
+        BERTH_URL="http://$TREG" BERTH_USERNAME=admin BERTH_PASSWORD="$ADMIN_PASS" \
+        "$BIN" admin "$@" || die "berth admin $* exited $?"
+}
+
+# secret ROBOT_SHORT_NAME: the secret `berth admin robots create` printed for it.
+secret() {
+    [[ -s "$TW/$1.secret" ]] || die "no secret recorded for robot $1 (did token-admin-cli fail?)"
+    cat "$TW/$1.secret"
+}
+
+# t_code CREDS METHOD PATH: the HTTP status of a request to the token-mode server with basic
+# credentials (CREDS empty: none).
+t_code() {
+    local auth=()
+    [[ -z "$1" ]] || auth=(-u "$1")
+    curl -sS "${auth[@]}" -o /dev/null -w '%{http_code}' -X "$2" -H "Accept: $ACCEPT_ALL" "http://$TREG$3"
+}
+
+# t_manifest CREDS REPO REF OUTPREFIX: http_manifest against the token-mode server, with basic
+# credentials.
+t_manifest() {
+    local code
+    code=$(curl -sS -u "$1" -H "Accept: $ACCEPT_ALL" -D "$4.headers" -o "$4.body" -w '%{http_code}' \
+        "http://$TREG/v2/$2/manifests/$3")
+    [[ "$code" == 200 ]] || die "GET /v2/$2/manifests/$3 as ${1%%:*} answered $code: $(head -c 300 "$4.body")"
+}
+
+# must_fail WHAT PATTERN COMMAND...: the command must exit non-zero, and what it printed must
+# match PATTERN (grep -E, case-insensitive): refused, and refused for the reason expected, not
+# for a typo or a network error.
+must_fail() {
+    local what=$1 pattern=$2 out rc=0
+    shift 2
+    out=$(mktemp "$TW/refused.XXXXXX")
+    "$@" >"$out" 2>&1 || rc=$?
+    if ((rc == 0)); then
+        tail -5 "$out"
+        die "$what: succeeded, want a refusal"
+    fi
+    grep -Eqi -- "$pattern" "$out" || {
+        tail -5 "$out"
+        die "$what: exited $rc, but not with /$pattern/: $(tail -1 "$out" | cut -c1-300)"
+    }
+    echo "refused as expected: $what (exit $rc): $(grep -Ei -m1 -- "$pattern" "$out" | cut -c1-300)"
+}
+
+# Refusals of an identity that is known but lacks the permission, and of no or bad identity.
+DENIED='denied|not granted|unauthorized|authentication required'
+BAD_LOGIN='invalid username/password|invalid user name or password|unauthorized'
+
+# authfile_user FILE: the user name stored for the token-mode server in an auth file ("" if
+# none).
+authfile_user() {
+    [[ -f "$1" ]] || return 0
+    jq -r --arg h "$TREG" '.auths[$h].auth // empty' "$1" | base64 -d | cut -d: -f1
+}
+
+# skopeo and buildah without the `die` of sko and bah, for commands that must fail.
+skopeo_raw() { skopeo --policy "$WORK/policy.json" "$@"; }
+buildah_raw() { buildah --storage-driver vfs --root "$WORK/buildah/root" --runroot "$WORK/buildah/runroot" "$@"; }
+
+check_token_challenge() {
+    local code www
+    code=$(curl -sS -o "$TW/v2.body" -D "$TW/v2.headers" -w '%{http_code}' "http://$TREG/v2/")
+    expect_eq "$code" 401 "anonymous GET /v2/ (the server must be in token mode)"
+    www=$(header "$TW/v2.headers" www-authenticate)
+    [[ "$www" == "Bearer realm=\"http://$TREG/service/token\",service=\"berth\""* ]] ||
+        die "WWW-Authenticate of /v2/: '$www'"
+    code=$(curl -sS -o /dev/null -D "$TW/tags.headers" -w '%{http_code}' "http://$TREG/v2/$TREPO_SKOPEO/tags/list")
+    expect_eq "$code" 401 "anonymous GET tags/list"
+    www=$(header "$TW/tags.headers" www-authenticate)
+    [[ "$www" == *"scope=\"repository:$TREPO_SKOPEO:pull\""* ]] || die "WWW-Authenticate of tags/list: '$www'"
+    # The administrator has the password given in BERTH_ADMIN_PASSWORD, and no other.
+    expect_eq "$(t_code "admin:$ADMIN_PASS" GET /v2/)" 200 "GET /v2/ as admin"
+    expect_eq "$(t_code "admin:$ADMIN_PASS-not" GET /v2/)" 401 "GET /v2/ as admin with a wrong password"
+    must_fail "berth admin with a wrong password" "401|invalid user name or password" \
+        env -u BERTH_CONFIG -u RUST_BACKTRACE -u RUST_LIB_BACKTRACE "$BIN" admin --url "http://$TREG" \
+        --username admin --password "$ADMIN_PASS-not" projects list
+}
+
+check_token_admin_cli() {
+    badm projects create "$PROJECT" >/dev/null
+    badm projects show "$PROJECT" --output json >"$TW/project.json"
+    expect_eq "$(jq -r .name "$TW/project.json")" "$PROJECT" "project name"
+    expect_eq "$(jq -r .metadata.public "$TW/project.json")" false "a new project is private"
+    badm users create "$DEV_USER" --new-password "$DEV_PASS" --email "$DEV_USER@example.com" >/dev/null
+    badm users create "$GUEST_USER" --new-password "$GUEST_PASS" >/dev/null
+    badm members add "$PROJECT" --user "$DEV_USER" --role developer >/dev/null
+    badm members add "$PROJECT" --user "$GUEST_USER" --role guest >/dev/null
+    expect_eq "$(badm members list "$PROJECT" --output json |
+        jq -c '[.[] | "\(.entity_name)=\(.role_name)"] | sort')" \
+        "[\"admin=projectAdmin\",\"$DEV_USER=developer\",\"$GUEST_USER=guest\"]" "members of $PROJECT"
+    local short full access
+    for short in ci-push ci-pull; do
+        full="robot\$$PROJECT+$short"
+        access=repository:pull
+        [[ $short == ci-push ]] && access=repository:pull,repository:push
+        badm robots create "$short" --project "$PROJECT" --access "$access" --output json >"$TW/$short.json"
+        expect_eq "$(jq -r .name "$TW/$short.json")" "$full" "name of the new robot"
+        jq -er '.secret | select(length >= 16)' "$TW/$short.json" >"$TW/$short.secret" ||
+            die "no secret in $(jq -c 'del(.secret)' "$TW/$short.json")"
+    done
+    expect_eq "$PUSH_ROBOT $PULL_ROBOT" "robot\$$PROJECT+ci-push robot\$$PROJECT+ci-pull" "robot names used below"
+    expect_eq "$(badm robots list --project "$PROJECT" --output json | jq -c '[.[].name] | sort')" \
+        "[\"$PULL_ROBOT\",\"$PUSH_ROBOT\"]" "robots of $PROJECT"
+    # The new accounts can sign in to the token service (GET with basic credentials).
+    local who
+    for who in "$DEV_USER:$DEV_PASS" "$GUEST_USER:$GUEST_PASS" "$PUSH_ROBOT:$(secret ci-push)"; do
+        curl -fsS -u "$who" "http://$TREG/service/token?service=berth&scope=repository:$TREPO_SKOPEO:pull" |
+            jq -e '.token | split(".") | length == 3' >/dev/null || die "no token for ${who%%:*}"
+    done
+}
+
+check_token_skopeo_push_developer() {
+    random_dir "$TW/src" tok 300
+    make_image "$TW/layout" v1 amd64 "$TW/src"
+    local want
+    want=$(layout_ref "$TW/layout" v1)
+    echo "$want" >"$TW/app.digest"
+    sko copy -q --dest-tls-verify=false --dest-creds "$DEV_USER:$DEV_PASS" \
+        "oci:$TW/layout:v1" "docker://$TREG/$TREPO_SKOPEO:v1"
+    t_manifest "$DEV_USER:$DEV_PASS" "$TREPO_SKOPEO" v1 "$TW/m"
+    expect_eq "$(header "$TW/m.headers" docker-content-digest)" "$want" "registry digest of the developer's push"
+    cmp -s "$TW/m.body" "$(layout_blob "$TW/layout" "$want")" || die "served manifest differs from the pushed one"
+}
+
+check_token_skopeo_pull_guest() {
+    local want d
+    want=$(cat "$TW/app.digest")
+    sko copy -q --src-tls-verify=false --src-creds "$GUEST_USER:$GUEST_PASS" \
+        "docker://$TREG/$TREPO_SKOPEO:v1" "oci:$TW/guest-out:v1"
+    expect_eq "$(layout_ref "$TW/guest-out" v1)" "$want" "digest of the manifest the guest pulled"
+    for d in $(jq -e -r '(.layers[], .config).digest' "$(layout_blob "$TW/guest-out" "$want")"); do
+        cmp -s "$(layout_blob "$TW/guest-out" "$d")" "$(layout_blob "$TW/layout" "$d")" ||
+            die "blob $d the guest pulled differs from the pushed one"
+    done
+    umoci unpack --image "$TW/guest-out:v1" "$TW/guest-bundle" >/dev/null
+    cmp "$TW/src/tok.bin" "$TW/guest-bundle/rootfs/tok.bin" || die "tok.bin differs in the guest's pull"
+    cmp "$TW/src/tok.txt" "$TW/guest-bundle/rootfs/tok.txt" || die "tok.txt differs in the guest's pull"
+}
+
+check_token_skopeo_guest_push_refused() {
+    must_fail "guest push to an existing repository" "$DENIED" skopeo_raw copy -q --dest-tls-verify=false \
+        --dest-creds "$GUEST_USER:$GUEST_PASS" "oci:$TW/layout:v1" "docker://$TREG/$TREPO_SKOPEO:guest"
+    must_fail "guest push to a new repository" "$DENIED" skopeo_raw copy -q --dest-tls-verify=false \
+        --dest-creds "$GUEST_USER:$GUEST_PASS" "oci:$TW/layout:v1" "docker://$TREG/$PROJECT/guest/new:v1"
+    expect_eq "$(t_code "$DEV_USER:$DEV_PASS" GET "/v2/$TREPO_SKOPEO/manifests/guest")" 404 \
+        "the tag the guest tried to push"
+    expect_eq "$(sko list-tags --tls-verify=false --creds "$GUEST_USER:$GUEST_PASS" \
+        "docker://$TREG/$TREPO_SKOPEO" | jq -c .Tags)" '["v1"]' "tags after the guest's refused push"
+}
+
+check_token_skopeo_anonymous_refused() {
+    must_fail "anonymous inspect of a private image" "$DENIED" skopeo_raw inspect --tls-verify=false --no-creds \
+        "docker://$TREG/$TREPO_SKOPEO:v1"
+    must_fail "anonymous pull of a private image" "$DENIED" skopeo_raw copy -q --src-tls-verify=false \
+        --src-no-creds "docker://$TREG/$TREPO_SKOPEO:v1" "oci:$TW/anon-out:v1"
+    [[ ! -e "$TW/anon-out/index.json" ]] || ! jq -e '.manifests | length > 0' "$TW/anon-out/index.json" >/dev/null ||
+        die "the refused anonymous pull left an image in the layout"
+    # The token service gives an anonymous caller a token, but it grants nothing here.
+    local tok code
+    tok=$(curl -fsS "http://$TREG/service/token?service=berth&scope=repository:$TREPO_SKOPEO:pull" | jq -er .token)
+    code=$(curl -sS -o /dev/null -w '%{http_code}' -H "Authorization: Bearer $tok" -H "Accept: $ACCEPT_ALL" \
+        "http://$TREG/v2/$TREPO_SKOPEO/manifests/v1")
+    expect_eq "$code" 401 "GET of the private manifest with an anonymous token"
+    expect_eq "$(t_code "" GET "/v2/$TREPO_SKOPEO/manifests/v1")" 401 "GET of the private manifest without credentials"
+}
+
+check_token_skopeo_wrong_password() {
+    must_fail "inspect with a wrong password" "$BAD_LOGIN" skopeo_raw inspect --tls-verify=false \
+        --creds "$DEV_USER:$DEV_PASS-wrong" "docker://$TREG/$TREPO_SKOPEO:v1"
+    must_fail "push with a wrong password" "$BAD_LOGIN" skopeo_raw copy -q --dest-tls-verify=false \
+        --dest-creds "$DEV_USER:$DEV_PASS-wrong" "oci:$TW/layout:v1" "docker://$TREG/$TREPO_SKOPEO:wrong"
+    must_fail "inspect with a wrong robot secret" "$BAD_LOGIN" skopeo_raw inspect --tls-verify=false \
+        --creds "$PULL_ROBOT:$(secret ci-pull)x" "docker://$TREG/$TREPO_SKOPEO:v1"
+    must_fail "skopeo login with a wrong password" "$BAD_LOGIN" skopeo_raw login --authfile "$TW/wrong-auth.json" \
+        --tls-verify=false -u "$DEV_USER" --password-stdin "$TREG" <<<"$DEV_PASS-wrong"
+    expect_eq "$(authfile_user "$TW/wrong-auth.json")" "" "user stored by the refused login"
+    expect_eq "$(t_code "$DEV_USER:$DEV_PASS" GET "/v2/$TREPO_SKOPEO/manifests/wrong")" 404 \
+        "the tag pushed with a wrong password"
+}
+
+check_token_skopeo_login_authfile() {
+    local a=$TW/skopeo-auth.json want
+    want=$(cat "$TW/app.digest")
+    sko login --authfile "$a" --tls-verify=false -u "$GUEST_USER" --password-stdin "$TREG" <<<"$GUEST_PASS"
+    expect_eq "$(authfile_user "$a")" "$GUEST_USER" "user in the authfile after skopeo login"
+    expect_eq "$(sko inspect --authfile "$a" --tls-verify=false --format '{{.Digest}}' \
+        "docker://$TREG/$TREPO_SKOPEO:v1")" "$want" "digest seen through the authfile login"
+    expect_eq "$(sko list-tags --authfile "$a" --tls-verify=false "docker://$TREG/$TREPO_SKOPEO" | jq -c .Tags)" \
+        '["v1"]' "tags seen through the authfile login"
+    must_fail "guest push through the authfile login" "$DENIED" skopeo_raw copy -q --dest-tls-verify=false \
+        --dest-authfile "$a" "oci:$TW/layout:v1" "docker://$TREG/$TREPO_SKOPEO:guest2"
+    sko logout --authfile "$a" "$TREG"
+    expect_eq "$(authfile_user "$a")" "" "user in the authfile after skopeo logout"
+    must_fail "inspect after skopeo logout" "$DENIED" skopeo_raw inspect --authfile "$a" --tls-verify=false \
+        "docker://$TREG/$TREPO_SKOPEO:v1"
+}
+
+# buildah login/logout with an authfile of its own; push and pull as the developer.
+check_token_buildah_login_wrong() {
+    must_fail "buildah login with a wrong password" "$BAD_LOGIN" buildah_raw login --authfile "$TW/bah-dev.json" \
+        --tls-verify=false -u "$DEV_USER" --password-stdin "$TREG" <<<"$DEV_PASS-wrong"
+    expect_eq "$(authfile_user "$TW/bah-dev.json")" "" "user stored by the refused buildah login"
+}
+
+check_token_buildah_push_developer() {
+    local a=$TW/bah-dev.json c
+    bah login --authfile "$a" --tls-verify=false -u "$DEV_USER" --password-stdin "$TREG" <<<"$DEV_PASS"
+    expect_eq "$(bah login --authfile "$a" --get-login "$TREG")" "$DEV_USER" "buildah login --get-login"
+    echo "token-mode hello $RANDOM$RANDOM" >"$TW/hello.txt"
+    head -c 65536 /dev/urandom >"$TW/noise.bin"
+    c=$(bah from --name berth-token scratch)
+    bah copy "$c" "$TW/hello.txt" /hello.txt
+    bah copy "$c" "$TW/noise.bin" /noise.bin
+    bah commit -q "$c" localhost/berth-token:latest >/dev/null
+    bah rm "$c" >/dev/null
+    bah push -q --retry 0 --authfile "$a" --tls-verify=false --digestfile "$TW/bah.digest" \
+        localhost/berth-token:latest "docker://$TREG/$TREPO_BUILDAH:v1"
+    t_manifest "$DEV_USER:$DEV_PASS" "$TREPO_BUILDAH" v1 "$TW/bm"
+    expect_eq "$(header "$TW/bm.headers" docker-content-digest)" "$(cat "$TW/bah.digest")" \
+        "registry digest vs buildah --digestfile"
+    expect_eq "$(sha256_of "$TW/bm.body")" "$(cat "$TW/bah.digest")" "digest of the served bytes"
+}
+
+# pull_and_compare AUTHFILE REF NAME FILE...: rmi everything, pull REF with the authfile, and
+# compare each FILE with /basename(FILE) in the pulled image.
+pull_and_compare() {
+    local a=$1 ref=$2 name=$3 f c mnt
+    shift 3
+    bah rmi -a -f >/dev/null
+    [[ -z "$(bah images -q)" ]] || die "local images remain after rmi"
+    bah pull -q --retry 0 --authfile "$a" --tls-verify=false "docker://$ref" >/dev/null
+    c=$(bah from --pull=never --name "$name" "$ref")
+    mnt=$(bah mount "$c")
+    for f in "$@"; do
+        cmp "$f" "$mnt/$(basename "$f")" || die "$(basename "$f") differs in the image pulled from $ref"
+    done
+    bah umount "$c" >/dev/null
+    bah rm "$c" >/dev/null
+}
+
+check_token_buildah_pull_developer() {
+    pull_and_compare "$TW/bah-dev.json" "$TREG/$TREPO_BUILDAH:v1" berth-token-pulled "$TW/hello.txt" "$TW/noise.bin"
+}
+
+check_token_buildah_logout() {
+    local a=$TW/bah-dev.json
+    bah logout --authfile "$a" "$TREG" >/dev/null
+    expect_eq "$(authfile_user "$a")" "" "user in the authfile after buildah logout"
+    must_fail "buildah login --get-login after logout" "not logged in" \
+        buildah_raw login --authfile "$a" --get-login "$TREG"
+    bah rmi -a -f >/dev/null
+    must_fail "buildah pull after logout" "$DENIED" buildah_raw pull -q --retry 0 --authfile "$a" --tls-verify=false \
+        "docker://$TREG/$TREPO_BUILDAH:v1"
+}
+
+check_token_buildah_push_robot() {
+    local a=$TW/bah-robot.json c
+    bah login --authfile "$a" --tls-verify=false -u "$PUSH_ROBOT" --password-stdin "$TREG" <<<"$(secret ci-push)"
+    expect_eq "$(bah login --authfile "$a" --get-login "$TREG")" "$PUSH_ROBOT" "buildah login --get-login"
+    echo "built for the push robot $RANDOM$RANDOM" >"$TW/robot.txt"
+    c=$(bah from --name berth-robot scratch)
+    bah copy "$c" "$TW/robot.txt" /robot.txt
+    bah commit -q "$c" localhost/berth-robot:latest >/dev/null
+    bah rm "$c" >/dev/null
+    bah push -q --retry 0 --authfile "$a" --tls-verify=false --digestfile "$TW/robot.digest" \
+        localhost/berth-robot:latest "docker://$TREG/$TREPO_ROBOT:v1"
+    t_manifest "$PUSH_ROBOT:$(secret ci-push)" "$TREPO_ROBOT" v1 "$TW/rm"
+    expect_eq "$(header "$TW/rm.headers" docker-content-digest)" "$(cat "$TW/robot.digest")" \
+        "registry digest vs buildah --digestfile"
+    pull_and_compare "$a" "$TREG/$TREPO_ROBOT:v1" berth-robot-pulled "$TW/robot.txt"
+    bah logout --authfile "$a" "$TREG" >/dev/null
+    expect_eq "$(authfile_user "$a")" "" "robot in the authfile after buildah logout"
+}
+
+check_token_buildah_pull_robot() {
+    local a=$TW/bah-puller.json
+    bah login --authfile "$a" --tls-verify=false -u "$PULL_ROBOT" --password-stdin "$TREG" <<<"$(secret ci-pull)"
+    pull_and_compare "$a" "$TREG/$TREPO_ROBOT:v1" berth-puller-pulled "$TW/robot.txt"
+    must_fail "pull-only robot push with buildah" "$DENIED" buildah_raw push -q --retry 0 --authfile "$a" \
+        --tls-verify=false "$TREG/$TREPO_ROBOT:v1" "docker://$TREG/$TREPO_ROBOT:puller"
+    expect_eq "$(t_code "$PUSH_ROBOT:$(secret ci-push)" GET "/v2/$TREPO_ROBOT/manifests/puller")" 404 \
+        "the tag the pull-only robot tried to push"
+    bah logout --authfile "$a" "$TREG" >/dev/null
+}
+
+# The oras checks print their own lines; the robots' secrets go in the environment.
+run_token_oras() {
+    ORAS_PUSH_SECRET=$(cat "$TW/ci-push.secret") ORAS_PULL_SECRET=$(cat "$TW/ci-pull.secret") \
+        HOME="$WORK/home" python3 "$SCRIPT_DIR/clients/oras_token.py" --registry "$TREG" \
+        --workdir "$TW/oras" --repo "$TREPO_ORAS" --push-robot "$PUSH_ROBOT" --pull-robot "$PULL_ROBOT"
+}
+
+check_token_catalog() {
+    local want got
+    want=$(printf '%s\n' "$TREPO_SKOPEO" "$TREPO_BUILDAH" "$TREPO_ROBOT" "$TREPO_ORAS" | LC_ALL=C sort |
+        jq -Rsc 'split("\n") | map(select(. != ""))')
+    got=$(curl -fsS -u "admin:$ADMIN_PASS" "http://$TREG/v2/_catalog" | jq -c '.repositories')
+    expect_eq "$got" "$want" "catalog: what was pushed, nothing the refused pushes would have made"
+    got=$(badm projects show "$PROJECT" --output json | jq -r .repo_count)
+    expect_eq "$got" 4 "repo_count of $PROJECT"
+}
+
+# The audit log, read with the CLI: who pushed what, and the refused logins.
+check_token_audit() {
+    local who ref
+    for who in "$DEV_USER $TREPO_SKOPEO:v1" "$DEV_USER $TREPO_BUILDAH:v1" "$PUSH_ROBOT $TREPO_ROBOT:v1" \
+        "$PUSH_ROBOT $TREPO_ORAS:v1"; do
+        read -r who ref <<<"$who"
+        badm logs list --user "$who" --operation push --page-size 100 --output json >"$TW/audit.json"
+        jq -e --arg u "$who" --arg r "$ref" 'any(.[]; .username == $u and .resource == $r and .success)' \
+            "$TW/audit.json" >/dev/null ||
+            die "no audit record of $who pushing $ref: $(jq -c '[.[] | {username, operation, resource}]' "$TW/audit.json" | cut -c1-400)"
+    done
+    # Unfiltered, the administrator sees everyone's events (BERTH_USERNAME, who signs in, is no
+    # filter).
+    badm logs list --page-size 100 --output json >"$TW/audit-all.json"
+    for who in admin "$DEV_USER" "$GUEST_USER" "$PUSH_ROBOT" "$PULL_ROBOT"; do
+        jq -e --arg u "$who" 'any(.[]; .username == $u)' "$TW/audit-all.json" >/dev/null ||
+            die "no event of $who in the unfiltered audit log: $(jq -c '[.[].username] | unique' "$TW/audit-all.json")"
+    done
+    badm logs list --operation login --page-size 100 --output json >"$TW/audit-login.json"
+    jq -e --arg u "$DEV_USER" 'any(.[]; .resource == $u and (.success | not))' "$TW/audit-login.json" >/dev/null ||
+        die "no failed login of $DEV_USER in the audit log"
+}
+
+# The token-mode server is still up and logged no error or warning: refused logins and pushes
+# are answers, not faults.
+check_token_server_healthy() {
+    kill -0 "$TOKEN_PID" 2>/dev/null || die "the token-mode berth serve is no longer running"
+    expect_eq "$(t_code "admin:$ADMIN_PASS" GET /v2/)" 200 "GET /v2/ as admin at the end of the run"
+    log_clean "$WORK/server-token.log"
 }
 
 # ---------------------------------------------------------------------------------------------
@@ -802,6 +1215,32 @@ main() {
     run_check skopeo-delete-tag check_skopeo_delete
     run_check catalog-exact check_catalog
     run_check server-healthy check_server_healthy
+
+    # Token mode: a second server with access control on (the default).
+    ADMIN_PASS="Admin-$RANDOM$RANDOM-Pw1"
+    DEV_PASS="Dev-$RANDOM$RANDOM-Pw1"
+    GUEST_PASS="Guest-$RANDOM$RANDOM-Pw1"
+    TW=$WORK/token
+    mkdir -p "$TW/oras"
+    start_token_server "$BIN"
+    run_check token-challenge check_token_challenge
+    run_check token-admin-cli check_token_admin_cli
+    run_check token-skopeo-push-developer check_token_skopeo_push_developer
+    run_check token-skopeo-pull-guest check_token_skopeo_pull_guest
+    run_check token-skopeo-guest-push-refused check_token_skopeo_guest_push_refused
+    run_check token-skopeo-anonymous-refused check_token_skopeo_anonymous_refused
+    run_check token-skopeo-wrong-password-refused check_token_skopeo_wrong_password
+    run_check token-skopeo-login-logout check_token_skopeo_login_authfile
+    run_check token-buildah-login-wrong-password check_token_buildah_login_wrong
+    run_check token-buildah-login-push-developer check_token_buildah_push_developer
+    run_check token-buildah-pull-developer check_token_buildah_pull_developer
+    run_check token-buildah-logout check_token_buildah_logout
+    run_check token-buildah-push-robot check_token_buildah_push_robot
+    run_check token-buildah-pull-only-robot check_token_buildah_pull_robot
+    run_reporting token-oras run_token_oras
+    run_check token-catalog-exact check_token_catalog
+    run_check token-audit-log check_token_audit
+    run_check token-server-healthy check_token_server_healthy
 
     [[ "${KEEP_WORK:-}" != 1 ]] || note "kept $WORK"
     note "took $((SECONDS - START_TIME))s"

@@ -3,7 +3,8 @@
 # PostgreSQL and S3 backends' testsuites, then the whole integration suite again over a real
 # PostgreSQL and a real S3-compatible server (both started here, on loopback) with the
 # multi-instance and fault tests, a 60 s load test through two instances, then the real-client tests
-# (skopeo, buildah, umoci, oras). Installs what it needs on a Debian machine (run as root).
+# (skopeo, buildah, umoci, oras; open mode, and token mode with users and robots). Installs
+# what it needs on a Debian machine (run as root).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -32,11 +33,16 @@ BERTH_TEST_BACKEND=fleet cargo test -p berth --test it
 # fails on any error or any image that does not verify afterwards through both instances.
 bash scripts/load.sh --fleet --skip-build --clients 200 --seconds 60
 BERTH_BIN="$PWD/target/debug/berth" bash scripts/test-clients.sh
-# The same real-client checks with the server on PostgreSQL + S3, blob GETs redirected to
-# presigned S3 URLs (so the clients follow the redirects).
+# The same real-client checks with the servers on PostgreSQL + S3, blob GETs redirected to
+# presigned S3 URLs (so the clients follow the redirects); the token-mode server has a
+# database and key prefix of its own.
 psql "$BERTH_TEST_DATABASE_URL" -X -q -v ON_ERROR_STOP=1 -c "DROP DATABASE IF EXISTS berth_clients" \
-  -c "CREATE DATABASE berth_clients"
+  -c "CREATE DATABASE berth_clients" -c "DROP DATABASE IF EXISTS berth_clients_token" \
+  -c "CREATE DATABASE berth_clients_token"
 BERTH_SERVE_ARGS="--metadata-url ${BERTH_TEST_DATABASE_URL%/*}/berth_clients \
 --s3-endpoint $BERTH_TEST_S3_ENDPOINT --s3-bucket $BERTH_TEST_S3_BUCKET --s3-prefix clients$$/ \
+--redirect true" \
+BERTH_TOKEN_SERVE_ARGS="--metadata-url ${BERTH_TEST_DATABASE_URL%/*}/berth_clients_token \
+--s3-endpoint $BERTH_TEST_S3_ENDPOINT --s3-bucket $BERTH_TEST_S3_BUCKET --s3-prefix clients-token$$/ \
 --redirect true" \
   BERTH_BIN="$PWD/target/debug/berth" bash scripts/test-clients.sh

@@ -493,7 +493,8 @@ pub enum LogCmd {
         /// Only this project's events
         #[arg(long)]
         project: Option<String>,
-        #[arg(long)]
+        /// Only this user's (or robot's) events (`--username` is who signs in)
+        #[arg(long = "user", id = "filter_user", value_name = "USERNAME")]
         username: Option<String>,
         #[arg(long)]
         operation: Option<String>,
