@@ -3,8 +3,9 @@
 # PostgreSQL and S3 backends' testsuites, then the whole integration suite again over a real
 # PostgreSQL and a real S3-compatible server (both started here, on loopback) with the
 # multi-instance and fault tests, a 60 s load test through two instances, then the real-client tests
-# (skopeo, buildah, umoci, oras; open mode, and token mode with users and robots). Installs
-# what it needs on a Debian machine (run as root).
+# (skopeo, buildah, umoci, oras; open mode, and token mode with users and robots) and a
+# schemathesis run against the management API's OpenAPI document. Installs what it needs
+# on a Debian machine (run as root).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -32,6 +33,13 @@ BERTH_TEST_BACKEND=fleet cargo test -p berth --test it
 # 200 clients push and pull small images through two instances over PostgreSQL + S3 for 60 s;
 # fails on any error or any image that does not verify afterwards through both instances.
 bash scripts/load.sh --fleet --skip-build --clients 200 --seconds 60
+# The management API fuzzed from its OpenAPI document (schemathesis): no answer may be a 5xx,
+# on SQLite and on PostgreSQL.
+BERTH_BIN="$PWD/target/debug/berth" bash scripts/test-api.sh
+psql "$BERTH_TEST_DATABASE_URL" -X -q -v ON_ERROR_STOP=1 -c "DROP DATABASE IF EXISTS berth_api" \
+  -c "CREATE DATABASE berth_api"
+BERTH_SERVE_ARGS="--metadata-url ${BERTH_TEST_DATABASE_URL%/*}/berth_api" \
+  BERTH_BIN="$PWD/target/debug/berth" bash scripts/test-api.sh
 BERTH_BIN="$PWD/target/debug/berth" bash scripts/test-clients.sh
 # The same real-client checks with the servers on PostgreSQL + S3, blob GETs redirected to
 # presigned S3 URLs (so the clients follow the redirects); the token-mode server has a

@@ -172,6 +172,7 @@ impl From<MetaError> for Error {
             MetaError::AlreadyExists(what) => Self::Conflict(format!("{what} already exists")),
             MetaError::NotFound(what) => Self::NotFound(format!("{what} does not exist")),
             MetaError::NotEmpty(why) => Self::NotEmpty(why),
+            MetaError::Invalid(why) => Self::Invalid(why),
             e @ (MetaError::SchemaTooNew { .. } | MetaError::Backend(_)) => {
                 Self::Internal(e.to_string())
             }

@@ -64,6 +64,10 @@ pub enum MetaError {
     /// A record cannot be deleted while others depend on it.
     #[error("{0}")]
     NotEmpty(String),
+    /// The database refuses a value the caller gave (PostgreSQL: text holding a NUL
+    /// character); the request is at fault, not the store.
+    #[error("{0}")]
+    Invalid(String),
     /// The database cannot be reached or is busy; the request may be retried.
     #[error("metadata store unavailable: {0}")]
     Unavailable(String),

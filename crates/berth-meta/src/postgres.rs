@@ -463,6 +463,10 @@ fn to_meta(e: sqlx::Error) -> MetaError {
         sqlx::Error::Database(d) => d.code().is_some_and(|c| is_unavailable_sqlstate(&c)),
         _ => false,
     };
+    // 22021: a string PostgreSQL cannot store (a NUL character), from the request.
+    if sqlstate(&e).as_deref() == Some("22021") {
+        return MetaError::Invalid("text must not contain NUL characters".into());
+    }
     if unavailable {
         MetaError::Unavailable(e.to_string())
     } else {

@@ -970,6 +970,12 @@ async fn repositories(meta: &dyn MetaStore, s: &dyn AccessStore) {
     assert_eq!(names(&found, |r| &r.name), ["rp-x/e", "rpx/f"]);
     let found = s.search_repositories("_", page(0, 5)).await.unwrap();
     assert!(found.items.iter().all(|r| r.name.contains('_')));
+    // A NUL character in a search is the caller's mistake, never a store failure.
+    match s.search_repositories("x\0y", Paging::ALL).await {
+        Ok(found) => assert_eq!(found.total, 0),
+        Err(MetaError::Invalid(_)) => {}
+        Err(e) => panic!("a NUL in a search: {e:?}"),
+    }
 
     // Counts and times.
     let r = "rp/c/d";
