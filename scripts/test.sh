@@ -30,6 +30,8 @@ cargo test --workspace
 # The whole service-level suite again, every server now on PostgreSQL + S3 (a fresh database
 # and key prefix per server), plus the multi-instance tests that only run in this mode.
 BERTH_TEST_BACKEND=fleet cargo test -p berth --test it
+# The management API's handler tests again on PostgreSQL (a fresh database per test).
+BERTH_TEST_BACKEND=fleet cargo test -p berth-server --test it
 # 200 clients push and pull small images through two instances over PostgreSQL + S3 for 60 s;
 # fails on any error or any image that does not verify afterwards through both instances.
 bash scripts/load.sh --fleet --skip-build --clients 200 --seconds 60

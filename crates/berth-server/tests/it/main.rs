@@ -1,5 +1,6 @@
-//! Integration tests of berth-server: the whole router, driven with `oneshot` on SQLite and
-//! the filesystem store in a temporary directory.
+//! Integration tests of berth-server: the whole router, driven with `oneshot` on SQLite (or,
+//! with `BERTH_TEST_BACKEND=fleet`, a fresh PostgreSQL database) and the filesystem store in a
+//! temporary directory.
 
 mod api;
 mod api_artifacts;

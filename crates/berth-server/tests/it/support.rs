@@ -1,5 +1,6 @@
 //! A server over SQLite and the filesystem in a temporary directory, and request helpers.
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use axum::body::Body;
@@ -7,7 +8,9 @@ use axum::http::{Method, Request, Response, StatusCode};
 use axum::Router;
 use base64::Engine as _;
 use berth_core::{Access, AccessSettings, AuditLog, Limits, Registry};
+use berth_meta::postgres::{PgMeta, PgOptions};
 use berth_meta::sqlite::{Durability, SqliteMeta};
+use berth_meta::{AccessStore, MetaStore};
 use berth_server::{router, AppState, AuthState};
 use berth_store::fs::{FsStore, SyncMode};
 use http_body_util::BodyExt;
@@ -22,15 +25,60 @@ pub struct Env {
     _dir: tempfile::TempDir,
 }
 
+/// A fresh database on the PostgreSQL server `BERTH_TEST_DATABASE_URL` names.
+async fn postgres() -> Arc<PgMeta> {
+    static N: AtomicU64 = AtomicU64::new(0);
+    let admin = std::env::var("BERTH_TEST_DATABASE_URL")
+        .expect("BERTH_TEST_BACKEND=fleet needs BERTH_TEST_DATABASE_URL (scripts/pg-start.sh)");
+    let name = format!(
+        "berth_api_{}_{}",
+        std::process::id(),
+        N.fetch_add(1, Ordering::Relaxed)
+    );
+    let out = std::process::Command::new("psql")
+        .arg(&admin)
+        .args(["-X", "-q", "-v", "ON_ERROR_STOP=1", "-c"])
+        .arg(format!("DROP DATABASE IF EXISTS {name}"))
+        .arg("-c")
+        .arg(format!("CREATE DATABASE {name}"))
+        .output()
+        .expect("run psql");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let base = admin.rsplit_once('/').expect("a database path").0;
+    Arc::new(
+        PgMeta::connect(&format!("{base}/{name}"), PgOptions::default())
+            .await
+            .expect("postgres"),
+    )
+}
+
+/// A router over SQLite, or over PostgreSQL with `BERTH_TEST_BACKEND=fleet` (as
+/// `scripts/test.sh` runs it the second time), and the filesystem store.
 pub async fn env() -> Env {
     let dir = tempfile::tempdir().expect("temp dir");
+    if std::env::var("BERTH_TEST_BACKEND").as_deref() == Ok("fleet") {
+        let meta = postgres().await;
+        return env_on(dir, meta.clone(), meta).await;
+    }
     let meta = Arc::new(
         SqliteMeta::open(&dir.path().join("meta.db"), Durability::Normal).expect("sqlite"),
     );
+    env_on(dir, meta.clone(), meta).await
+}
+
+async fn env_on(
+    dir: tempfile::TempDir,
+    meta: Arc<dyn MetaStore>,
+    access_store: Arc<dyn AccessStore>,
+) -> Env {
     let store = Arc::new(FsStore::open(dir.path().join("blobs"), SyncMode::Relaxed).expect("fs"));
-    let audit = AuditLog::new(meta.clone());
+    let audit = AuditLog::new(access_store.clone());
     let access = Arc::new(
-        Access::new(meta.clone(), AccessSettings::default(), None, audit)
+        Access::new(access_store, AccessSettings::default(), None, audit)
             .await
             .expect("access"),
     );
