@@ -20,10 +20,14 @@ cleanup() {
 }
 trap cleanup EXIT
 
-if ! command -v python3 >/dev/null || ! python3 -m venv --help >/dev/null 2>&1; then
-  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq python3 python3-venv >/dev/null
+# venv needs ensurepip, which Debian ships in python3-venv.
+if ! command -v curl >/dev/null || ! command -v python3 >/dev/null \
+  || ! python3 -c 'import ensurepip' >/dev/null 2>&1; then
+  apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq curl python3 python3-venv >/dev/null
 fi
 if [ ! -x "$venv/bin/schemathesis" ]; then
+  rm -rf "$venv"
   python3 -m venv "$venv"
   "$venv/bin/pip" install -q 'schemathesis>=4,<5'
 fi
@@ -82,6 +86,9 @@ curl -fsS -H "Cookie: $cookie" "$base/api/v2.0/users/current" | grep -q '"userna
   || { echo "test-api: the session does not work" >&2; exit 1; }
 run -H "Cookie: $cookie" -H "X-Harbor-CSRF-Token: $csrf" \
   --exclude-path-regex '/users/\{user_id\}/(password|sysadmin)' || status=1
+# Still signed in: otherwise the run above may have met nothing but 401s.
+curl -fsS -H "Cookie: $cookie" "$base/api/v2.0/users/current" | grep -q '"username":"admin"' \
+  || { echo "test-api: the administrator's session ended during the run" >&2; status=1; }
 echo "test-api: anonymously" >&2
 run || status=1
 if grep -q ' ERROR \|"level":"ERROR"\|panicked' "$work/berth.log"; then

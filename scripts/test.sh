@@ -13,6 +13,8 @@ need=()
 command -v openssl >/dev/null || need+=(openssl)
 command -v cc >/dev/null || need+=(gcc)
 command -v curl >/dev/null || need+=(curl)
+# The integration tests edit a server's SQLite database directly in one place.
+command -v sqlite3 >/dev/null || need+=(sqlite3)
 if [ ${#need[@]} -gt 0 ]; then
   echo "installing: ${need[*]}" >&2
   apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}" >/dev/null

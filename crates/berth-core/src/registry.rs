@@ -97,11 +97,6 @@ impl Registry {
         self
     }
 
-    /// The access service, if there is one.
-    pub fn access(&self) -> Option<&Arc<Access>> {
-        self.access.as_ref()
-    }
-
     /// Refuse a push into a project that does not exist, unless `actor` may create projects
     /// (a system administrator, or anyone when access control is off): then create it,
     /// private, owned by the pusher.

@@ -275,6 +275,9 @@ impl std::fmt::Debug for Access {
 /// The settings key under which the generated token key is kept.
 const TOKEN_KEY_SETTING: &str = "token.signing_key";
 
+/// The settings key set once [`Access::bootstrap`] has run.
+const BOOTSTRAPPED_SETTING: &str = "bootstrap.done";
+
 /// Now, in milliseconds since the Unix epoch.
 pub(crate) fn unix_ms() -> i64 {
     std::time::SystemTime::now()
@@ -302,11 +305,15 @@ impl Access {
     ) -> Result<Self, Error> {
         let keys = match key_pem {
             Some(pem) => TokenKeys::from_pem(pem)?,
-            None => {
-                let fresh = TokenKeys::generate()?;
-                let stored = store.setting_or_insert(TOKEN_KEY_SETTING, &fresh).await?;
-                TokenKeys::from_stored(&stored)?
-            }
+            // Generated (and raced for, in a fleet) only when none is stored yet.
+            None => match store.setting(TOKEN_KEY_SETTING).await? {
+                Some(stored) => TokenKeys::from_stored(&stored)?,
+                None => {
+                    let fresh = TokenKeys::generate()?;
+                    let stored = store.setting_or_insert(TOKEN_KEY_SETTING, &fresh).await?;
+                    TokenKeys::from_stored(&stored)?
+                }
+            },
         };
         Ok(Self {
             limiter: password::LoginLimiter::new(settings.max_failed_logins, settings.lockout),
@@ -341,17 +348,17 @@ impl Access {
         &self.settings
     }
 
-    /// The token signing algorithm (`ES256`, `RS256`).
-    pub fn algorithm(&self) -> &'static str {
-        self.keys.algorithm()
-    }
-
-    /// Create the system administrator `admin` if there is none, with `password` or a
-    /// generated one (returned, to be shown once), and the public project `library`.
+    /// On the first start of a registry (or fleet): create the system administrator `admin`
+    /// if there is none, with `password` or a generated one (returned, to be shown once),
+    /// and the public project `library`. Once done it is not done again, so an `admin` or
+    /// `library` deleted later stays deleted.
     ///
     /// # Errors
     /// If `password` is too weak, or the store fails.
     pub async fn bootstrap(&self, password: Option<&str>) -> Result<Option<String>, Error> {
+        if self.store.setting(BOOTSTRAPPED_SETTING).await?.is_some() {
+            return Ok(None);
+        }
         let mut generated = None;
         if self.store.user_by_name("admin").await?.is_none() {
             let pw = match password {
@@ -390,6 +397,9 @@ impl Access {
                 Err(e) => return Err(e.into()),
             }
         }
+        self.store
+            .setting_or_insert(BOOTSTRAPPED_SETTING, "1")
+            .await?;
         Ok(generated)
     }
 

@@ -196,14 +196,6 @@ impl TokenKeys {
         }
     }
 
-    /// The signing algorithm's name (`ES256` or `RS256`).
-    pub fn algorithm(&self) -> &'static str {
-        match self.alg {
-            Algorithm::RS256 => "RS256",
-            _ => "ES256",
-        }
-    }
-
     /// Sign `claims`.
     ///
     /// # Errors

@@ -255,9 +255,14 @@ impl World {
         (r.status(), r.text().await.unwrap())
     }
 
-    /// An API call as the administrator that must succeed; returns the JSON body or the id
-    /// at the end of `Location`.
-    async fn admin_api(&self, method: Method, path: &str, body: Option<Value>) -> (Value, i64) {
+    /// An API call as the administrator that must succeed; returns the JSON body and the id
+    /// at the end of `Location`, if any.
+    async fn admin_api(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<Value>,
+    ) -> (Value, Option<i64>) {
         let mut b = self.req(&self.admin, method, &format!("/api/v2.0{path}"));
         if let Some(v) = body {
             b = b.json(&v);
@@ -269,8 +274,7 @@ impl World {
             .get("location")
             .and_then(|l| l.to_str().ok())
             .and_then(|l| l.rsplit('/').next())
-            .and_then(|id| id.parse().ok())
-            .unwrap_or(-1);
+            .and_then(|id| id.parse().ok());
         let text = r.text().await.unwrap();
         assert!(status.is_success(), "admin {path}: {status} {text}");
         (serde_json::from_str(&text).unwrap_or(Value::Null), id)
@@ -344,6 +348,7 @@ impl World {
         )
         .await
         .1
+        .expect("the new id in Location")
     }
 
     /// A robot of the project under test holding `perms`; returns its id and full name and
@@ -435,7 +440,8 @@ async fn world(public: bool) -> (World, Vec<Subject>) {
             Some(json!({"project_name": project, "metadata": {"public": public.to_string()}})),
         )
         .await
-        .1;
+        .1
+        .expect("the new id in Location");
     w.admin_api(
         Method::POST,
         "/projects",

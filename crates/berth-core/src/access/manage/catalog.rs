@@ -228,11 +228,12 @@ impl Admin {
 
     /// Counts of projects and repositories. A system administrator sees every count and the
     /// storage used; anyone else counts the public projects and those it may see, as Harbor
-    /// does, and sees no storage figure.
+    /// does, and sees no storage figure. Signed-in callers only.
     ///
     /// # Errors
-    /// Store errors.
+    /// [`Error::Unauthorized`] for an anonymous caller; store errors.
     pub async fn statistics(&self, who: &Caller) -> Result<Statistics, Error> {
+        who.require_signed_in()?;
         if who.principal.is_sysadmin() {
             return Ok(self.access.store().statistics().await?);
         }
