@@ -8,6 +8,7 @@
 
 pub mod access;
 mod error;
+pub mod gc;
 pub mod jobs;
 mod manifests;
 mod registry;
@@ -18,6 +19,7 @@ mod uploads;
 pub use access::manage::Admin;
 pub use access::{Access, AccessSettings, Actor, AuditLog, Principal};
 pub use error::{Backend, Error};
+pub use gc::{GcOptions, GcSchedule, GcScheduler, GcSettings, GcWorker};
 pub use jobs::{JobRunner, PruneJobs, RunnerSettings, Schedule, Worker};
 pub use manifests::{Fetch, ManifestPut, TagList};
 pub use registry::{BlobRead, Limits, Registry};

@@ -50,6 +50,8 @@ pub struct Registry {
     known_projects: Arc<Mutex<HashSet<String>>>,
     /// Manifest pulls waiting to be recorded (pull time and count for the management API).
     pulls: Batcher<(String, Digest, i64)>,
+    /// How garbage collection runs (its grace period, batch size).
+    pub(crate) gc: crate::GcSettings,
 }
 
 /// A blob (or a range of it) ready to send.
@@ -80,7 +82,20 @@ impl Registry {
             access: None,
             known_projects: Arc::default(),
             pulls: Batcher::discard("pulls"),
+            gc: crate::GcSettings::default(),
         }
+    }
+
+    /// Collect garbage with `settings` (the default grace period is two hours).
+    #[must_use]
+    pub fn with_gc_settings(mut self, settings: crate::GcSettings) -> Self {
+        self.gc = settings;
+        self
+    }
+
+    /// How garbage collection runs here.
+    pub fn gc_settings(&self) -> &crate::GcSettings {
+        &self.gc
     }
 
     /// Keep projects, the audit log and pull records through `access`: pushes need their
@@ -386,7 +401,12 @@ impl Registry {
             tracing::error!(%digest, "blob is in metadata but missing from storage");
             return Ok(None);
         }
-        self.meta.link_blob(repo, digest, size).await?;
+        match self.meta.link_blob(repo, digest, size).await {
+            Ok(()) => {}
+            // Garbage collection is deleting it: not mountable; the client uploads it.
+            Err(berth_meta::MetaError::Conflict) => return Ok(None),
+            Err(e) => return Err(e.into()),
+        }
         tracing::info!(repo = %repo, %digest, "blob mounted");
         Ok(Some(size))
     }

@@ -429,6 +429,9 @@ impl Registry {
                 actual,
             });
         }
+        // Keep garbage collection off this digest until it is linked (and wait if GC is
+        // deleting an old copy of it right now).
+        self.reserve_blob(expected, size).await?;
         // Bytes first, then metadata: the metadata never names a blob storage lacks.
         match self.store.commit_upload(id, expected, size, segments).await {
             Ok(()) => {}
@@ -437,9 +440,39 @@ impl Registry {
                 if self.store.stat(expected).await? == Some(size) => {}
             Err(e) => return Err(e.into()),
         }
-        self.meta.link_blob(repo, expected, size).await?;
+        match self.meta.link_blob(repo, expected, size).await {
+            Ok(()) => {}
+            // Reserved a moment ago, so only a grace period shorter than this push could let
+            // garbage collection take it; the bytes may be gone, so the client must push again.
+            Err(MetaError::Conflict) => {
+                return Err(Error::UploadBusy(
+                    "garbage collection removed this blob while it was pushed; push it again"
+                        .into(),
+                ))
+            }
+            Err(e) => return Err(e.into()),
+        }
         tracing::info!(repo = %repo, digest = %expected, size, "blob pushed");
         Ok(())
+    }
+
+    /// [`berth_meta::MetaStore::reserve_blob`], waiting (up to 30 s) while garbage collection
+    /// deletes an old copy of the digest.
+    async fn reserve_blob(&self, digest: &Digest, size: u64) -> Result<(), Error> {
+        let mut pause = Duration::from_millis(20);
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        loop {
+            if self.meta.reserve_blob(digest, size).await? {
+                return Ok(());
+            }
+            if std::time::Instant::now() >= deadline {
+                return Err(Error::UploadBusy(
+                    "garbage collection is deleting this blob; retry the push shortly".into(),
+                ));
+            }
+            tokio::time::sleep(pause).await;
+            pause = (pause * 2).min(Duration::from_secs(1));
+        }
     }
 
     async fn session(&self, repo: &RepoName, id: &str) -> Result<Upload, Error> {

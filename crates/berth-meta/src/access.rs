@@ -734,6 +734,12 @@ pub trait AccessStore: Send + Sync + 'static {
     /// Backend errors.
     async fn setting_or_insert(&self, key: &str, value: &str) -> Result<String, MetaError>;
 
+    /// Store `value` under `key`, replacing any value it had.
+    ///
+    /// # Errors
+    /// Backend errors.
+    async fn set_setting(&self, key: &str, value: &str) -> Result<(), MetaError>;
+
     /// Record a browser session.
     ///
     /// # Errors

@@ -21,12 +21,14 @@ pub use access::{
     ProjectRole, RepositoryInfo, Robot, RobotFilter, RobotId, RobotLevel, RobotUpdate, Session,
     Statistics, User, UserId, UserUpdate, Visibility,
 };
+pub use gc::{BlobState, GcBatch, GcItem, GcRun, GcScan};
 pub use jobs::{
     ClaimedJob, Job, JobFilter, JobId, JobKind, JobLease, JobState, LeaseHolder, NewJob,
     ParseJobKindError, Retry, RunAt, UploadLease,
 };
 
 pub mod access;
+pub mod gc;
 pub mod jobs;
 pub mod postgres;
 pub mod sqlite;
@@ -174,10 +176,12 @@ pub struct Page<'a> {
 #[async_trait]
 pub trait MetaStore: Send + Sync + 'static {
     /// Record that `digest` (of `size` bytes) is stored and linked into `repo`, creating the
-    /// repository if needed. Idempotent.
+    /// repository if needed, and touch both (garbage collection spares what was touched within
+    /// its grace period). Idempotent.
     ///
     /// # Errors
-    /// [`MetaError::Unavailable`] or [`MetaError::Backend`].
+    /// [`MetaError::Conflict`] while garbage collection is deleting the blob (its bytes may be
+    /// gone: store them again); [`MetaError::Unavailable`] or [`MetaError::Backend`].
     async fn link_blob(&self, repo: &RepoName, digest: &Digest, size: u64)
         -> Result<(), MetaError>;
 
@@ -423,4 +427,86 @@ pub trait MetaStore: Send + Sync + 'static {
     /// # Errors
     /// Backend errors.
     async fn prune_jobs(&self, age: Duration) -> Result<u64, MetaError>;
+
+    /// Announce that an upload is about to store `digest` (of `size` bytes): a live blob is
+    /// touched, an unknown one gets a [`BlobState::Pending`] row. Either way garbage
+    /// collection leaves it alone for its grace period, so the bytes about to be stored are
+    /// not deleted before [`Self::link_blob`] records them. Returns `false`, changing
+    /// nothing, while garbage collection is deleting the blob: wait, and ask again.
+    ///
+    /// # Errors
+    /// Backend errors.
+    async fn reserve_blob(&self, digest: &Digest, size: u64) -> Result<bool, MetaError>;
+
+    /// GC step 1: delete untagged manifests that no index names and whose `subject` (if any)
+    /// is gone, untouched since `scan.cutoff_ms`, among the next `scan.limit` manifests.
+    ///
+    /// # Errors
+    /// Backend errors.
+    async fn gc_manifests(&self, scan: GcScan<'_>) -> Result<GcBatch, MetaError>;
+
+    /// GC step 2: remove repository links to blobs that no manifest of the repository names,
+    /// untouched since `scan.cutoff_ms`, among the next `scan.limit` links.
+    ///
+    /// # Errors
+    /// Backend errors.
+    async fn gc_links(&self, scan: GcScan<'_>) -> Result<GcBatch, MetaError>;
+
+    /// GC step 3: mark [`BlobState::Deleting`] the blobs that no repository links, untouched
+    /// since `scan.cutoff_ms` (and pending rows older than that: uploads that died), among
+    /// the next `scan.limit` blobs. A dry run reports them without marking, and counts a
+    /// blob whose every link step 2 would remove as unlinked.
+    ///
+    /// # Errors
+    /// Backend errors.
+    async fn gc_mark_blobs(&self, scan: GcScan<'_>) -> Result<GcBatch, MetaError>;
+
+    /// Blobs marked [`BlobState::Deleting`], at most `limit`, in digest order.
+    ///
+    /// # Errors
+    /// Backend errors.
+    async fn gc_marked_blobs(&self, limit: usize) -> Result<Vec<GcItem>, MetaError>;
+
+    /// Remove the rows of marked blobs whose bytes are gone. Returns how many.
+    ///
+    /// # Errors
+    /// Backend errors.
+    async fn gc_forget_blobs(&self, digests: &[Digest]) -> Result<u64, MetaError>;
+
+    /// Which of `digests` have a blob row, in any state (GC step 4 looks for bytes without).
+    ///
+    /// # Errors
+    /// Backend errors.
+    async fn gc_known_blobs(&self, digests: &[Digest]) -> Result<Vec<Digest>, MetaError>;
+
+    /// GC step 4: claim bytes found in storage with no row, by giving them a
+    /// [`BlobState::Deleting`] row. Returns `false` (changing nothing) if the digest has a row.
+    ///
+    /// # Errors
+    /// Backend errors.
+    async fn gc_claim_orphan(&self, digest: &Digest, size: u64) -> Result<bool, MetaError>;
+
+    /// Record a new garbage collection run; returns it with its id.
+    ///
+    /// # Errors
+    /// Backend errors.
+    async fn create_gc_run(&self, run: &GcRun) -> Result<GcRun, MetaError>;
+
+    /// Save a run's progress (every field but its id and creation time).
+    ///
+    /// # Errors
+    /// [`MetaError::NotFound`] if there is no such run; backend errors.
+    async fn save_gc_run(&self, run: &GcRun) -> Result<(), MetaError>;
+
+    /// One run.
+    ///
+    /// # Errors
+    /// Backend errors.
+    async fn gc_run(&self, id: i64) -> Result<Option<GcRun>, MetaError>;
+
+    /// Runs, newest first: `paging` as for the other listings.
+    ///
+    /// # Errors
+    /// Backend errors.
+    async fn list_gc_runs(&self, paging: Paging) -> Result<Listing<GcRun>, MetaError>;
 }

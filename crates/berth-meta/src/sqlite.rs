@@ -20,12 +20,13 @@ use rusqlite::{
 
 use crate::jobs::{duration_ms, epoch_ms};
 use crate::{
-    ClaimedJob, Job, JobFilter, JobId, JobKind, JobLease, JobState, LeaseHolder, MetaError,
-    MetaStore, NewJob, NewManifest, Page, Referrer, Retry, RunAt, StoredManifest, Upload,
-    UploadLease, UploadSegment,
+    ClaimedJob, GcBatch, GcItem, GcRun, GcScan, Job, JobFilter, JobId, JobKind, JobLease, JobState,
+    LeaseHolder, Listing, MetaError, MetaStore, NewJob, NewManifest, Page, Paging, Referrer, Retry,
+    RunAt, StoredManifest, Upload, UploadLease, UploadSegment,
 };
 
 mod access;
+mod gc;
 
 /// Schema migrations, applied in order; the database records how many ran. Never edit a
 /// released script: add a new one. The second adds upload leases and the job queue, with
@@ -34,6 +35,8 @@ mod access;
 /// ([`crate::AccessStore`]: users, projects, groups, members, robots, audit log, settings,
 /// sessions), pull times and counts, and a private project for the first segment of each
 /// existing repository name, so that a registry from before projects keeps its repositories.
+/// The fifth is for garbage collection ([`crate::gc`]): blob states, touch times and the
+/// history of runs.
 const MIGRATIONS: &[&str] = &[
     r#"
 CREATE TABLE repositories (
@@ -221,6 +224,36 @@ SELECT DISTINCT
     CAST(strftime('%s', 'now') AS INTEGER) * 1000
 FROM repositories;
 "#,
+    r#"
+ALTER TABLE blobs ADD COLUMN state INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE blobs ADD COLUMN touched_ms INTEGER NOT NULL DEFAULT 0;
+UPDATE blobs SET touched_ms = created_at * 1000;
+ALTER TABLE repo_blobs ADD COLUMN touched_ms INTEGER NOT NULL DEFAULT 0;
+UPDATE repo_blobs SET touched_ms = created_at * 1000;
+ALTER TABLE manifests ADD COLUMN touched_ms INTEGER NOT NULL DEFAULT 0;
+UPDATE manifests SET touched_ms = created_at * 1000;
+CREATE INDEX blobs_deleting ON blobs(digest) WHERE state = 2;
+CREATE TABLE gc_runs (
+    id                INTEGER PRIMARY KEY AUTOINCREMENT,
+    trigger_kind      TEXT NOT NULL,
+    dry_run           INTEGER NOT NULL,
+    delete_untagged   INTEGER NOT NULL,
+    grace_seconds     INTEGER NOT NULL,
+    status            TEXT NOT NULL,
+    phase             TEXT NOT NULL,
+    cursor            TEXT,
+    manifests_deleted INTEGER NOT NULL,
+    links_deleted     INTEGER NOT NULL,
+    blobs_deleted     INTEGER NOT NULL,
+    bytes_freed       INTEGER NOT NULL,
+    scanned           INTEGER NOT NULL,
+    errors            INTEGER NOT NULL,
+    last_error        TEXT,
+    created_ms        INTEGER NOT NULL,
+    updated_ms        INTEGER NOT NULL,
+    finished_ms       INTEGER
+);
+"#,
 ];
 
 /// Whether commits wait for the disk.
@@ -298,6 +331,19 @@ fn writer_loop(conn: Connection, ops: std::sync::mpsc::Receiver<WriteOp>) {
             finish(committed.as_ref().err());
         }
     }
+}
+
+/// A scan whose start key the writer thread can own.
+fn owned_scan(scan: GcScan<'_>) -> (Option<String>, GcScan<'static>) {
+    (
+        scan.after.map(str::to_owned),
+        GcScan {
+            after: None,
+            limit: scan.limit.max(1),
+            cutoff_ms: scan.cutoff_ms,
+            dry_run: scan.dry_run,
+        },
+    )
 }
 
 /// Run `f` in a savepoint, so its failure undoes only its own changes.
@@ -659,14 +705,13 @@ impl MetaStore for SqliteMeta {
         let (repo, digest) = (repo.clone(), digest.to_string());
         self.write(move |tx| {
             let id = ensure_repo(tx, &repo).map_err(backend)?;
-            let t = now();
-            tx.prepare_cached("INSERT OR IGNORE INTO blobs (digest, size, created_at) VALUES (?1, ?2, ?3)")
-                .and_then(|mut s| s.execute(params![digest, size as i64, t]))
-                .map_err(backend)?;
+            gc::live_blob(tx, &digest, size)?;
             tx.prepare_cached(
-                "INSERT OR IGNORE INTO repo_blobs (repo_id, digest, created_at) VALUES (?1, ?2, ?3)",
+                "INSERT INTO repo_blobs (repo_id, digest, created_at, touched_ms) \
+                 VALUES (?1, ?2, ?3, ?4) \
+                 ON CONFLICT (repo_id, digest) DO UPDATE SET touched_ms = excluded.touched_ms",
             )
-            .and_then(|mut s| s.execute(params![id, digest, t]))
+            .and_then(|mut s| s.execute(params![id, digest, now(), now_ms()]))
             .map(drop)
             .map_err(backend)
         })
@@ -678,7 +723,8 @@ impl MetaStore for SqliteMeta {
         self.lookup(|conn| {
             conn.prepare_cached(
                 "SELECT b.size FROM repo_blobs rb JOIN repositories r ON r.id = rb.repo_id \
-                 JOIN blobs b ON b.digest = rb.digest WHERE r.name = ?1 AND rb.digest = ?2",
+                 JOIN blobs b ON b.digest = rb.digest \
+                 WHERE r.name = ?1 AND rb.digest = ?2 AND b.state = 0",
             )
             .and_then(|mut s| {
                 s.query_row([repo, digest], |r| r.get::<_, i64>(0))
@@ -692,7 +738,7 @@ impl MetaStore for SqliteMeta {
     async fn blob(&self, digest: &Digest) -> Result<Option<u64>, MetaError> {
         let digest = digest.to_string();
         self.lookup(|conn| {
-            conn.prepare_cached("SELECT size FROM blobs WHERE digest = ?1")
+            conn.prepare_cached("SELECT size FROM blobs WHERE digest = ?1 AND state = 0")
                 .and_then(|mut s| s.query_row([digest], |r| r.get::<_, i64>(0)).optional())
                 .map(|o| o.map(|n| n as u64))
                 .map_err(backend)
@@ -737,21 +783,27 @@ impl MetaStore for SqliteMeta {
         self.write(move |tx| {
             let id = ensure_repo(tx, &m.repo).map_err(backend)?;
             // Check references inside the transaction, so a concurrent delete cannot slip
-            // between the check and the insert.
+            // between the check and the insert; touching them keeps garbage collection off
+            // them for its grace period.
+            let t_ms = now_ms();
             {
-                let mut has_blob = tx
-                    .prepare_cached("SELECT 1 FROM repo_blobs WHERE repo_id = ?1 AND digest = ?2")
+                let mut touch_blob = tx
+                    .prepare_cached(
+                        "UPDATE repo_blobs SET touched_ms = ?3 WHERE repo_id = ?1 AND digest = ?2",
+                    )
                     .map_err(backend)?;
                 for b in &m.blobs {
-                    if !has_blob.exists(params![id, b.to_string()]).map_err(backend)? {
+                    if touch_blob.execute(params![id, b.to_string(), t_ms]).map_err(backend)? == 0 {
                         return Err(MetaError::MissingBlob(b.clone()));
                     }
                 }
-                let mut has_manifest = tx
-                    .prepare_cached("SELECT 1 FROM manifests WHERE repo_id = ?1 AND digest = ?2")
+                let mut touch_manifest = tx
+                    .prepare_cached(
+                        "UPDATE manifests SET touched_ms = ?3 WHERE repo_id = ?1 AND digest = ?2",
+                    )
                     .map_err(backend)?;
                 for c in &m.manifests {
-                    if !has_manifest.exists(params![id, c.to_string()]).map_err(backend)? {
+                    if touch_manifest.execute(params![id, c.to_string(), t_ms]).map_err(backend)? == 0 {
                         return Err(MetaError::MissingManifest(c.clone()));
                     }
                 }
@@ -761,8 +813,8 @@ impl MetaStore for SqliteMeta {
             let inserted = tx
                 .prepare_cached(
                     "INSERT OR IGNORE INTO manifests (repo_id, digest, media_type, artifact_type, \
-                     subject, annotations, size, content, created_at) \
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+                     subject, annotations, size, content, created_at, touched_ms) \
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
                 )
                 .and_then(|mut s| {
                     s.execute(params![
@@ -774,10 +826,18 @@ impl MetaStore for SqliteMeta {
                         m.annotations,
                         m.content.len() as i64,
                         m.content,
-                        t
+                        t,
+                        t_ms
                     ])
                 })
                 .map_err(backend)?;
+            if inserted == 0 {
+                tx.prepare_cached(
+                    "UPDATE manifests SET touched_ms = ?3 WHERE repo_id = ?1 AND digest = ?2",
+                )
+                .and_then(|mut s| s.execute(params![id, digest, t_ms]))
+                .map_err(backend)?;
+            }
             if inserted > 0 {
                 let mut add_ref = tx
                     .prepare_cached(
@@ -1399,6 +1459,91 @@ impl MetaStore for SqliteMeta {
             .map_err(backend)
         })
         .await
+    }
+
+    async fn reserve_blob(&self, digest: &Digest, size: u64) -> Result<bool, MetaError> {
+        let digest = digest.to_string();
+        self.write(move |tx| gc::reserve(tx, &digest, size)).await
+    }
+
+    async fn gc_manifests(&self, scan: GcScan<'_>) -> Result<GcBatch, MetaError> {
+        let (after, scan) = owned_scan(scan);
+        self.write(move |tx| {
+            gc::manifests(
+                tx,
+                &GcScan {
+                    after: after.as_deref(),
+                    ..scan
+                },
+            )
+        })
+        .await
+    }
+
+    async fn gc_links(&self, scan: GcScan<'_>) -> Result<GcBatch, MetaError> {
+        let (after, scan) = owned_scan(scan);
+        self.write(move |tx| {
+            gc::links(
+                tx,
+                &GcScan {
+                    after: after.as_deref(),
+                    ..scan
+                },
+            )
+        })
+        .await
+    }
+
+    async fn gc_mark_blobs(&self, scan: GcScan<'_>) -> Result<GcBatch, MetaError> {
+        let (after, scan) = owned_scan(scan);
+        self.write(move |tx| {
+            gc::mark_blobs(
+                tx,
+                &GcScan {
+                    after: after.as_deref(),
+                    ..scan
+                },
+            )
+        })
+        .await
+    }
+
+    async fn gc_marked_blobs(&self, limit: usize) -> Result<Vec<GcItem>, MetaError> {
+        self.read(move |conn| gc::marked_blobs(conn, limit)).await
+    }
+
+    async fn gc_forget_blobs(&self, digests: &[Digest]) -> Result<u64, MetaError> {
+        let digests = gc::texts(digests);
+        self.write(move |tx| gc::forget_blobs(tx, &digests)).await
+    }
+
+    async fn gc_known_blobs(&self, digests: &[Digest]) -> Result<Vec<Digest>, MetaError> {
+        let digests = gc::texts(digests);
+        self.read(move |conn| gc::known_blobs(conn, &digests)).await
+    }
+
+    async fn gc_claim_orphan(&self, digest: &Digest, size: u64) -> Result<bool, MetaError> {
+        let digest = digest.to_string();
+        self.write(move |tx| gc::claim_orphan(tx, &digest, size))
+            .await
+    }
+
+    async fn create_gc_run(&self, run: &GcRun) -> Result<GcRun, MetaError> {
+        let run = run.clone();
+        self.write(move |tx| gc::create_run(tx, &run)).await
+    }
+
+    async fn save_gc_run(&self, run: &GcRun) -> Result<(), MetaError> {
+        let run = run.clone();
+        self.write(move |tx| gc::save_run(tx, &run)).await
+    }
+
+    async fn gc_run(&self, id: i64) -> Result<Option<GcRun>, MetaError> {
+        self.read(move |conn| gc::get_run(conn, id)).await
+    }
+
+    async fn list_gc_runs(&self, paging: Paging) -> Result<Listing<GcRun>, MetaError> {
+        self.read(move |conn| gc::list_runs(conn, paging)).await
     }
 }
 

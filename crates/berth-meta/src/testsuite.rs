@@ -7,8 +7,8 @@ use std::time::{Duration, SystemTime};
 use berth_oci::{Digest, DigestAlgorithm, RepoName, Tag};
 
 use crate::{
-    JobFilter, JobId, JobKind, JobLease, JobState, LeaseHolder, MetaError, MetaStore, NewJob,
-    NewManifest, Page, Retry, RunAt, Upload, UploadLease, UploadSegment,
+    GcItem, GcRun, GcScan, JobFilter, JobId, JobKind, JobLease, JobState, LeaseHolder, MetaError,
+    MetaStore, NewJob, NewManifest, Page, Paging, Retry, RunAt, Upload, UploadLease, UploadSegment,
 };
 
 fn repo(s: &str) -> RepoName {
@@ -104,6 +104,9 @@ pub async fn run(meta: &dyn MetaStore) {
     jobs_fail_retry_and_die(meta).await;
     jobs_finish_schedules_the_next_run(meta).await;
     jobs_listing_and_pruning(meta).await;
+    // Last: it collects what the cases above left behind.
+    garbage_collection(meta).await;
+    gc_runs(meta).await;
 }
 
 async fn blobs_and_links(meta: &dyn MetaStore) {
@@ -1013,4 +1016,262 @@ async fn jobs_listing_and_pruning(meta: &dyn MetaStore) {
         left.iter().map(|j| j.id).collect::<Vec<_>>(),
         ids[1..].to_vec()
     );
+}
+
+#[derive(Clone, Copy)]
+enum Step {
+    Manifests,
+    Links,
+    Blobs,
+}
+
+/// Run one GC step over everything, in windows of 2 (so the cursor is exercised).
+async fn gc_step(meta: &dyn MetaStore, step: Step, cutoff_ms: i64, dry_run: bool) -> Vec<GcItem> {
+    let mut after: Option<String> = None;
+    let mut items = Vec::new();
+    loop {
+        let scan = GcScan {
+            after: after.as_deref(),
+            limit: 2,
+            cutoff_ms,
+            dry_run,
+        };
+        let batch = match step {
+            Step::Manifests => meta.gc_manifests(scan).await,
+            Step::Links => meta.gc_links(scan).await,
+            Step::Blobs => meta.gc_mark_blobs(scan).await,
+        }
+        .unwrap();
+        assert!(batch.scanned <= 2);
+        items.extend(batch.items);
+        match batch.next {
+            Some(n) => after = Some(n),
+            None => return items,
+        }
+    }
+}
+
+fn digests(items: &[GcItem]) -> Vec<Digest> {
+    items.iter().map(|i| i.digest.clone()).collect()
+}
+
+async fn garbage_collection(meta: &dyn MetaStore) {
+    let r = repo("gc/app");
+    let layer = |n: &str| Digest::sha256_of(format!("gc-layer-{n}").as_bytes());
+    let (l1, l2, l3, l4) = (layer("1"), layer("2"), layer("3"), layer("4"));
+    for (d, size) in [(&l1, 10), (&l2, 20), (&l3, 30), (&l4, 40)] {
+        meta.link_blob(&r, d, size).await.unwrap();
+    }
+    // l4: a blob no repository links any more.
+    assert!(meta.unlink_blob(&r, &l4).await.unwrap());
+    let m1 = manifest(&r, b"{\"gc\":1}", vec![l1.clone()], vec![]);
+    let m2 = manifest(&r, b"{\"gc\":2}", vec![l2.clone()], vec![]);
+    let m3 = manifest(&r, b"{\"gc\":3}", vec![l1.clone()], vec![]);
+    meta.put_manifest(m1.clone(), &[tag("kept")]).await.unwrap();
+    meta.put_manifest(m2.clone(), &[]).await.unwrap();
+    meta.put_manifest(m3.clone(), &[]).await.unwrap();
+    // An index keeps its untagged child m3; a referrer keeps itself while its subject lives.
+    let idx = manifest(&r, b"{\"gc\":\"idx\"}", vec![], vec![m3.digest.clone()]);
+    meta.put_manifest(idx.clone(), &[tag("multi")])
+        .await
+        .unwrap();
+    let mut sig = manifest(&r, b"{\"gc\":\"sig\"}", vec![], vec![]);
+    sig.subject = Some(m1.digest.clone());
+    meta.put_manifest(sig.clone(), &[]).await.unwrap();
+
+    let now = crate::jobs::epoch_ms(SystemTime::now());
+    let (recent, everything) = (now - 3_600_000, now + 3_600_000);
+    // Everything was touched within the grace period: nothing may go.
+    for step in [Step::Manifests, Step::Links, Step::Blobs] {
+        let items = gc_step(meta, step, recent, false).await;
+        assert!(
+            !items
+                .iter()
+                .any(|i| [&l1, &l2, &l3, &l4, &m1.digest, &m2.digest].contains(&&i.digest)),
+            "collected inside the grace period: {items:?}"
+        );
+    }
+
+    // A dry run reports and changes nothing; it counts blobs whose links would all go.
+    let would = digests(&gc_step(meta, Step::Manifests, everything, true).await);
+    assert!(would.contains(&m2.digest), "{would:?}");
+    for kept in [&m1.digest, &m3.digest, &idx.digest, &sig.digest] {
+        assert!(!would.contains(kept), "{kept} would go: {would:?}");
+    }
+    assert!(meta
+        .manifest_by_digest(&r, &m2.digest)
+        .await
+        .unwrap()
+        .is_some());
+    let would = digests(&gc_step(meta, Step::Blobs, everything, true).await);
+    assert!(would.contains(&l3) && would.contains(&l4), "{would:?}");
+    assert!(!would.contains(&l1), "{would:?}");
+    assert_eq!(meta.repo_blob(&r, &l3).await.unwrap(), Some(30));
+
+    // Untagged m2 goes (its tags and references with it); the rest stays.
+    let gone = gc_step(meta, Step::Manifests, everything, false).await;
+    assert!(digests(&gone).contains(&m2.digest));
+    let item = gone.iter().find(|i| i.digest == m2.digest).unwrap();
+    assert_eq!(item.repo.as_deref(), Some("gc/app"));
+    assert_eq!(item.size, m2.content.len() as u64);
+    assert!(meta
+        .manifest_by_digest(&r, &m2.digest)
+        .await
+        .unwrap()
+        .is_none());
+    for kept in [&m1.digest, &m3.digest, &idx.digest, &sig.digest] {
+        assert!(
+            meta.manifest_by_digest(&r, kept).await.unwrap().is_some(),
+            "{kept}"
+        );
+    }
+
+    // Links no manifest names go: l2 (m2 is gone) and l3; l1 stays.
+    let unlinked = digests(&gc_step(meta, Step::Links, everything, false).await);
+    assert!(
+        unlinked.contains(&l2) && unlinked.contains(&l3),
+        "{unlinked:?}"
+    );
+    assert!(!unlinked.contains(&l1));
+    assert_eq!(meta.repo_blob(&r, &l1).await.unwrap(), Some(10));
+    assert_eq!(meta.repo_blob(&r, &l2).await.unwrap(), None);
+
+    // Unlinked blobs are marked: invisible, not linkable, not reservable.
+    let marked = gc_step(meta, Step::Blobs, everything, false).await;
+    let marked_digests = digests(&marked);
+    for d in [&l2, &l3, &l4] {
+        assert!(
+            marked_digests.contains(d),
+            "{d} not marked: {marked_digests:?}"
+        );
+    }
+    assert!(!marked_digests.contains(&l1));
+    assert_eq!(marked.iter().find(|i| i.digest == l3).unwrap().size, 30);
+    assert_eq!(meta.blob(&l3).await.unwrap(), None);
+    assert!(matches!(
+        meta.link_blob(&r, &l3, 30).await,
+        Err(MetaError::Conflict)
+    ));
+    assert!(!meta.reserve_blob(&l3, 30).await.unwrap());
+    let listed = digests(&meta.gc_marked_blobs(1000).await.unwrap());
+    assert!(
+        [&l2, &l3, &l4].iter().all(|d| listed.contains(d)),
+        "{listed:?}"
+    );
+    assert_eq!(
+        meta.gc_known_blobs(&[l1.clone(), l3.clone(), Digest::sha256_of(b"never")])
+            .await
+            .unwrap()
+            .len(),
+        2
+    );
+
+    // Forgotten (their bytes deleted), they may come back: reserved first (still invisible),
+    // then linked.
+    assert_eq!(
+        meta.gc_forget_blobs(&[l2.clone(), l3.clone(), l4.clone()])
+            .await
+            .unwrap(),
+        3
+    );
+    assert_eq!(
+        meta.gc_forget_blobs(std::slice::from_ref(&l2))
+            .await
+            .unwrap(),
+        0
+    );
+    assert!(meta
+        .gc_known_blobs(std::slice::from_ref(&l3))
+        .await
+        .unwrap()
+        .is_empty());
+    assert!(meta.reserve_blob(&l3, 30).await.unwrap());
+    assert_eq!(meta.blob(&l3).await.unwrap(), None);
+    assert!(
+        !meta.gc_claim_orphan(&l3, 30).await.unwrap(),
+        "a pending row is not an orphan"
+    );
+    meta.link_blob(&r, &l3, 30).await.unwrap();
+    assert_eq!(meta.repo_blob(&r, &l3).await.unwrap(), Some(30));
+    assert!(meta.reserve_blob(&l1, 10).await.unwrap());
+
+    // Bytes nobody recorded are claimed once, then forgotten like any marked blob.
+    let orphan = Digest::sha256_of(b"gc-orphan");
+    assert!(meta.gc_claim_orphan(&orphan, 7).await.unwrap());
+    assert!(!meta.gc_claim_orphan(&orphan, 7).await.unwrap());
+    assert_eq!(meta.blob(&orphan).await.unwrap(), None);
+    assert!(digests(&meta.gc_marked_blobs(1000).await.unwrap()).contains(&orphan));
+    assert_eq!(meta.gc_forget_blobs(&[orphan]).await.unwrap(), 1);
+
+    // A referrer whose subject is gone goes in a later run; so does an index's child once
+    // the index is gone.
+    assert!(meta.delete_manifest(&r, &m1.digest).await.unwrap());
+    assert!(meta.delete_manifest(&r, &idx.digest).await.unwrap());
+    let gone = digests(&gc_step(meta, Step::Manifests, everything, false).await);
+    assert!(
+        gone.contains(&sig.digest) && gone.contains(&m3.digest),
+        "{gone:?}"
+    );
+}
+
+async fn gc_runs(meta: &dyn MetaStore) {
+    let first = meta
+        .create_gc_run(&GcRun::new("manual", true, false, 60))
+        .await
+        .unwrap();
+    assert_eq!(first.status, "pending");
+    assert_eq!(first.phase, "links");
+    assert!(first.dry_run && !first.delete_untagged);
+    let mut second = meta
+        .create_gc_run(&GcRun::new("schedule", false, true, 7200))
+        .await
+        .unwrap();
+    assert!(second.id > first.id);
+    assert_eq!(second.phase, "manifests");
+    second.status = "success".into();
+    second.phase = "done".into();
+    second.cursor = Some("3/sha256:ab".into());
+    second.manifests_deleted = 4;
+    second.links_deleted = 5;
+    second.blobs_deleted = 6;
+    second.bytes_freed = 1 << 40;
+    second.scanned = 123_456;
+    second.errors = 1;
+    second.last_error = Some("disk on fire".into());
+    second.finished_ms = Some(second.created_ms + 1500);
+    meta.save_gc_run(&second).await.unwrap();
+    let got = meta.gc_run(second.id).await.unwrap().unwrap();
+    assert_eq!(
+        (
+            got.status.as_str(),
+            got.cursor.as_deref(),
+            got.bytes_freed,
+            got.grace_seconds
+        ),
+        ("success", Some("3/sha256:ab"), 1 << 40, 7200)
+    );
+    assert_eq!(
+        (got.manifests_deleted, got.links_deleted, got.blobs_deleted),
+        (4, 5, 6)
+    );
+    assert_eq!((got.scanned, got.errors), (123_456, 1));
+    assert_eq!(got.last_error.as_deref(), Some("disk on fire"));
+    assert_eq!(got.finished_ms, second.finished_ms);
+    assert!(meta.gc_run(second.id + 1000).await.unwrap().is_none());
+    let mut missing = second.clone();
+    missing.id += 1000;
+    assert!(matches!(
+        meta.save_gc_run(&missing).await,
+        Err(MetaError::NotFound(_))
+    ));
+    let page = meta
+        .list_gc_runs(Paging {
+            offset: 0,
+            limit: 1,
+        })
+        .await
+        .unwrap();
+    assert_eq!(page.total, 2);
+    assert_eq!(page.items.len(), 1);
+    assert_eq!(page.items[0].id, second.id, "newest first");
 }

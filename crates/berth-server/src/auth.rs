@@ -56,13 +56,8 @@ pub(crate) fn credentials(headers: &HeaderMap) -> Credentials {
 /// The client's address, when the server was started with connection info.
 pub(crate) fn source(req_ext: &axum::http::Extensions) -> Option<IpAddr> {
     req_ext
-        .get::<ConnectInfo<crate::sendfile::PeerAddr>>()
-        .map(|ConnectInfo(a)| a.0.ip())
-        .or_else(|| {
-            req_ext
-                .get::<ConnectInfo<SocketAddr>>()
-                .map(|ConnectInfo(a)| a.ip())
-        })
+        .get::<ConnectInfo<SocketAddr>>()
+        .map(|ConnectInfo(a)| a.ip())
 }
 
 fn realm(auth: &AuthState, headers: &HeaderMap) -> String {

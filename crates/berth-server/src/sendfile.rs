@@ -14,60 +14,21 @@ use std::task::{ready, Context, Poll};
 
 use berth_store::mapped::{file_region, FileRegion};
 use tokio::io::{AsyncRead, AsyncWrite, Interest, ReadBuf};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpStream;
 
 /// Largest count one `sendfile` call takes on Linux.
 const SENDFILE_MAX: usize = 0x7fff_f000;
-
-/// Accepts connections as [`ZeroCopyStream`]s, with `TCP_NODELAY` set.
-#[derive(Debug)]
-pub struct ZeroCopyListener(pub TcpListener);
-
-impl axum::serve::Listener for ZeroCopyListener {
-    type Io = ZeroCopyStream;
-    type Addr = std::net::SocketAddr;
-
-    async fn accept(&mut self) -> (Self::Io, Self::Addr) {
-        loop {
-            match self.0.accept().await {
-                Ok((tcp, addr)) => {
-                    let _ = tcp.set_nodelay(true);
-                    return (ZeroCopyStream(tcp), addr);
-                }
-                // Out of descriptors or a connection reset before accept: back off briefly,
-                // as axum's own listener does, rather than spin.
-                Err(e) => {
-                    tracing::debug!(error = %e, "accept failed");
-                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-                }
-            }
-        }
-    }
-
-    fn local_addr(&self) -> io::Result<Self::Addr> {
-        self.0.local_addr()
-    }
-}
-
-/// The peer address of a [`ZeroCopyListener`] connection, for
-/// `into_make_service_with_connect_info::<PeerAddr>()` (axum provides `SocketAddr` only for
-/// its own listener).
-#[derive(Debug, Clone, Copy)]
-pub struct PeerAddr(pub std::net::SocketAddr);
-
-impl axum::extract::connect_info::Connected<axum::serve::IncomingStream<'_, ZeroCopyListener>>
-    for PeerAddr
-{
-    fn connect_info(stream: axum::serve::IncomingStream<'_, ZeroCopyListener>) -> Self {
-        PeerAddr(*stream.remote_addr())
-    }
-}
 
 /// A TCP connection whose writes of mapped blob bytes become `sendfile` calls.
 #[derive(Debug)]
 pub struct ZeroCopyStream(TcpStream);
 
 impl ZeroCopyStream {
+    /// Wraps an accepted connection.
+    pub fn new(tcp: TcpStream) -> Self {
+        ZeroCopyStream(tcp)
+    }
+
     fn poll_sendfile(
         &self,
         cx: &mut Context<'_>,

@@ -26,7 +26,7 @@ use berth_oci::{Digest, DigestAlgorithm};
 use bytes::Bytes;
 use futures::StreamExt;
 
-use crate::{BlobContent, BlobStore, ByteStream, Segment, StoreError};
+use crate::{BlobContent, BlobStore, ByteStream, Segment, StoreError, StoredBlob};
 
 /// Whether writes are flushed to stable storage before they are acknowledged.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -449,6 +449,16 @@ impl BlobStore for FsStore {
         }
     }
 
+    async fn list_blobs(
+        &self,
+        after: Option<&Digest>,
+        limit: usize,
+    ) -> Result<Vec<StoredBlob>, StoreError> {
+        let root = self.root.join("blobs");
+        let after = after.cloned();
+        blocking(move || list_fs_blobs(&root, after.as_ref(), limit)).await
+    }
+
     async fn start_upload(&self, id: &str) -> Result<(), StoreError> {
         let path = self.upload_path(id)?;
         blocking(move || {
@@ -589,6 +599,78 @@ impl BlobStore for FsStore {
             _ => Ok(()),
         }
     }
+}
+
+/// Sorted names of the entries of `dir` (none if it does not exist).
+fn sorted_names(dir: &Path) -> std::io::Result<Vec<String>> {
+    let mut names = Vec::new();
+    match std::fs::read_dir(dir) {
+        Ok(entries) => {
+            for e in entries {
+                if let Ok(name) = e?.file_name().into_string() {
+                    names.push(name);
+                }
+            }
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(e),
+    }
+    names.sort_unstable();
+    Ok(names)
+}
+
+/// [`BlobStore::list_blobs`] over `root` (`blobs/`): walks `<algorithm>/<xx>/<hex>` in order,
+/// starting at `after`'s folder, so each page reads only the folders it needs.
+fn list_fs_blobs(
+    root: &Path,
+    after: Option<&Digest>,
+    limit: usize,
+) -> Result<Vec<StoredBlob>, StoreError> {
+    let mut out = Vec::new();
+    let start = after.map(|d| (d.algorithm().as_str().to_owned(), d.hex().to_owned()));
+    for alg in sorted_names(root)? {
+        if start
+            .as_ref()
+            .is_some_and(|(a, _)| alg.as_str() < a.as_str())
+        {
+            continue;
+        }
+        let alg_dir = root.join(&alg);
+        for prefix in sorted_names(&alg_dir)? {
+            let skip_below = start
+                .as_ref()
+                .filter(|(a, _)| *a == alg)
+                .map(|(_, hex)| hex.as_str());
+            if skip_below.is_some_and(|hex| prefix.as_str() < &hex[..2.min(hex.len())]) {
+                continue;
+            }
+            let dir = alg_dir.join(&prefix);
+            for hex in sorted_names(&dir)? {
+                if skip_below.is_some_and(|h| hex.as_str() <= h) {
+                    continue;
+                }
+                let Some(digest) = crate::digest_of_key(&alg, &prefix, &hex) else {
+                    continue;
+                };
+                let meta = match std::fs::metadata(dir.join(&hex)) {
+                    Ok(m) if m.is_file() => m,
+                    Ok(_) => continue,
+                    // Deleted since the folder was read.
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+                    Err(e) => return Err(e.into()),
+                };
+                out.push(StoredBlob {
+                    digest,
+                    size: meta.len(),
+                    modified: meta.modified()?,
+                });
+                if out.len() >= limit {
+                    return Ok(out);
+                }
+            }
+        }
+    }
+    Ok(out)
 }
 
 #[cfg(test)]

@@ -166,6 +166,26 @@ impl BlobContent {
     }
 }
 
+/// A committed blob as storage lists it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredBlob {
+    /// Its digest (from its key).
+    pub digest: Digest,
+    /// Its size in bytes.
+    pub size: u64,
+    /// When its bytes were last written.
+    pub modified: std::time::SystemTime,
+}
+
+/// The digest a blob key's last two segments name (`<first two hex digits>/<hex>` under the
+/// algorithm's folder), if they name one.
+pub(crate) fn digest_of_key(algorithm: &str, prefix: &str, hex: &str) -> Option<Digest> {
+    if !hex.starts_with(prefix) || prefix.len() != 2 {
+        return None;
+    }
+    format!("{algorithm}:{hex}").parse().ok()
+}
+
 /// Where a backend keeps blobs and upload sessions.
 #[async_trait]
 pub trait BlobStore: Send + Sync + 'static {
@@ -187,6 +207,18 @@ pub trait BlobStore: Send + Sync + 'static {
     /// # Errors
     /// [`StoreError::Io`] if the backend fails.
     async fn delete(&self, digest: &Digest) -> Result<(), StoreError>;
+
+    /// Committed blobs in digest order, after `after` (all of them from the start when
+    /// `None`), at most `limit`: for garbage collection's sweep of bytes that metadata does not
+    /// know, and for scrub. Anything below the blob root that is not a blob is skipped.
+    ///
+    /// # Errors
+    /// [`StoreError::Io`] if the backend fails.
+    async fn list_blobs(
+        &self,
+        after: Option<&Digest>,
+        limit: usize,
+    ) -> Result<Vec<StoredBlob>, StoreError>;
 
     /// Create an empty upload session.
     ///

@@ -122,7 +122,9 @@ use object_store::{
 use serde::Deserialize;
 use tokio::task::JoinSet;
 
-use crate::{BackendUnavailable, BlobContent, BlobStore, ByteStream, Segment, StoreError};
+use crate::{
+    BackendUnavailable, BlobContent, BlobStore, ByteStream, Segment, StoreError, StoredBlob,
+};
 
 /// Where and how to reach the bucket. Fields left unset (`None`, or an empty `bucket` /
 /// `prefix`) fall back to the standard `AWS_*` environment variables
@@ -876,6 +878,46 @@ impl BlobStore for S3Store {
             Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
             Err(e) => Err(s3_error("DELETE", &path, e)),
         }
+    }
+
+    async fn list_blobs(
+        &self,
+        after: Option<&Digest>,
+        limit: usize,
+    ) -> Result<Vec<StoredBlob>, StoreError> {
+        // Keys sort as digests do (`blobs/<algorithm>/<xx>/<hex>`), so S3's own listing order
+        // and its `start-after` give the pages.
+        let prefix = self.root.clone().join("blobs");
+        let listing = match after {
+            Some(d) => self.s3.list_with_offset(Some(&prefix), &self.blob_path(d)),
+            None => self.s3.list(Some(&prefix)),
+        };
+        let mut out = Vec::new();
+        let mut listing = listing;
+        while let Some(object) = listing.next().await {
+            let object = object.map_err(|e| s3_error("LIST", &prefix, e))?;
+            let parts: Vec<_> = object.location.parts().collect();
+            let n = parts.len();
+            if n < 3 {
+                continue;
+            }
+            let Some(digest) = crate::digest_of_key(
+                parts[n - 3].as_ref(),
+                parts[n - 2].as_ref(),
+                parts[n - 1].as_ref(),
+            ) else {
+                continue;
+            };
+            out.push(StoredBlob {
+                digest,
+                size: object.size,
+                modified: object.last_modified.into(),
+            });
+            if out.len() >= limit {
+                break;
+            }
+        }
+        Ok(out)
     }
 
     async fn start_upload(&self, id: &str) -> Result<(), StoreError> {

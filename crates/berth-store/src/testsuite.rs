@@ -251,6 +251,66 @@ pub async fn run(store: &dyn BlobStore) {
     assert!(store.stat(&digest).await.unwrap().is_none());
 
     odd_sized_appends(store).await;
+    listing(store).await;
+}
+
+/// Commit `data` as a blob through a one-segment upload.
+async fn put_blob(store: &dyn BlobStore, id: &'static str, data: &'static [u8]) -> Digest {
+    let digest = Digest::sha256_of(data);
+    store.start_upload(id).await.unwrap();
+    let mut up = Recorded::new(id);
+    up.append(store, body(&[data])).await.unwrap();
+    up.commit(store, &digest).await.unwrap();
+    digest
+}
+
+/// Blobs list in digest order, page by page, with their sizes and times; uploads are not
+/// blobs.
+async fn listing(store: &dyn BlobStore) {
+    let before = std::time::SystemTime::now() - std::time::Duration::from_secs(60);
+    let blobs = [
+        put_blob(store, "5b9c3c4e-5b2c-4a57-9c1b-0f3f0c2a7e11", b"list one").await,
+        put_blob(store, "6b9c3c4e-5b2c-4a57-9c1b-0f3f0c2a7e11", b"list two!").await,
+        put_blob(store, "7b9c3c4e-5b2c-4a57-9c1b-0f3f0c2a7e11", b"list three").await,
+    ];
+    store
+        .start_upload("8b9c3c4e-5b2c-4a57-9c1b-0f3f0c2a7e11")
+        .await
+        .unwrap();
+    let mut all = Vec::new();
+    let mut after: Option<Digest> = None;
+    loop {
+        let page = store.list_blobs(after.as_ref(), 2).await.unwrap();
+        assert!(page.len() <= 2);
+        let Some(last) = page.last() else { break };
+        after = Some(last.digest.clone());
+        all.extend(page);
+    }
+    let digests: Vec<_> = all.iter().map(|b| b.digest.to_string()).collect();
+    let mut sorted = digests.clone();
+    sorted.sort();
+    assert_eq!(digests, sorted, "listed in digest order");
+    for (d, size) in blobs.iter().zip([8u64, 9, 10]) {
+        let listed = all
+            .iter()
+            .find(|b| &b.digest == d)
+            .unwrap_or_else(|| panic!("{d} not listed"));
+        assert_eq!(listed.size, size);
+        assert!(listed.modified > before);
+    }
+    let from_second = store.list_blobs(Some(&blobs[0]), 1000).await.unwrap();
+    assert!(from_second
+        .iter()
+        .all(|b| b.digest.to_string() > blobs[0].to_string()));
+    store
+        .abort_upload("8b9c3c4e-5b2c-4a57-9c1b-0f3f0c2a7e11")
+        .await
+        .unwrap();
+    for d in &blobs {
+        store.delete(d).await.unwrap();
+    }
+    let left = store.list_blobs(None, 1000).await.unwrap();
+    assert!(!left.iter().any(|b| blobs.contains(&b.digest)));
 }
 
 /// Appends of every awkward size: chunks that start and end mid-block, bodies whose frames

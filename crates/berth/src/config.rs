@@ -35,6 +35,9 @@ pub struct RawConfig {
     /// Upload sessions.
     #[serde(default)]
     pub uploads: RawUploads,
+    /// Garbage collection.
+    #[serde(default)]
+    pub gc: RawGc,
     /// Access control.
     #[serde(default)]
     pub auth: crate::auth_config::RawAuth,
@@ -139,6 +142,17 @@ pub struct RawUploads {
     pub expire_after: Option<RawDuration>,
     /// How often to look for such sessions (default 1 hour).
     pub expire_interval: Option<RawDuration>,
+}
+
+/// `[gc]`
+#[derive(Debug, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawGc {
+    /// What was pushed, linked or referenced more recently than this is never collected
+    /// (default 2 hours).
+    pub grace_period: Option<RawDuration>,
+    /// How often each instance looks whether the schedule is due (default 1 minute).
+    pub schedule_check_interval: Option<RawDuration>,
 }
 
 /// A duration as written: a number of seconds, or a string such as `"90s"`, `"15m"`,
@@ -262,6 +276,17 @@ pub struct Uploads {
     /// How often idle sessions are looked for.
     #[serde(serialize_with = "serialize_duration")]
     pub expire_interval: Duration,
+}
+
+/// Validated `[gc]`.
+#[derive(Debug, Clone, Serialize)]
+pub struct Gc {
+    /// What was touched more recently than this is kept.
+    #[serde(serialize_with = "serialize_duration")]
+    pub grace_period: Duration,
+    /// How often the schedule is checked.
+    #[serde(serialize_with = "serialize_duration")]
+    pub schedule_check_interval: Duration,
 }
 
 /// Log output format.
@@ -414,6 +439,8 @@ pub struct Config {
     pub tls: Option<Tls>,
     /// Upload sessions.
     pub uploads: Uploads,
+    /// Garbage collection.
+    pub gc: Gc,
     /// Access control.
     pub auth: crate::auth_config::Auth,
 }
@@ -466,6 +493,9 @@ pub struct Overrides {
     /// How often to look for idle upload sessions [default: 1h]
     #[arg(long, env = "BERTH_UPLOADS_EXPIRE_INTERVAL")]
     pub uploads_expire_interval: Option<String>,
+    /// Garbage collection keeps what was touched this recently: seconds, or e.g. 30m, 2h [default: 2h]
+    #[arg(long, env = "BERTH_GC_GRACE_PERIOD")]
+    pub gc_grace_period: Option<String>,
     /// Access control: token (sign-in, roles, tokens) or open (anyone may do anything on /v2) [default: token]
     #[arg(long, env = "BERTH_AUTH_MODE")]
     pub auth_mode: Option<String>,
@@ -560,6 +590,20 @@ impl Config {
                 Duration::from_secs(3600),
             )?,
         };
+        let gc = Gc {
+            grace_period: resolve_duration(
+                "gc.grace_period",
+                over.gc_grace_period.as_deref(),
+                raw.gc.grace_period,
+                Duration::from_secs(2 * 3600),
+            )?,
+            schedule_check_interval: resolve_duration(
+                "gc.schedule_check_interval",
+                None,
+                raw.gc.schedule_check_interval,
+                Duration::from_secs(60),
+            )?,
+        };
         let manifest_max_bytes = raw.limits.manifest_max_bytes.unwrap_or(4 << 20);
         if manifest_max_bytes == 0 {
             bail!("limits.manifest_max_bytes must be positive");
@@ -579,6 +623,7 @@ impl Config {
             shutdown_grace_seconds: raw.limits.shutdown_grace_seconds.unwrap_or(30),
             tls,
             uploads,
+            gc,
             auth: crate::auth_config::Auth::resolve(raw.auth, over.auth_mode.as_deref())?,
         })
     }

@@ -231,7 +231,7 @@ impl PgMeta {
     }
 
     /// [`listing_on`] in a read-only transaction of its own.
-    async fn listing<T>(
+    pub(super) async fn listing<T>(
         &self,
         columns: &str,
         from: &str,
@@ -933,6 +933,23 @@ impl AccessStore for PgMeta {
                         .fetch_optional(c)
                         .await?;
                 stored.ok_or(TxError::Again("a setting vanished after its insert"))
+            })
+        })
+        .await
+    }
+
+    async fn set_setting(&self, key: &str, value: &str) -> Result<(), MetaError> {
+        self.write(Scope::Statement, &(key, value), |c, (key, value)| {
+            Box::pin(async move {
+                sqlx::query(
+                    "INSERT INTO settings (key, value) VALUES ($1, $2) \
+                     ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+                )
+                .bind(*key)
+                .bind(*value)
+                .execute(c)
+                .await?;
+                Ok(())
             })
         })
         .await

@@ -67,7 +67,7 @@ impl Columns for Row<'_> {
 }
 
 /// Every row `sql` returns, each through `f`.
-fn rows<T>(
+pub(super) fn rows<T>(
     conn: &Connection,
     sql: &str,
     args: impl rusqlite::Params,
@@ -83,7 +83,7 @@ fn rows<T>(
 }
 
 /// The first row `sql` returns, through `f`.
-fn row<T>(
+pub(super) fn row<T>(
     conn: &Connection,
     sql: &str,
     args: impl rusqlite::Params,
@@ -102,7 +102,11 @@ fn exists(conn: &Connection, sql: &str, args: impl rusqlite::Params) -> Result<b
 }
 
 /// Run a statement that changes rows; returns how many.
-fn change(conn: &Connection, sql: &str, args: impl rusqlite::Params) -> rusqlite::Result<usize> {
+pub(super) fn change(
+    conn: &Connection,
+    sql: &str,
+    args: impl rusqlite::Params,
+) -> rusqlite::Result<usize> {
     conn.prepare_cached(sql).and_then(|mut s| s.execute(args))
 }
 
@@ -164,7 +168,7 @@ fn delete_entity(conn: &Connection, entity: MemberEntity) -> Result<bool, MetaEr
 
 /// A page of `SELECT {columns} FROM {from} ORDER BY {order}` with the count of all its rows,
 /// read in one transaction. `from` (with its conditions) uses every one of `args` (`?1`...).
-fn listing<T>(
+pub(super) fn listing<T>(
     conn: &Connection,
     columns: &str,
     from: &str,
@@ -938,6 +942,21 @@ impl AccessStore for SqliteMeta {
                 |r| col(r, 0),
             )?
             .ok_or_else(|| MetaError::Backend(format!("setting {key} vanished")))
+        })
+        .await
+    }
+
+    async fn set_setting(&self, key: &str, value: &str) -> Result<(), MetaError> {
+        let (key, value) = (key.to_owned(), value.to_owned());
+        self.write(move |conn| {
+            change(
+                conn,
+                "INSERT INTO settings (key, value) VALUES (?1, ?2) \
+                 ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+                [&key, &value],
+            )
+            .map(drop)
+            .map_err(backend)
         })
         .await
     }

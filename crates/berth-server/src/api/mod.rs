@@ -13,6 +13,7 @@
 pub mod auth;
 pub mod error;
 mod extract;
+mod gc;
 mod groups;
 mod logs;
 mod openapi;
@@ -114,6 +115,15 @@ pub fn router() -> Router<Arc<AppState>> {
             "/usergroups/{group_id}/members/{user_id}",
             axum::routing::delete(groups::remove_member),
         )
+        .route("/system/gc", get(gc::list))
+        .route(
+            "/system/gc/schedule",
+            get(gc::get_schedule)
+                .post(gc::create_schedule)
+                .put(gc::update_schedule),
+        )
+        .route("/system/gc/{gc_id}", get(gc::get).put(gc::stop))
+        .route("/system/gc/{gc_id}/log", get(gc::log))
         .route("/systeminfo", get(system::info))
         .route("/health", get(system::health))
         .route("/ping", get(system::ping))

@@ -5,7 +5,7 @@ use axum::Json;
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
-use super::{groups, logs, projects, repos, robots, system, tags, users};
+use super::{gc, groups, logs, projects, repos, robots, system, tags, users};
 
 struct BasicAuth;
 
@@ -44,6 +44,8 @@ impl Modify for BasicAuth {
         groups::list, groups::create, groups::get, groups::delete, groups::members,
         groups::add_member, groups::remove_member,
         system::info, system::health, system::ping, system::statistics, system::search,
+        gc::list, gc::get, gc::log, gc::stop, gc::get_schedule, gc::create_schedule,
+        gc::update_schedule,
     )
 )]
 pub struct ApiDoc;

@@ -8,6 +8,7 @@ mod crash;
 mod fault_proxy;
 mod fleet;
 mod fleet_faults;
+mod gc;
 mod harness;
 mod jobs;
 mod large;

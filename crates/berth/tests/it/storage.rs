@@ -129,6 +129,32 @@ impl Storage {
         }
     }
 
+    /// The digests of every committed blob, sorted.
+    pub async fn blob_digests(&self) -> Vec<String> {
+        let mut out: Vec<String> = match self {
+            Self::Fs(dir) => {
+                let root = dir.join("blobs").join("sha256");
+                let mut out = Vec::new();
+                if let Ok(prefixes) = std::fs::read_dir(&root) {
+                    for p in prefixes {
+                        for f in std::fs::read_dir(p.unwrap().path()).unwrap() {
+                            let name = f.unwrap().file_name().into_string().unwrap();
+                            out.push(format!("sha256:{name}"));
+                        }
+                    }
+                }
+                out
+            }
+            Self::S3 { s3, prefix } => Self::list_s3(s3, prefix, "blobs/sha256")
+                .await
+                .into_iter()
+                .map(|(key, _)| format!("sha256:{}", key.rsplit('/').next().unwrap()))
+                .collect(),
+        };
+        out.sort();
+        out
+    }
+
     /// Check that every committed blob hashes to its name; returns how many there are.
     pub async fn verify_blobs(&self) -> usize {
         let blobs: Vec<(String, Vec<u8>)> = match self {
