@@ -5,6 +5,7 @@
 mod bench;
 mod client;
 mod data;
+mod gc;
 mod load;
 mod machine;
 mod out;
@@ -185,6 +186,49 @@ enum Command {
         #[arg(long, default_value_t = 64)]
         verify_concurrency: usize,
     },
+    /// Fill a Berth data directory (through its store and metadata layers) and, if asked, a
+    /// Distribution root with the same registry: half of its blobs garbage
+    GcFill {
+        /// Berth's data directory (created)
+        #[arg(long)]
+        data_dir: PathBuf,
+        /// Distribution's storage root (created), for `docker-registry garbage-collect`
+        #[arg(long)]
+        dist_root: Option<PathBuf>,
+        /// Manifests, each with its own config and layers
+        #[arg(long, default_value_t = 10_000)]
+        manifests: usize,
+        /// Blobs per manifest (config and layers)
+        #[arg(long, default_value_t = 10)]
+        blobs_per_manifest: usize,
+        /// Bytes per blob
+        #[arg(long, value_parser = size, default_value = "512")]
+        blob_size: u64,
+        /// Repositories the manifests are spread over
+        #[arg(long, default_value_t = 10)]
+        repos: usize,
+    },
+    /// Start garbage collection on a Berth (token mode) and push images until it ends
+    GcRun {
+        /// Berth's base URL
+        #[arg(long, default_value = "http://127.0.0.1:5000")]
+        url: String,
+        /// An administrator
+        #[arg(long, default_value = "admin")]
+        username: String,
+        /// Its password
+        #[arg(long, env = "BERTH_BENCH_PASSWORD")]
+        password: String,
+        /// Repository for the pushes during the run
+        #[arg(long, default_value = "gcbench/live")]
+        repo: String,
+        /// Seconds of pushes before the run, for comparison
+        #[arg(long, default_value_t = 3)]
+        baseline_seconds: u64,
+        /// Fail unless the run deletes at least this many blobs
+        #[arg(long, default_value_t = 0)]
+        expect_blobs: u64,
+    },
     /// Print a free TCP port on 127.0.0.1
     FreePort,
     /// Summarise a JSON-lines results file: Markdown tables on stdout, JSON to --out
@@ -321,6 +365,42 @@ fn main() -> anyhow::Result<()> {
                     verify_concurrency,
                 };
                 load::run(&out, regs, &o).await
+            }
+            Command::GcFill {
+                data_dir,
+                dist_root,
+                manifests,
+                blobs_per_manifest,
+                blob_size,
+                repos,
+            } => {
+                let o = gc::FillOpts {
+                    data_dir,
+                    dist_root,
+                    manifests,
+                    blobs_per_manifest,
+                    blob_size: usize::try_from(blob_size)?,
+                    repos,
+                };
+                gc::fill(&out, &o).await
+            }
+            Command::GcRun {
+                url,
+                username,
+                password,
+                repo,
+                baseline_seconds,
+                expect_blobs,
+            } => {
+                let o = gc::RunOpts {
+                    url,
+                    username,
+                    password,
+                    repo,
+                    baseline: std::time::Duration::from_secs(baseline_seconds),
+                    expect_blobs,
+                };
+                gc::run(&out, &o).await
             }
             Command::FreePort => {
                 let l = std::net::TcpListener::bind("127.0.0.1:0")?;

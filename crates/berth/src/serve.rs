@@ -490,11 +490,13 @@ impl<S> axum_server::accept::Accept<tokio::net::TcpStream, S> for ZeroCopyAccept
 /// Largest read buffer hyper grows a connection's buffer to (its default is 408 KiB).
 ///
 /// hyper starts every connection at 8 KiB and doubles the buffer only while reads fill it,
-/// so requests without a large body never get near this. An upload body does: with 2 MiB,
-/// each `recvfrom` takes what the socket holds (up to 2 MiB) instead of 408 KiB, which
-/// means fewer system calls and fewer task wake-ups per GiB. Measured on a 1 GiB push
-/// (BENCHMARKS.md, "hyper read buffer"): server CPU 1.20 -> 1.09 s/GiB, peak RSS 32 -> 50 MB.
-const HTTP1_MAX_READ_BUFFER: usize = 2 << 20;
+/// so requests without a large body never get near this. An upload body does: each
+/// `recvfrom` then takes up to this much, so a GiB costs fewer system calls and task
+/// wake-ups. Measured on 1 GiB pushes, monolithic then in 64 MiB chunks (BENCHMARKS.md,
+/// "hyper read buffer"): server CPU per GiB 1.11 to 1.17 s at 408 KiB, 1.0 to 1.1 at 1 MiB,
+/// 0.9 to 1.0 at 2 MiB; peak RSS 42, 48 and 51 to 60 MB. 1 MiB keeps peak RSS well under the
+/// 64 MB budget for a 1 GiB push.
+const HTTP1_MAX_READ_BUFFER: usize = 1 << 20;
 
 /// HTTP settings shared by the plain and TLS listeners.
 fn tune_http(builder: &mut hyper_util::server::conn::auto::Builder<hyper_util::rt::TokioExecutor>) {

@@ -13,10 +13,11 @@ pub struct Api {
     password: Option<String>,
 }
 
-/// A response: its JSON (`Null` when empty) and `X-Total-Count`.
+/// A response: its JSON (`Null` when empty), `X-Total-Count` and `Location`.
 pub struct Reply {
     pub body: Value,
     pub total: Option<u64>,
+    pub location: Option<String>,
 }
 
 /// Encode one path segment (a project, a repository name...).
@@ -83,6 +84,11 @@ impl Api {
             .get("x-total-count")
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.parse().ok());
+        let location = resp
+            .headers()
+            .get("location")
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned);
         let text = resp.text().await.unwrap_or_default();
         let body: Value = serde_json::from_str(&text).unwrap_or(Value::Null);
         if !status.is_success() {
@@ -96,7 +102,27 @@ impl Api {
             };
             bail!("{method} {path}: {status}: {message}{hint}");
         }
-        Ok(Reply { body, total })
+        Ok(Reply {
+            body,
+            total,
+            location,
+        })
+    }
+
+    /// The raw text of a `GET` (for plain-text endpoints such as a GC log).
+    pub async fn get_text(&self, path: &str) -> anyhow::Result<String> {
+        let url = format!("{}{path}", self.base);
+        let mut req = self.http.get(&url);
+        if let Some(u) = &self.username {
+            req = req.basic_auth(u, self.password.as_deref());
+        }
+        let resp = req.send().await.with_context(|| format!("GET {url}"))?;
+        let status = resp.status();
+        let text = resp.text().await.unwrap_or_default();
+        if !status.is_success() {
+            bail!("GET {path}: {status}: {}", text.trim());
+        }
+        Ok(text)
     }
 
     pub async fn get(&self, path: &str, query: &[(&str, String)]) -> anyhow::Result<Reply> {

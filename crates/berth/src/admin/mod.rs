@@ -1,7 +1,8 @@
-//! `berth admin`: manage projects, users, members, robots and read the audit log through
-//! the management API (`/api/v2.0`) of a running Berth, over HTTP.
+//! `berth admin`: manage projects, users, members, robots, garbage collection and read the
+//! audit log through the management API (`/api/v2.0`) of a running Berth, over HTTP.
 
 mod client;
+mod gc;
 mod output;
 mod resources;
 
@@ -61,6 +62,11 @@ enum AdminCommand {
         #[command(subcommand)]
         command: resources::LogCmd,
     },
+    /// Garbage collection: run (with a progress bar), history, logs, schedule
+    Gc {
+        #[command(subcommand)]
+        command: gc::GcCmd,
+    },
 }
 
 /// Run an admin command.
@@ -77,6 +83,7 @@ pub fn run(args: AdminArgs) -> anyhow::Result<()> {
             AdminCommand::Members { command } => resources::members(&api, out, command).await,
             AdminCommand::Robots { command } => resources::robots(&api, out, command).await,
             AdminCommand::Logs { command } => resources::logs(&api, out, command).await,
+            AdminCommand::Gc { command } => gc::gc(&api, out, command).await,
         }
     })
 }
