@@ -492,7 +492,9 @@ pub trait MetaStore: Send + Sync + 'static {
     /// Backend errors.
     async fn create_gc_run(&self, run: &GcRun) -> Result<GcRun, MetaError>;
 
-    /// Save a run's progress (every field but its id and creation time).
+    /// Save a run's progress (every field but its id and creation time). A run someone asked
+    /// to stop (`stopping`) keeps that status unless the save ends it (`stopped`, `success`,
+    /// `error`), so a worker saving its progress never loses a stop request.
     ///
     /// # Errors
     /// [`MetaError::NotFound`] if there is no such run; backend errors.

@@ -1257,6 +1257,25 @@ async fn gc_runs(meta: &dyn MetaStore) {
     assert_eq!((got.scanned, got.errors), (123_456, 1));
     assert_eq!(got.last_error.as_deref(), Some("disk on fire"));
     assert_eq!(got.finished_ms, second.finished_ms);
+    // A stop request survives the worker's next progress save, until the run ends.
+    let mut third = meta
+        .create_gc_run(&GcRun::new("manual", false, false, 60))
+        .await
+        .unwrap();
+    let mut asked = third.clone();
+    asked.status = "stopping".into();
+    meta.save_gc_run(&asked).await.unwrap();
+    third.status = "running".into();
+    third.scanned = 10;
+    meta.save_gc_run(&third).await.unwrap();
+    let got = meta.gc_run(third.id).await.unwrap().unwrap();
+    assert_eq!((got.status.as_str(), got.scanned), ("stopping", 10));
+    third.status = "stopped".into();
+    meta.save_gc_run(&third).await.unwrap();
+    assert_eq!(
+        meta.gc_run(third.id).await.unwrap().unwrap().status,
+        "stopped"
+    );
     assert!(meta.gc_run(second.id + 1000).await.unwrap().is_none());
     let mut missing = second.clone();
     missing.id += 1000;
@@ -1271,7 +1290,7 @@ async fn gc_runs(meta: &dyn MetaStore) {
         })
         .await
         .unwrap();
-    assert_eq!(page.total, 2);
+    assert_eq!(page.total, 3);
     assert_eq!(page.items.len(), 1);
-    assert_eq!(page.items[0].id, second.id, "newest first");
+    assert_eq!(page.items[0].id, third.id, "newest first");
 }

@@ -299,7 +299,8 @@ pub(super) fn create_run(conn: &Connection, run: &GcRun) -> Result<GcRun, MetaEr
 pub(super) fn save_run(conn: &Connection, run: &GcRun) -> Result<(), MetaError> {
     let n = change(
         conn,
-        "UPDATE gc_runs SET status = ?2, phase = ?3, cursor = ?4, manifests_deleted = ?5, \
+        "UPDATE gc_runs SET status = CASE WHEN status = 'stopping' \
+         AND ?2 NOT IN ('stopped', 'success', 'error') THEN status ELSE ?2 END, phase = ?3, cursor = ?4, manifests_deleted = ?5, \
          links_deleted = ?6, blobs_deleted = ?7, bytes_freed = ?8, scanned = ?9, errors = ?10, \
          last_error = ?11, updated_ms = ?12, finished_ms = ?13 WHERE id = ?1",
         params![
