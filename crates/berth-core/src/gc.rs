@@ -62,16 +62,6 @@ const STOPPING: &str = "stopping";
 const DEDUPE: &str = "gc";
 
 impl Registry {
-    fn require_sysadmin(actor: &Actor) -> Result<(), Error> {
-        match actor.principal() {
-            p if p.is_sysadmin() => Ok(()),
-            crate::Principal::Anonymous => Err(Error::Unauthorized("sign in first".into())),
-            _ => Err(Error::Denied(
-                "garbage collection is for system administrators".into(),
-            )),
-        }
-    }
-
     /// Queue a garbage collection run (`trigger`: `manual` or `schedule`) with this
     /// registry's grace period.
     ///
@@ -85,7 +75,7 @@ impl Registry {
         trigger: &str,
     ) -> Result<GcRun, Error> {
         let settings = &self.gc;
-        Self::require_sysadmin(actor)?;
+        actor.principal().require_sysadmin()?;
         let kind = GcWorker::job_kind();
         for state in [JobState::Queued, JobState::Running] {
             let busy = self
@@ -141,7 +131,7 @@ impl Registry {
     /// # Errors
     /// [`Error::Denied`] unless a system administrator.
     pub async fn gc_history(&self, actor: &Actor, paging: Paging) -> Result<Listing<GcRun>, Error> {
-        Self::require_sysadmin(actor)?;
+        actor.principal().require_sysadmin()?;
         Ok(self.meta.list_gc_runs(paging).await?)
     }
 
@@ -150,7 +140,7 @@ impl Registry {
     /// # Errors
     /// [`Error::Denied`] unless a system administrator; [`Error::NotFound`].
     pub async fn gc_run(&self, actor: &Actor, id: i64) -> Result<GcRun, Error> {
-        Self::require_sysadmin(actor)?;
+        actor.principal().require_sysadmin()?;
         self.meta
             .gc_run(id)
             .await?
@@ -544,7 +534,7 @@ impl Registry {
     /// # Errors
     /// [`Error::Denied`] unless a system administrator.
     pub async fn gc_schedule(&self, actor: &Actor) -> Result<Option<GcSchedule>, Error> {
-        Self::require_sysadmin(actor)?;
+        actor.principal().require_sysadmin()?;
         self.stored_schedule().await
     }
 
@@ -562,7 +552,7 @@ impl Registry {
     /// # Errors
     /// [`Error::Denied`] unless a system administrator.
     pub async fn set_gc_schedule(&self, actor: &Actor, schedule: &GcSchedule) -> Result<(), Error> {
-        Self::require_sysadmin(actor)?;
+        actor.principal().require_sysadmin()?;
         let json = serde_json::to_string(schedule)
             .map_err(|e| Error::Internal(format!("encoding a GC schedule: {e}")))?;
         let store = self.settings_store()?;

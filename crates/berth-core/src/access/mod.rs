@@ -105,6 +105,20 @@ impl Principal {
             Principal::System | Principal::User { sysadmin: true, .. }
         )
     }
+
+    /// Refuse unless a system administrator.
+    ///
+    /// # Errors
+    /// [`Error::Unauthorized`] for an anonymous caller, [`Error::Denied`] for anyone else.
+    pub fn require_sysadmin(&self) -> Result<(), Error> {
+        match self {
+            p if p.is_sysadmin() => Ok(()),
+            Principal::Anonymous => Err(Error::Unauthorized("sign in first".into())),
+            _ => Err(Error::Denied(
+                "only a system administrator may do this".into(),
+            )),
+        }
+    }
 }
 
 #[derive(Debug, Clone)]

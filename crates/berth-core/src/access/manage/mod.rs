@@ -52,13 +52,7 @@ impl Caller {
     /// # Errors
     /// [`Error::Unauthorized`] for an anonymous caller, [`Error::Denied`] for anyone else.
     pub fn require_sysadmin(&self) -> Result<(), Error> {
-        match &self.principal {
-            p if p.is_sysadmin() => Ok(()),
-            Principal::Anonymous => Err(Error::Unauthorized("sign in first".into())),
-            _ => Err(Error::Denied(
-                "only a system administrator may do this".into(),
-            )),
-        }
+        self.principal.require_sysadmin()
     }
 
     /// Refuse an anonymous caller.
