@@ -11,6 +11,7 @@ mod error;
 pub mod gc;
 pub mod jobs;
 mod manifests;
+mod quota;
 mod registry;
 mod upload_expiry;
 mod upload_lease;

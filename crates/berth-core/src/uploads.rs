@@ -332,6 +332,7 @@ impl Registry {
     ) -> Result<u64, Error> {
         actor.require(repo, RepoActions::PUSH)?;
         self.ensure_project(actor, repo).await?;
+        self.check_upload_quota(repo, Some(digest), 0, len).await?;
         // One request: no session row needed. A crash leaves only an orphan upload object.
         let (this, repo, digest) = (self.clone(), repo.clone(), digest.clone());
         to_completion(async move {
@@ -554,6 +555,8 @@ impl Registry {
             }
             (None, len) => len,
         };
+        self.check_upload_quota(&u.repo, None, u.offset, expect)
+            .await?;
         let hasher = match u
             .hash_state
             .as_deref()

@@ -26,11 +26,13 @@ pub use jobs::{
     ClaimedJob, Job, JobFilter, JobId, JobKind, JobLease, JobState, LeaseHolder, NewJob,
     ParseJobKindError, Retry, RunAt, UploadLease,
 };
+pub use quota::{Quota, QuotaExceeded, QuotaKind, QuotaLimits};
 
 pub mod access;
 pub mod gc;
 pub mod jobs;
 pub mod postgres;
+pub mod quota;
 pub mod sqlite;
 pub mod testsuite;
 
@@ -70,6 +72,9 @@ pub enum MetaError {
     /// character); the request is at fault, not the store.
     #[error("{0}")]
     Invalid(String),
+    /// The write would take a project past its quota; nothing is written.
+    #[error("{0}")]
+    QuotaExceeded(QuotaExceeded),
     /// The database cannot be reached or is busy; the request may be retried.
     #[error("metadata store unavailable: {0}")]
     Unavailable(String),
@@ -216,9 +221,12 @@ pub trait MetaStore: Send + Sync + 'static {
     /// Store a manifest and point `tags` at it, in one transaction, after checking that every
     /// blob and child manifest it references is in the repository.
     ///
+    /// A manifest new to the repository counts in its project's usage ([`quota`]); if that
+    /// takes the project past a limit, nothing is written.
+    ///
     /// # Errors
-    /// [`MetaError::MissingBlob`] or [`MetaError::MissingManifest`] if a reference is absent;
-    /// nothing is written then.
+    /// [`MetaError::MissingBlob`] or [`MetaError::MissingManifest`] if a reference is absent,
+    /// [`MetaError::QuotaExceeded`]; nothing is written then.
     async fn put_manifest(&self, manifest: NewManifest, tags: &[Tag]) -> Result<(), MetaError>;
 
     /// The manifest `tag` points at in `repo`.
@@ -511,4 +519,27 @@ pub trait MetaStore: Send + Sync + 'static {
     /// # Errors
     /// Backend errors.
     async fn list_gc_runs(&self, paging: Paging) -> Result<Listing<GcRun>, MetaError>;
+
+    /// The quota of `project`: its usage and limits (none set: unlimited, and no usage if it
+    /// holds nothing).
+    ///
+    /// # Errors
+    /// Backend errors.
+    async fn quota(&self, project: &str) -> Result<Quota, MetaError>;
+
+    /// Set the limits of `project`.
+    ///
+    /// # Errors
+    /// Backend errors.
+    async fn set_quota(&self, project: &str, limits: QuotaLimits) -> Result<(), MetaError>;
+
+    /// The quotas of registered projects (one, with `project`), by project id.
+    ///
+    /// # Errors
+    /// Backend errors.
+    async fn list_quotas(
+        &self,
+        project: Option<ProjectId>,
+        paging: Paging,
+    ) -> Result<Listing<Quota>, MetaError>;
 }

@@ -339,6 +339,94 @@ CREATE TABLE gc_runs (
     finished_ms       BIGINT
 );
 "#,
+    r#"
+ALTER TABLE repositories ADD COLUMN project TEXT NOT NULL DEFAULT '';
+UPDATE repositories SET project = split_part(name, '/', 1);
+CREATE INDEX repositories_project ON repositories(project, name);
+CREATE TABLE project_usage (
+    project     TEXT PRIMARY KEY,
+    bytes       BIGINT NOT NULL DEFAULT 0,
+    artifacts   BIGINT NOT NULL DEFAULT 0,
+    hard_bytes  BIGINT NOT NULL DEFAULT -1,
+    hard_count  BIGINT NOT NULL DEFAULT -1,
+    created_ms  BIGINT NOT NULL DEFAULT 0,
+    updated_ms  BIGINT NOT NULL DEFAULT 0
+);
+CREATE TABLE project_blobs (
+    project     TEXT NOT NULL,
+    digest      TEXT NOT NULL,
+    refs        BIGINT NOT NULL,
+    PRIMARY KEY (project, digest)
+);
+INSERT INTO project_blobs (project, digest, refs)
+SELECT r.project, mr.target, COUNT(*) FROM manifest_refs mr
+JOIN repositories r ON r.id = mr.repo_id WHERE mr.kind = 0 GROUP BY r.project, mr.target;
+INSERT INTO project_usage (project, bytes, artifacts)
+SELECT r.project, SUM(m.size), COUNT(*) FROM manifests m
+JOIN repositories r ON r.id = m.repo_id GROUP BY r.project;
+UPDATE project_usage u SET bytes = u.bytes + COALESCE((SELECT SUM(b.size) FROM project_blobs pb
+    JOIN blobs b ON b.digest = pb.digest WHERE pb.project = u.project), 0);
+-- Usage changes in the transaction that stores or deletes a manifest. A delete takes the
+-- project's usage row (BEFORE, so ahead of the cascade to manifest_refs) and a put takes it
+-- with the manifest row: writers of one project queue on that row, always first, instead of
+-- deadlocking on the rows of shared blobs.
+CREATE FUNCTION berth_manifest_usage() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    IF TG_OP = 'INSERT' THEN
+        INSERT INTO project_usage AS u (project, bytes, artifacts)
+        SELECT project, NEW.size, 1 FROM repositories WHERE id = NEW.repo_id
+        ON CONFLICT (project) DO UPDATE
+        SET bytes = u.bytes + excluded.bytes, artifacts = u.artifacts + 1;
+        RETURN NULL;
+    END IF;
+    UPDATE project_usage SET bytes = bytes - OLD.size, artifacts = artifacts - 1
+    WHERE project = (SELECT project FROM repositories WHERE id = OLD.repo_id);
+    RETURN OLD;
+END $$;
+CREATE TRIGGER manifests_usage_add AFTER INSERT ON manifests
+    FOR EACH ROW EXECUTE FUNCTION berth_manifest_usage();
+CREATE TRIGGER manifests_usage_remove BEFORE DELETE ON manifests
+    FOR EACH ROW EXECUTE FUNCTION berth_manifest_usage();
+CREATE FUNCTION berth_ref_usage() RETURNS trigger LANGUAGE plpgsql AS $$
+DECLARE
+    p TEXT;
+    n BIGINT;
+BEGIN
+    IF TG_OP = 'INSERT' THEN
+        SELECT project INTO p FROM repositories WHERE id = NEW.repo_id;
+        INSERT INTO project_blobs AS pb (project, digest, refs) VALUES (p, NEW.target, 1)
+        ON CONFLICT (project, digest) DO UPDATE SET refs = pb.refs + 1
+        RETURNING refs INTO n;
+        IF n = 1 THEN
+            UPDATE project_usage
+            SET bytes = bytes + COALESCE((SELECT size FROM blobs WHERE digest = NEW.target), 0)
+            WHERE project = p;
+        END IF;
+    ELSE
+        SELECT project INTO p FROM repositories WHERE id = OLD.repo_id;
+        UPDATE project_blobs SET refs = refs - 1 WHERE project = p AND digest = OLD.target
+        RETURNING refs INTO n;
+        IF n <= 0 THEN
+            DELETE FROM project_blobs WHERE project = p AND digest = OLD.target;
+            UPDATE project_usage
+            SET bytes = bytes - COALESCE((SELECT size FROM blobs WHERE digest = OLD.target), 0)
+            WHERE project = p;
+        END IF;
+    END IF;
+    RETURN NULL;
+END $$;
+CREATE TRIGGER refs_usage_add AFTER INSERT ON manifest_refs
+    FOR EACH ROW WHEN (NEW.kind = 0) EXECUTE FUNCTION berth_ref_usage();
+CREATE TRIGGER refs_usage_remove AFTER DELETE ON manifest_refs
+    FOR EACH ROW WHEN (OLD.kind = 0) EXECUTE FUNCTION berth_ref_usage();
+CREATE FUNCTION berth_project_forget() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    DELETE FROM project_usage WHERE project = OLD.name;
+    RETURN NULL;
+END $$;
+CREATE TRIGGER projects_usage_forget AFTER DELETE ON projects
+    FOR EACH ROW EXECUTE FUNCTION berth_project_forget();
+"#,
 ];
 
 /// Now by the database's clock, in milliseconds since the Unix epoch: every instance of a
@@ -352,6 +440,7 @@ macro_rules! now_ms {
 
 mod access;
 mod gc;
+mod quota;
 
 /// The newest schema version this program knows (the number of its migrations).
 pub const SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;
@@ -772,8 +861,8 @@ async fn ensure_repo(conn: &mut PgConnection, name: &str) -> Result<i64, TxError
     // One round trip in the common cases (it exists; nobody else is creating it).
     let id: Option<i64> = sqlx::query_scalar(
         "WITH found AS (SELECT id FROM repositories WHERE name = $1), \
-         made AS (INSERT INTO repositories (name, created_at) \
-                  SELECT $1, $2 WHERE NOT EXISTS (SELECT 1 FROM found) \
+         made AS (INSERT INTO repositories (name, created_at, project) \
+                  SELECT $1, $2, split_part($1, '/', 1) WHERE NOT EXISTS (SELECT 1 FROM found) \
                   ON CONFLICT (name) DO NOTHING RETURNING id) \
          SELECT id FROM found UNION ALL SELECT id FROM made",
     )
@@ -922,6 +1011,9 @@ async fn put_manifest_step(
             .execute(&mut *conn)
             .await?;
         }
+        // The triggers counted it (and the blobs new to the project): judge the project's
+        // usage now, so that a refusal rolls all of it back.
+        quota::check(conn, m.repo.project()).await?;
     } else {
         // It was already there: keep it there until this transaction ends, or notice that a
         // concurrent delete took it since the insert looked, and start again.
@@ -1871,6 +1963,64 @@ impl MetaStore for PgMeta {
             sqlx::postgres::PgArguments::default(),
             paging,
             crate::gc::gc_run_from_row,
+        )
+        .await
+    }
+
+    async fn quota(&self, project: &str) -> Result<crate::Quota, MetaError> {
+        quota::quota(&self.pool, project).await
+    }
+
+    async fn set_quota(&self, project: &str, limits: crate::QuotaLimits) -> Result<(), MetaError> {
+        let arg = (
+            project,
+            crate::quota::limit_to_db(limits.storage),
+            crate::quota::limit_to_db(limits.count),
+        );
+        self.write(Scope::Statement, &arg, |c, (project, bytes, count)| {
+            Box::pin(async move {
+                sqlx::query(concat!(
+                    "INSERT INTO project_usage (project, hard_bytes, hard_count, created_ms, \
+                     updated_ms) VALUES ($1, $2, $3, ",
+                    now_ms!(),
+                    ", ",
+                    now_ms!(),
+                    ") ON CONFLICT (project) DO UPDATE SET hard_bytes = excluded.hard_bytes, \
+                     hard_count = excluded.hard_count, updated_ms = excluded.updated_ms"
+                ))
+                .bind(*project)
+                .bind(*bytes)
+                .bind(*count)
+                .execute(c)
+                .await?;
+                Ok(())
+            })
+        })
+        .await
+    }
+
+    async fn list_quotas(
+        &self,
+        project: Option<crate::ProjectId>,
+        paging: Paging,
+    ) -> Result<Listing<crate::Quota>, MetaError> {
+        use sqlx::Arguments;
+        let mut args = sqlx::postgres::PgArguments::default();
+        let from = match project {
+            Some(id) => {
+                args.add(id)
+                    .map_err(|e| MetaError::Backend(format!("binding a parameter: {e}")))?;
+                format!("{} WHERE q.id = $1", crate::quota::QUOTA_SOURCE)
+            }
+            None => crate::quota::QUOTA_SOURCE.to_owned(),
+        };
+        self.listing(
+            crate::quota::QUOTA_COLUMNS,
+            &from,
+            "q.id",
+            args,
+            paging,
+            crate::quota::quota_from_row,
         )
         .await
     }

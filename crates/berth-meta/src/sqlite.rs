@@ -27,6 +27,7 @@ use crate::{
 
 mod access;
 mod gc;
+mod quota;
 
 /// Schema migrations, applied in order; the database records how many ran. Never edit a
 /// released script: add a new one. The second adds upload leases and the job queue, with
@@ -36,7 +37,8 @@ mod gc;
 /// sessions), pull times and counts, and a private project for the first segment of each
 /// existing repository name, so that a registry from before projects keeps its repositories.
 /// The fifth is for garbage collection ([`crate::gc`]): blob states, touch times and the
-/// history of runs.
+/// history of runs. The sixth keeps each project's usage and limits ([`crate::quota`]) with
+/// triggers, and the project of each repository.
 const MIGRATIONS: &[&str] = &[
     r#"
 CREATE TABLE repositories (
@@ -253,6 +255,71 @@ CREATE TABLE gc_runs (
     updated_ms        INTEGER NOT NULL,
     finished_ms       INTEGER
 );
+"#,
+    r#"
+ALTER TABLE repositories ADD COLUMN project TEXT NOT NULL DEFAULT '';
+UPDATE repositories SET project =
+    CASE WHEN instr(name, '/') > 0 THEN substr(name, 1, instr(name, '/') - 1) ELSE name END;
+CREATE INDEX repositories_project ON repositories(project, name);
+CREATE TABLE project_usage (
+    project     TEXT PRIMARY KEY,
+    bytes       INTEGER NOT NULL DEFAULT 0,
+    artifacts   INTEGER NOT NULL DEFAULT 0,
+    hard_bytes  INTEGER NOT NULL DEFAULT -1,
+    hard_count  INTEGER NOT NULL DEFAULT -1,
+    created_ms  INTEGER NOT NULL DEFAULT 0,
+    updated_ms  INTEGER NOT NULL DEFAULT 0
+) WITHOUT ROWID;
+CREATE TABLE project_blobs (
+    project     TEXT NOT NULL,
+    digest      TEXT NOT NULL,
+    refs        INTEGER NOT NULL,
+    PRIMARY KEY (project, digest)
+) WITHOUT ROWID;
+INSERT INTO project_blobs (project, digest, refs)
+SELECT r.project, mr.target, COUNT(*) FROM manifest_refs mr
+JOIN repositories r ON r.id = mr.repo_id WHERE mr.kind = 0 GROUP BY r.project, mr.target;
+INSERT INTO project_usage (project, bytes, artifacts)
+SELECT r.project, SUM(m.size), COUNT(*) FROM manifests m
+JOIN repositories r ON r.id = m.repo_id GROUP BY r.project;
+UPDATE project_usage SET bytes = bytes + COALESCE((SELECT SUM(b.size) FROM project_blobs pb
+    JOIN blobs b ON b.digest = pb.digest WHERE pb.project = project_usage.project), 0);
+CREATE TRIGGER manifests_usage_add AFTER INSERT ON manifests BEGIN
+    INSERT INTO project_usage (project, bytes, artifacts)
+    SELECT project, NEW.size, 1 FROM repositories WHERE id = NEW.repo_id
+    ON CONFLICT (project) DO UPDATE
+    SET bytes = bytes + excluded.bytes, artifacts = artifacts + 1;
+END;
+CREATE TRIGGER manifests_usage_remove AFTER DELETE ON manifests BEGIN
+    UPDATE project_usage SET bytes = bytes - OLD.size, artifacts = artifacts - 1
+    WHERE project = (SELECT project FROM repositories WHERE id = OLD.repo_id);
+END;
+CREATE TRIGGER refs_usage_add AFTER INSERT ON manifest_refs WHEN NEW.kind = 0 BEGIN
+    INSERT INTO project_blobs (project, digest, refs)
+    SELECT project, NEW.target, 1 FROM repositories WHERE id = NEW.repo_id
+    ON CONFLICT (project, digest) DO UPDATE SET refs = refs + 1;
+    UPDATE project_usage
+    SET bytes = bytes + COALESCE((SELECT size FROM blobs WHERE digest = NEW.target), 0)
+    WHERE project = (SELECT project FROM repositories WHERE id = NEW.repo_id)
+      AND (SELECT refs FROM project_blobs pb
+           WHERE pb.project = project_usage.project AND pb.digest = NEW.target) = 1;
+END;
+CREATE TRIGGER refs_usage_remove AFTER DELETE ON manifest_refs WHEN OLD.kind = 0 BEGIN
+    UPDATE project_blobs SET refs = refs - 1
+    WHERE project = (SELECT project FROM repositories WHERE id = OLD.repo_id)
+      AND digest = OLD.target;
+    UPDATE project_usage
+    SET bytes = bytes - COALESCE((SELECT size FROM blobs WHERE digest = OLD.target), 0)
+    WHERE project = (SELECT project FROM repositories WHERE id = OLD.repo_id)
+      AND (SELECT refs FROM project_blobs pb
+           WHERE pb.project = project_usage.project AND pb.digest = OLD.target) = 0;
+    DELETE FROM project_blobs
+    WHERE project = (SELECT project FROM repositories WHERE id = OLD.repo_id)
+      AND digest = OLD.target AND refs <= 0;
+END;
+CREATE TRIGGER projects_usage_forget AFTER DELETE ON projects BEGIN
+    DELETE FROM project_usage WHERE project = OLD.name;
+END;
 "#,
 ];
 
@@ -531,8 +598,10 @@ fn ensure_repo(conn: &Connection, repo: &RepoName) -> rusqlite::Result<i64> {
     if let Some(id) = repo_id(conn, repo)? {
         return Ok(id);
     }
-    conn.prepare_cached("INSERT INTO repositories (name, created_at) VALUES (?1, ?2)")?
-        .execute(params![repo.as_str(), now()])?;
+    conn.prepare_cached(
+        "INSERT INTO repositories (name, created_at, project) VALUES (?1, ?2, ?3)",
+    )?
+    .execute(params![repo.as_str(), now(), repo.project()])?;
     Ok(conn.last_insert_rowid())
 }
 
@@ -851,6 +920,11 @@ impl MetaStore for SqliteMeta {
                 for c in &m.manifests {
                     add_ref.execute(params![id, digest, c.to_string(), 1]).map_err(backend)?;
                 }
+            }
+            if inserted > 0 {
+                // The triggers counted it (and the blobs new to the project): judge the
+                // project's usage now, so that a refusal rolls all of it back.
+                quota::check(tx, m.repo.project())?;
             }
             {
                 let mut set_tag = tx
@@ -1544,6 +1618,25 @@ impl MetaStore for SqliteMeta {
 
     async fn list_gc_runs(&self, paging: Paging) -> Result<Listing<GcRun>, MetaError> {
         self.read(move |conn| gc::list_runs(conn, paging)).await
+    }
+
+    async fn quota(&self, project: &str) -> Result<crate::Quota, MetaError> {
+        let project = project.to_owned();
+        self.read(move |conn| quota::quota(conn, &project)).await
+    }
+
+    async fn set_quota(&self, project: &str, limits: crate::QuotaLimits) -> Result<(), MetaError> {
+        let project = project.to_owned();
+        self.write(move |tx| quota::set(tx, &project, limits)).await
+    }
+
+    async fn list_quotas(
+        &self,
+        project: Option<crate::ProjectId>,
+        paging: Paging,
+    ) -> Result<Listing<crate::Quota>, MetaError> {
+        self.read(move |conn| quota::list(conn, project, paging))
+            .await
     }
 }
 

@@ -7,8 +7,9 @@ use berth_oci::{Digest, RepoName, Tag};
 
 use crate::{
     AccessStore, AuditEvent, AuditFilter, Listing, MemberEntity, MetaError, MetaStore, NewManifest,
-    NewProject, NewRobot, NewUser, Paging, ProjectFilter, ProjectId, ProjectRole, Robot,
-    RobotFilter, RobotLevel, RobotUpdate, Session, Statistics, UserId, UserUpdate, Visibility,
+    NewProject, NewRobot, NewUser, Paging, ProjectFilter, ProjectId, ProjectRole, QuotaKind,
+    QuotaLimits, Robot, RobotFilter, RobotLevel, RobotUpdate, Session, Statistics, UserId,
+    UserUpdate, Visibility,
 };
 
 /// Exercise `store` through the whole [`AccessStore`] contract. It needs [`MetaStore`] too, to
@@ -32,6 +33,7 @@ pub async fn run<S: MetaStore + AccessStore>(store: &S) {
     repositories(store, store).await;
     artifacts(store, store).await;
     statistics(store, store).await;
+    quotas(store, store).await;
 }
 
 /// Check a store migrated from before projects, whose repositories were `old/app`,
@@ -1177,5 +1179,171 @@ async fn statistics(meta: &dyn MetaStore, s: &dyn AccessStore) {
             private_repos: 1,
             total_storage: 1000 + 2 * content.len() as u64 + 2,
         }
+    );
+}
+
+/// A manifest of `blobs` (already linked) in `r`, put without tags.
+async fn put_plain(
+    meta: &dyn MetaStore,
+    r: &str,
+    content: &[u8],
+    blobs: &[&Digest],
+) -> Result<Digest, MetaError> {
+    let digest = Digest::sha256_of(content);
+    meta.put_manifest(
+        NewManifest {
+            repo: repo(r),
+            digest: digest.clone(),
+            media_type: "application/vnd.oci.image.manifest.v1+json".into(),
+            artifact_type: None,
+            subject: None,
+            annotations: None,
+            content: content.to_vec(),
+            blobs: blobs.iter().map(|d| (*d).clone()).collect(),
+            manifests: vec![],
+        },
+        &[],
+    )
+    .await
+    .map(|()| digest)
+}
+
+async fn usage(meta: &dyn MetaStore, project: &str) -> (u64, u64) {
+    let q = meta.quota(project).await.unwrap();
+    (q.used_storage, q.used_count)
+}
+
+async fn quotas(meta: &dyn MetaStore, s: &dyn AccessStore) {
+    let id = project(s, "quota", false).await;
+    let q = meta.list_quotas(Some(id), Paging::ALL).await.unwrap();
+    assert_eq!(q.total, 1);
+    let q = &q.items[0];
+    assert_eq!((q.project.as_str(), q.project_id), ("quota", Some(id)));
+    assert_eq!(
+        (q.used_storage, q.used_count, q.hard),
+        (0, 0, QuotaLimits::default())
+    );
+
+    let layer = |n: &str| Digest::sha256_of(format!("quota-layer-{n}").as_bytes());
+    let (l1, l2, l3, l4) = (layer("1"), layer("2"), layer("3"), layer("4"));
+    for (r, d, size) in [
+        ("quota/a", &l1, 100),
+        ("quota/a", &l2, 200),
+        ("quota/a", &l3, 300),
+        ("quota/b", &l1, 100),
+        ("quota/b", &l3, 300),
+        ("quota/a", &l4, 1000),
+    ] {
+        meta.link_blob(&repo(r), d, size).await.unwrap();
+    }
+    // Linked but unreferenced blobs count for nothing yet.
+    assert_eq!(usage(meta, "quota").await, (0, 0));
+    let c1: &[u8] = b"{\"quota\":1}";
+    let m1 = put_plain(meta, "quota/a", c1, &[&l1, &l2]).await.unwrap();
+    assert_eq!(usage(meta, "quota").await, (300 + c1.len() as u64, 1));
+    // l1 is shared with m1 (in another repository of the project): counted once.
+    let c2: &[u8] = b"{\"quota\":22}";
+    let m2 = put_plain(meta, "quota/b", c2, &[&l1, &l3]).await.unwrap();
+    let manifests = (c1.len() + c2.len()) as u64;
+    assert_eq!(usage(meta, "quota").await, (600 + manifests, 2));
+    // Putting it again changes nothing; neither do tags.
+    put_plain(meta, "quota/a", c1, &[&l1, &l2]).await.unwrap();
+    assert_eq!(usage(meta, "quota").await, (600 + manifests, 2));
+    // Other projects are apart.
+    assert_eq!(usage(meta, "elsewhere").await, (0, 0));
+
+    // A storage limit: a manifest of blobs the project has is let in, one of a new blob not.
+    let limit = 600 + manifests + 40;
+    meta.set_quota(
+        "quota",
+        QuotaLimits {
+            storage: Some(limit),
+            count: None,
+        },
+    )
+    .await
+    .unwrap();
+    let c3: &[u8] = b"{\"quota\":3}";
+    let m3 = put_plain(meta, "quota/a", c3, &[&l3]).await.unwrap();
+    let manifests = manifests + c3.len() as u64;
+    assert_eq!(usage(meta, "quota").await, (600 + manifests, 3));
+    let c4: &[u8] = b"{\"quota\":4}";
+    match put_plain(meta, "quota/a", c4, &[&l4]).await {
+        Err(MetaError::QuotaExceeded(e)) => {
+            assert_eq!(e.project, "quota");
+            assert_eq!(e.kind, QuotaKind::Storage);
+            assert_eq!(
+                (e.limit, e.would_be),
+                (limit, 1600 + manifests + c4.len() as u64)
+            );
+            assert!(e.to_string().contains("storage quota"), "{e}");
+        }
+        other => panic!("a push past the storage quota: {other:?}"),
+    }
+    // Nothing of it was written.
+    assert_eq!(usage(meta, "quota").await, (600 + manifests, 3));
+    let d4 = Digest::sha256_of(c4);
+    assert!(meta
+        .manifest_by_digest(&repo("quota/a"), &d4)
+        .await
+        .unwrap()
+        .is_none());
+
+    // A count limit.
+    meta.set_quota(
+        "quota",
+        QuotaLimits {
+            storage: None,
+            count: Some(3),
+        },
+    )
+    .await
+    .unwrap();
+    match put_plain(meta, "quota/b", b"{\"quota\":5}", &[]).await {
+        Err(MetaError::QuotaExceeded(e)) => {
+            assert_eq!((e.kind, e.limit, e.would_be), (QuotaKind::Count, 3, 4));
+        }
+        other => panic!("a push past the count quota: {other:?}"),
+    }
+    // What is stored stays readable and can be put again while at the limit.
+    put_plain(meta, "quota/a", c3, &[&l3]).await.unwrap();
+    let q = meta.quota("quota").await.unwrap();
+    assert_eq!(q.project_id, Some(id));
+    assert_eq!(
+        q.hard,
+        QuotaLimits {
+            storage: None,
+            count: Some(3)
+        }
+    );
+    assert!(q.updated_ms > 0);
+
+    // Deletes free quota at once: m2's l1 and l3 stay referenced (by m1 and m3).
+    assert!(meta.delete_manifest(&repo("quota/b"), &m2).await.unwrap());
+    assert_eq!(
+        usage(meta, "quota").await,
+        (600 + manifests - c2.len() as u64, 2)
+    );
+    assert!(meta.delete_manifest(&repo("quota/a"), &m1).await.unwrap());
+    // l1 and l2 went with m1; l3 stays with m3.
+    assert_eq!(usage(meta, "quota").await, (300 + c3.len() as u64, 1));
+    assert!(meta.delete_repository(&repo("quota/a")).await.unwrap());
+    assert_eq!(usage(meta, "quota").await, (0, 0));
+    let _ = m3;
+
+    // The listing of every project has it with its limits.
+    let all = meta.list_quotas(None, Paging::ALL).await.unwrap();
+    let listed = all.items.iter().find(|q| q.project == "quota").unwrap();
+    assert_eq!(listed.hard.count, Some(3));
+    assert_eq!(all.total as usize, all.items.len());
+
+    // Deleting the project forgets its limits: a new project of that name starts unlimited.
+    assert!(meta.delete_repository(&repo("quota/b")).await.unwrap());
+    assert!(s.delete_project(id).await.unwrap());
+    let again = project(s, "quota", false).await;
+    let q = meta.quota("quota").await.unwrap();
+    assert_eq!(
+        (q.project_id, q.hard),
+        (Some(again), QuotaLimits::default())
     );
 }

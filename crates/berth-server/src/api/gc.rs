@@ -22,7 +22,8 @@ use super::time;
 use super::users::created;
 use crate::AppState;
 
-fn actor(who: &Caller) -> Actor {
+/// The registry's view of a management API caller.
+pub(super) fn actor(who: &Caller) -> Actor {
     Actor::with_grants(who.principal.clone(), Vec::new(), who.source)
 }
 
@@ -164,7 +165,7 @@ fn history(run: GcRun) -> GcHistory {
 }
 
 /// Refuse in open mode, like the rest of the management API.
-fn managed(s: &AppState) -> Result<(), HarborError> {
+pub(super) fn managed(s: &AppState) -> Result<(), HarborError> {
     admin(s).map(drop)
 }
 

@@ -19,6 +19,7 @@ mod logs;
 mod openapi;
 mod paging;
 mod projects;
+mod quotas;
 mod repos;
 mod robots;
 mod system;
@@ -57,6 +58,10 @@ pub fn router() -> Router<Arc<AppState>> {
             get(projects::get)
                 .put(projects::update)
                 .delete(projects::delete),
+        )
+        .route(
+            "/projects/{project_name_or_id}/summary",
+            get(projects::summary),
         )
         .route(
             "/projects/{project_name_or_id}/members",
@@ -115,6 +120,8 @@ pub fn router() -> Router<Arc<AppState>> {
             "/usergroups/{group_id}/members/{user_id}",
             axum::routing::delete(groups::remove_member),
         )
+        .route("/quotas", get(quotas::list))
+        .route("/quotas/{id}", get(quotas::get).put(quotas::update))
         .route("/system/gc", get(gc::list))
         .route(
             "/system/gc/schedule",

@@ -5,7 +5,7 @@ use axum::Json;
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
-use super::{gc, groups, logs, projects, repos, robots, system, tags, users};
+use super::{gc, groups, logs, projects, quotas, repos, robots, system, tags, users};
 
 struct BasicAuth;
 
@@ -35,7 +35,7 @@ impl Modify for BasicAuth {
         users::delete, users::password, users::sysadmin,
         projects::list, projects::head, projects::create, projects::get, projects::update,
         projects::delete, projects::list_members, projects::add_member, projects::get_member,
-        projects::update_member, projects::delete_member,
+        projects::update_member, projects::delete_member, projects::summary,
         repos::list, repos::get, repos::delete, repos::artifacts, repos::artifact_one,
         repos::delete_artifact, tags::list, tags::create, tags::delete,
         logs::list, logs::project,
@@ -46,6 +46,7 @@ impl Modify for BasicAuth {
         system::info, system::health, system::ping, system::statistics, system::search,
         gc::list, gc::get, gc::log, gc::stop, gc::get_schedule, gc::create_schedule,
         gc::update_schedule,
+        quotas::list, quotas::get, quotas::update,
     )
 )]
 pub struct ApiDoc;

@@ -8,14 +8,16 @@ use axum::http::{HeaderMap, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use berth_core::access::manage::{MemberTarget, ProjectRef, ProjectView};
-use berth_meta::{Member, MemberEntity, ProjectFilter, ProjectRole};
+use berth_meta::{Member, MemberEntity, ProjectFilter, ProjectRole, QuotaLimits};
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
 use super::auth::{admin, Authn};
 use super::error::{Errors, HarborError};
 use super::extract::{JsonBody, P, Q};
+use super::gc::actor;
 use super::paging::{cond, paged_listing, parse_q, PageQuery};
+use super::quotas::{quota_resource, ResourceList};
 use super::time;
 use super::users::{created, QParam};
 use crate::AppState;
@@ -96,7 +98,8 @@ pub struct ProjectReq {
     pub public: Option<bool>,
     /// `public`: `"true"` or `"false"`.
     pub metadata: Option<ProjectMetadata>,
-    /// Ignored (quotas are not implemented yet).
+    /// On creation: the project's storage quota in bytes (`-1`: none, the default). Only a
+    /// system administrator may set one.
     pub storage_limit: Option<i64>,
     /// Proxy-cache projects are not supported: must be absent.
     pub registry_id: Option<i64>,
@@ -220,7 +223,23 @@ pub async fn create(
     let name = req
         .project_name
         .ok_or_else(|| HarborError::bad_request("project_name is required"))?;
+    let storage = match req.storage_limit {
+        None | Some(-1) => None,
+        Some(v) => Some(u64::try_from(v).map_err(|_| {
+            HarborError::bad_request("storage_limit must be -1 (unlimited) or at least 0")
+        })?),
+    };
+    if storage.is_some() {
+        who.require_sysadmin()?;
+    }
     let p = admin(&s)?.create_project(&who, &name, public).await?;
+    if storage.is_some() {
+        let limits = QuotaLimits {
+            storage,
+            count: None,
+        };
+        s.registry.set_quota(&actor(&who), p.id, limits).await?;
+    }
     Ok(created(format!("/api/v2.0/projects/{}", p.id)))
 }
 
@@ -500,4 +519,45 @@ pub async fn delete_member(
         .remove_member(&who, &project_ref(&headers, project), mid)
         .await?;
     Ok(StatusCode::OK)
+}
+
+/// A project's quota as its summary shows it.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct SummaryQuota {
+    /// The limits (`-1`: none).
+    pub hard: ResourceList,
+    /// The usage.
+    pub used: ResourceList,
+}
+
+/// A project at a glance (Harbor's `ProjectSummary`, the counts Berth keeps).
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ProjectSummary {
+    /// Its repositories.
+    pub repo_count: u64,
+    /// Its quota and usage.
+    pub quota: SummaryQuota,
+}
+
+/// A project's repository count and quota, for anyone who may see the project.
+#[utoipa::path(get, path = "/api/v2.0/projects/{project_name_or_id}/summary", tag = "project",
+    params(("project_name_or_id" = String, Path, description = "Name or id"),
+        ("X-Is-Resource-Name" = Option<bool>, Header, description = "true: the parameter is a name")),
+    responses((status = 200, body = ProjectSummary), (status = 401, body = Errors),
+        (status = 404, body = Errors)))]
+pub async fn summary(
+    State(s): State<Arc<AppState>>,
+    Authn(who): Authn,
+    headers: HeaderMap,
+    P(project): P<String>,
+) -> Result<Json<ProjectSummary>, HarborError> {
+    let view = admin(&s)?
+        .project(&who, &project_ref(&headers, project))
+        .await?;
+    let q = s.registry.project_quota(&view.project.name).await?;
+    let (hard, used) = quota_resource(&q);
+    Ok(Json(ProjectSummary {
+        repo_count: view.project.repo_count,
+        quota: SummaryQuota { hard, used },
+    }))
 }

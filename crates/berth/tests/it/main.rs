@@ -14,6 +14,7 @@ mod jobs;
 mod large;
 mod mgmt;
 mod oidc;
+mod quota;
 mod rbac;
 mod redirect;
 mod revocation;
