@@ -163,6 +163,7 @@ pub async fn fill(out: &Out, o: &FillOpts) -> anyhow::Result<()> {
                         content: body.clone(),
                         blobs: digests.iter().map(|(d, _)| d.clone()).collect(),
                         manifests: Vec::new(),
+                        pinned_tags: Vec::new(),
                     },
                     &[tag],
                 )

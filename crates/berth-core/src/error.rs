@@ -173,6 +173,7 @@ impl From<MetaError> for Error {
             MetaError::NotFound(what) => Self::NotFound(format!("{what} does not exist")),
             MetaError::NotEmpty(why) => Self::NotEmpty(why),
             MetaError::Invalid(why) => Self::Invalid(why),
+            e @ MetaError::TagImmutable(_) => Self::Denied(e.to_string()),
             MetaError::QuotaExceeded(q) => Self::Denied(q.to_string()),
             e @ (MetaError::SchemaTooNew { .. } | MetaError::Backend(_)) => {
                 Self::Internal(e.to_string())

@@ -9,10 +9,12 @@
 pub mod access;
 mod error;
 pub mod gc;
+pub mod immutable;
 pub mod jobs;
 mod manifests;
 mod quota;
 mod registry;
+pub mod selector;
 mod upload_expiry;
 mod upload_lease;
 mod uploads;

@@ -109,6 +109,7 @@ impl Registry {
                 .map(|d| d.digest)
                 .collect(),
             manifests: parsed.manifests.into_iter().map(|d| d.digest).collect(),
+            pinned_tags: self.immutable_among(repo, &tags).await?,
         };
         self.meta.put_manifest(new, &tags).await?;
         tracing::info!(repo = %repo, %digest, tags = tags.len(), "manifest pushed");
@@ -170,6 +171,10 @@ impl Registry {
         reference: &Reference,
     ) -> Result<(), Error> {
         actor.require(repo, RepoActions::DELETE)?;
+        match reference {
+            Reference::Tag(t) => self.refuse_immutable_tag(repo, t).await?,
+            Reference::Digest(d) => self.refuse_immutable_manifest(repo, d).await?,
+        }
         let deleted = match reference {
             Reference::Tag(t) => self.meta.delete_tag(repo, t).await?,
             Reference::Digest(d) => self.meta.delete_manifest(repo, d).await?,
@@ -200,6 +205,7 @@ impl Registry {
     #[tracing::instrument(skip(self))]
     pub async fn delete_repository(&self, actor: &Actor, repo: &RepoName) -> Result<(), Error> {
         actor.require(repo, RepoActions::DELETE)?;
+        self.refuse_immutable_repository(repo).await?;
         if !self.meta.delete_repository(repo).await? {
             return Err(Error::NameUnknown(repo.to_string()));
         }

@@ -26,11 +26,13 @@ pub use jobs::{
     ClaimedJob, Job, JobFilter, JobId, JobKind, JobLease, JobState, LeaseHolder, NewJob,
     ParseJobKindError, Retry, RunAt, UploadLease,
 };
+pub use policy::ImmutableRule;
 pub use quota::{Quota, QuotaExceeded, QuotaKind, QuotaLimits};
 
 pub mod access;
 pub mod gc;
 pub mod jobs;
+pub mod policy;
 pub mod postgres;
 pub mod quota;
 pub mod sqlite;
@@ -72,6 +74,9 @@ pub enum MetaError {
     /// character); the request is at fault, not the store.
     #[error("{0}")]
     Invalid(String),
+    /// The write would move (or delete) an immutable tag; nothing is written.
+    #[error("tag {0} is immutable: it cannot be moved or deleted")]
+    TagImmutable(String),
     /// The write would take a project past its quota; nothing is written.
     #[error("{0}")]
     QuotaExceeded(QuotaExceeded),
@@ -104,6 +109,9 @@ pub struct NewManifest {
     pub blobs: Vec<Digest>,
     /// Child manifests that must be in the repository.
     pub manifests: Vec<Digest>,
+    /// Tags (among those put) that must not move: immutable ones. If one points at another
+    /// manifest, nothing is written ([`MetaError::TagImmutable`]); it may be created.
+    pub pinned_tags: Vec<String>,
 }
 
 /// A stored manifest, as served.
@@ -542,4 +550,39 @@ pub trait MetaStore: Send + Sync + 'static {
         project: Option<ProjectId>,
         paging: Paging,
     ) -> Result<Listing<Quota>, MetaError>;
+
+    /// The tag immutability rules of project `project` (by name), by priority then id.
+    ///
+    /// # Errors
+    /// Backend errors.
+    async fn immutable_rules(&self, project: &str) -> Result<Vec<ImmutableRule>, MetaError>;
+
+    /// Add a rule (its id and times are chosen here); returns its id.
+    ///
+    /// # Errors
+    /// [`MetaError::NotFound`] if the project does not exist; backend errors.
+    async fn create_immutable_rule(&self, rule: &ImmutableRule) -> Result<i64, MetaError>;
+
+    /// Change rule `rule.id` of project `rule.project_id`: whether it is off, its priority
+    /// and selectors. Returns whether it exists.
+    ///
+    /// # Errors
+    /// Backend errors.
+    async fn update_immutable_rule(&self, rule: &ImmutableRule) -> Result<bool, MetaError>;
+
+    /// Delete rule `id` of project `project_id`. Returns whether it existed.
+    ///
+    /// # Errors
+    /// Backend errors.
+    async fn delete_immutable_rule(
+        &self,
+        project_id: ProjectId,
+        id: i64,
+    ) -> Result<bool, MetaError>;
+
+    /// The tags of `repo` that point at `digest`, by name.
+    ///
+    /// # Errors
+    /// Backend errors.
+    async fn tags_of(&self, repo: &RepoName, digest: &Digest) -> Result<Vec<String>, MetaError>;
 }

@@ -27,6 +27,7 @@ use crate::{
 
 mod access;
 mod gc;
+mod policy;
 mod quota;
 
 /// Schema migrations, applied in order; the database records how many ran. Never edit a
@@ -38,7 +39,8 @@ mod quota;
 /// existing repository name, so that a registry from before projects keeps its repositories.
 /// The fifth is for garbage collection ([`crate::gc`]): blob states, touch times and the
 /// history of runs. The sixth keeps each project's usage and limits ([`crate::quota`]) with
-/// triggers, and the project of each repository.
+/// triggers, and the project of each repository. The seventh holds tag immutability rules
+/// ([`crate::policy`]).
 const MIGRATIONS: &[&str] = &[
     r#"
 CREATE TABLE repositories (
@@ -320,6 +322,18 @@ END;
 CREATE TRIGGER projects_usage_forget AFTER DELETE ON projects BEGIN
     DELETE FROM project_usage WHERE project = OLD.name;
 END;
+"#,
+    r#"
+CREATE TABLE immutable_rules (
+    id          INTEGER PRIMARY KEY,
+    project_id  INTEGER NOT NULL REFERENCES projects(id) ON DELETE CASCADE,
+    disabled    INTEGER NOT NULL,
+    priority    INTEGER NOT NULL,
+    selectors   TEXT NOT NULL,
+    created_ms  INTEGER NOT NULL,
+    updated_ms  INTEGER NOT NULL
+);
+CREATE INDEX immutable_rules_project ON immutable_rules(project_id, priority, id);
 "#,
 ];
 
@@ -934,7 +948,19 @@ impl MetaStore for SqliteMeta {
                          updated_at = excluded.updated_at",
                     )
                     .map_err(backend)?;
+                let mut current = tx
+                    .prepare_cached("SELECT digest FROM tags WHERE repo_id = ?1 AND name = ?2")
+                    .map_err(backend)?;
                 for tag in &tags {
+                    if m.pinned_tags.contains(tag) {
+                        let on: Option<String> = current
+                            .query_row(params![id, tag], |r| r.get(0))
+                            .optional()
+                            .map_err(backend)?;
+                        if on.is_some_and(|d| d != digest) {
+                            return Err(MetaError::TagImmutable(tag.clone()));
+                        }
+                    }
                     set_tag.execute(params![id, tag, digest, t]).map_err(backend)?;
                 }
             }
@@ -1637,6 +1663,43 @@ impl MetaStore for SqliteMeta {
     ) -> Result<Listing<crate::Quota>, MetaError> {
         self.read(move |conn| quota::list(conn, project, paging))
             .await
+    }
+
+    async fn immutable_rules(&self, project: &str) -> Result<Vec<crate::ImmutableRule>, MetaError> {
+        let project = project.to_owned();
+        self.read(move |conn| policy::rules(conn, &project)).await
+    }
+
+    async fn create_immutable_rule(&self, rule: &crate::ImmutableRule) -> Result<i64, MetaError> {
+        let rule = rule.clone();
+        self.write(move |tx| policy::create(tx, &rule)).await
+    }
+
+    async fn update_immutable_rule(&self, rule: &crate::ImmutableRule) -> Result<bool, MetaError> {
+        let rule = rule.clone();
+        self.write(move |tx| policy::update(tx, &rule)).await
+    }
+
+    async fn delete_immutable_rule(
+        &self,
+        project_id: crate::ProjectId,
+        id: i64,
+    ) -> Result<bool, MetaError> {
+        self.write(move |tx| policy::delete(tx, project_id, id))
+            .await
+    }
+
+    async fn tags_of(&self, repo: &RepoName, digest: &Digest) -> Result<Vec<String>, MetaError> {
+        let (repo, digest) = (repo.to_string(), digest.to_string());
+        self.read(move |conn| {
+            list_names(
+                conn,
+                "SELECT t.name FROM tags t JOIN repositories r ON r.id = t.repo_id \
+                 WHERE r.name = ?1 AND t.digest = ?2 ORDER BY t.name",
+                params![repo, digest],
+            )
+        })
+        .await
     }
 }
 

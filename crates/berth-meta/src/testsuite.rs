@@ -35,6 +35,7 @@ fn manifest(
         content: content.to_vec(),
         blobs,
         manifests: children,
+        pinned_tags: Vec::new(),
     }
 }
 

@@ -128,6 +128,7 @@ async fn push(
             content: content.to_vec(),
             blobs: digests,
             manifests: children,
+            pinned_tags: Vec::new(),
         },
         &tags,
     )
@@ -1201,6 +1202,7 @@ async fn put_plain(
             content: content.to_vec(),
             blobs: blobs.iter().map(|d| (*d).clone()).collect(),
             manifests: vec![],
+            pinned_tags: Vec::new(),
         },
         &[],
     )

@@ -13,6 +13,7 @@
 
 mod artifacts;
 mod catalog;
+mod immutable;
 mod projects;
 mod robots;
 mod sessions;
@@ -24,6 +25,7 @@ use std::sync::Arc;
 use berth_meta::{Project, ProjectId, ProjectRole};
 
 pub use catalog::ArtifactRef;
+pub use immutable::{RuleRequest, MAX_IMMUTABLE_RULES};
 pub use projects::{MemberTarget, ProjectRef, ProjectView, SearchResult};
 pub use robots::{RobotChange, RobotRequest, RobotView};
 pub use sessions::{NewSession, SESSION_TTL};

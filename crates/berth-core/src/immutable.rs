@@ -1,0 +1,153 @@
+//! Tag immutability: per-project rules (Harbor's shape: repository and tag selectors) that
+//! make matching tags impossible to move or delete, by anyone, system administrators
+//! included. A tag a rule matches may be created, and pushed again onto the same manifest;
+//! it may not be pointed at another manifest (checked in the manifest's transaction, see
+//! [`berth_meta::NewManifest::pinned_tags`]), deleted, or taken away with its manifest or
+//! its repository. Rules are managed through [`crate::Admin`].
+
+use berth_meta::ImmutableRule;
+use berth_oci::{Digest, RepoName, Tag};
+use serde::{Deserialize, Serialize};
+
+use crate::selector::{name_in_project, ScopeSelectors, Selection, Selector};
+use crate::{Error, Registry};
+
+/// What a rule selects, as stored (JSON) and as the API carries it.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RuleSelectors {
+    /// Which tags.
+    #[serde(default)]
+    pub tag_selectors: Vec<Selector>,
+    /// Which repositories.
+    #[serde(default)]
+    pub scope_selectors: ScopeSelectors,
+}
+
+impl RuleSelectors {
+    /// Compile them.
+    ///
+    /// # Errors
+    /// [`Error::Invalid`] for a bad selector.
+    pub fn selection(&self) -> Result<Selection, Error> {
+        Selection::new(&self.scope_selectors, &self.tag_selectors)
+    }
+
+    /// Read the selectors of a stored rule.
+    ///
+    /// # Errors
+    /// [`Error::Internal`] if they are not what Berth stored.
+    pub fn of(rule: &ImmutableRule) -> Result<Self, Error> {
+        serde_json::from_str(&rule.selectors)
+            .map_err(|e| Error::Internal(format!("immutable rule {}: {e}", rule.id)))
+    }
+}
+
+/// The enabled rules of a project, compiled.
+struct Rules(Vec<(i64, Selection)>);
+
+impl Rules {
+    /// The rule that makes `tag` of `repo` immutable, if any.
+    fn protecting(&self, repo: &RepoName, tag: &str) -> Option<i64> {
+        let name = name_in_project(repo.as_str());
+        self.0
+            .iter()
+            .find(|(_, s)| s.selects_repo(name) && s.selects_tag(tag))
+            .map(|(id, _)| *id)
+    }
+}
+
+fn refusal(repo: &RepoName, tag: &str, rule: i64) -> Error {
+    Error::Denied(format!(
+        "tag {repo}:{tag} is immutable (rule {rule} of project {}): it cannot be moved or deleted",
+        repo.project()
+    ))
+}
+
+impl Registry {
+    /// The enabled immutability rules of `repo`'s project, if it has any.
+    async fn immutability(&self, repo: &RepoName) -> Result<Option<Rules>, Error> {
+        let rules = self.meta.immutable_rules(repo.project()).await?;
+        let mut compiled = Vec::new();
+        for r in rules.iter().filter(|r| !r.disabled) {
+            compiled.push((r.id, RuleSelectors::of(r)?.selection()?));
+        }
+        Ok((!compiled.is_empty()).then_some(Rules(compiled)))
+    }
+
+    /// Which of `tags` (about to be put in `repo`) are immutable.
+    pub(crate) async fn immutable_among(
+        &self,
+        repo: &RepoName,
+        tags: &[Tag],
+    ) -> Result<Vec<String>, Error> {
+        if tags.is_empty() {
+            return Ok(Vec::new());
+        }
+        let Some(rules) = self.immutability(repo).await? else {
+            return Ok(Vec::new());
+        };
+        Ok(tags
+            .iter()
+            .filter(|t| rules.protecting(repo, t.as_str()).is_some())
+            .map(|t| t.as_str().to_owned())
+            .collect())
+    }
+
+    /// Refuse to delete `tag` of `repo` if it is immutable.
+    pub(crate) async fn refuse_immutable_tag(
+        &self,
+        repo: &RepoName,
+        tag: &Tag,
+    ) -> Result<(), Error> {
+        if let Some(rules) = self.immutability(repo).await? {
+            if let Some(rule) = rules.protecting(repo, tag.as_str()) {
+                return Err(refusal(repo, tag.as_str(), rule));
+            }
+        }
+        Ok(())
+    }
+
+    /// Refuse to delete manifest `digest` of `repo` if an immutable tag points at it.
+    pub(crate) async fn refuse_immutable_manifest(
+        &self,
+        repo: &RepoName,
+        digest: &Digest,
+    ) -> Result<(), Error> {
+        let Some(rules) = self.immutability(repo).await? else {
+            return Ok(());
+        };
+        for tag in self.meta.tags_of(repo, digest).await? {
+            if let Some(rule) = rules.protecting(repo, &tag) {
+                return Err(refusal(repo, &tag, rule));
+            }
+        }
+        Ok(())
+    }
+
+    /// Refuse to delete `repo` if it holds an immutable tag.
+    pub(crate) async fn refuse_immutable_repository(&self, repo: &RepoName) -> Result<(), Error> {
+        let Some(rules) = self.immutability(repo).await? else {
+            return Ok(());
+        };
+        let mut last: Option<String> = None;
+        loop {
+            let page = berth_meta::Page {
+                last: last.as_deref(),
+                limit: 1000,
+            };
+            let Some(tags) = self.meta.list_tags(repo, page).await? else {
+                return Ok(());
+            };
+            if let Some((tag, rule)) = tags
+                .iter()
+                .find_map(|t| rules.protecting(repo, t).map(|r| (t, r)))
+            {
+                return Err(refusal(repo, tag, rule));
+            }
+            if tags.len() < 1000 {
+                return Ok(());
+            }
+            last = tags.last().cloned();
+        }
+    }
+}
