@@ -223,7 +223,7 @@ mod tests {
         ] {
             assert!(
                 matches!(
-                    Selection::new(&scope, &[bad.clone()]),
+                    Selection::new(&scope, std::slice::from_ref(&bad)),
                     Err(Error::Invalid(_))
                 ),
                 "{bad:?}"
