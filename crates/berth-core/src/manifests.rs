@@ -111,7 +111,16 @@ impl Registry {
             manifests: parsed.manifests.into_iter().map(|d| d.digest).collect(),
             pinned_tags: self.immutable_among(repo, &tags).await?,
         };
-        self.meta.put_manifest(new, &tags).await?;
+        self.meta
+            .put_manifest(new, &tags)
+            .await
+            .map_err(|e| match e {
+                berth_meta::MetaError::TagImmutable(t) => Error::Denied(format!(
+                    "tag {repo}:{t} is immutable (project {}): it cannot be moved or deleted",
+                    repo.project()
+                )),
+                e => e.into(),
+            })?;
         tracing::info!(repo = %repo, %digest, tags = tags.len(), "manifest pushed");
         let name = match tags.first() {
             Some(t) => format!("{repo}:{t}"),

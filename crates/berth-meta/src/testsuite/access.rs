@@ -6,10 +6,10 @@ use std::time::Duration;
 use berth_oci::{Digest, RepoName, Tag};
 
 use crate::{
-    AccessStore, AuditEvent, AuditFilter, Listing, MemberEntity, MetaError, MetaStore, NewManifest,
-    NewProject, NewRobot, NewUser, Paging, ProjectFilter, ProjectId, ProjectRole, QuotaKind,
-    QuotaLimits, Robot, RobotFilter, RobotLevel, RobotUpdate, Session, Statistics, UserId,
-    UserUpdate, Visibility,
+    AccessStore, AuditEvent, AuditFilter, ImmutableRule, Listing, MemberEntity, MetaError,
+    MetaStore, NewManifest, NewProject, NewRobot, NewUser, Paging, ProjectFilter, ProjectId,
+    ProjectRole, QuotaKind, QuotaLimits, Robot, RobotFilter, RobotLevel, RobotUpdate, Session,
+    Statistics, UserId, UserUpdate, Visibility,
 };
 
 /// Exercise `store` through the whole [`AccessStore`] contract. It needs [`MetaStore`] too, to
@@ -34,6 +34,7 @@ pub async fn run<S: MetaStore + AccessStore>(store: &S) {
     artifacts(store, store).await;
     statistics(store, store).await;
     quotas(store, store).await;
+    immutable_rules(store, store).await;
 }
 
 /// Check a store migrated from before projects, whose repositories were `old/app`,
@@ -1348,4 +1349,119 @@ async fn quotas(meta: &dyn MetaStore, s: &dyn AccessStore) {
         (q.project_id, q.hard),
         (Some(again), QuotaLimits::default())
     );
+}
+
+async fn immutable_rules(meta: &dyn MetaStore, s: &dyn AccessStore) {
+    let id = project(s, "imm", false).await;
+    let rule = |priority, selectors: &str| ImmutableRule {
+        id: 0,
+        project_id: id,
+        disabled: false,
+        priority,
+        selectors: selectors.into(),
+        created_ms: 0,
+        updated_ms: 0,
+    };
+    let second = meta
+        .create_immutable_rule(&rule(5, "{\"b\":1}"))
+        .await
+        .unwrap();
+    let first = meta
+        .create_immutable_rule(&rule(1, "{\"a\":1}"))
+        .await
+        .unwrap();
+    let rules = meta.immutable_rules("imm").await.unwrap();
+    let ids: Vec<i64> = rules.iter().map(|r| r.id).collect();
+    assert_eq!(ids, vec![first, second], "by priority");
+    assert_eq!(rules[0].selectors, "{\"a\":1}");
+    assert!(rules[0].created_ms > 0 && !rules[0].disabled);
+    assert!(meta.immutable_rules("other").await.unwrap().is_empty());
+    match meta
+        .create_immutable_rule(&ImmutableRule {
+            project_id: 999_999,
+            ..rule(0, "{}")
+        })
+        .await
+    {
+        Err(MetaError::NotFound(_)) => {}
+        other => panic!("a rule of no project: {other:?}"),
+    }
+    let mut changed = rules[0].clone();
+    changed.disabled = true;
+    changed.priority = 9;
+    assert!(meta.update_immutable_rule(&changed).await.unwrap());
+    let rules = meta.immutable_rules("imm").await.unwrap();
+    assert_eq!(
+        (rules[1].id, rules[1].disabled, rules[1].priority),
+        (first, true, 9)
+    );
+    // Another project's id does not reach it.
+    let other = project(s, "imm-other", false).await;
+    assert!(!meta
+        .update_immutable_rule(&ImmutableRule {
+            project_id: other,
+            ..changed.clone()
+        })
+        .await
+        .unwrap());
+    assert!(!meta.delete_immutable_rule(other, first).await.unwrap());
+    assert!(meta.delete_immutable_rule(id, first).await.unwrap());
+    assert!(!meta.delete_immutable_rule(id, first).await.unwrap());
+
+    // Pinned tags: created, put again on the same manifest, never moved.
+    let r = repo("imm/app");
+    let put = |content: &'static [u8], tags: &[&str], pinned: &[&str]| {
+        let tags: Vec<Tag> = tags.iter().map(|t| tag(t)).collect();
+        let pinned: Vec<String> = pinned.iter().map(|t| (*t).to_owned()).collect();
+        let r = r.clone();
+        async move {
+            meta.put_manifest(
+                NewManifest {
+                    repo: r,
+                    digest: Digest::sha256_of(content),
+                    media_type: "application/vnd.oci.image.manifest.v1+json".into(),
+                    artifact_type: None,
+                    subject: None,
+                    annotations: None,
+                    content: content.to_vec(),
+                    blobs: vec![],
+                    manifests: vec![],
+                    pinned_tags: pinned,
+                },
+                &tags,
+            )
+            .await
+        }
+    };
+    put(b"{\"imm\":1}", &["v1", "latest"], &["v1"])
+        .await
+        .unwrap();
+    put(b"{\"imm\":1}", &["v1"], &["v1"]).await.unwrap();
+    match put(b"{\"imm\":2}", &["latest", "v1"], &["v1"]).await {
+        Err(MetaError::TagImmutable(t)) => assert_eq!(t, "v1"),
+        other => panic!("moving a pinned tag: {other:?}"),
+    }
+    // Nothing of the refused put was written: latest did not move, the manifest is absent.
+    let latest = meta
+        .manifest_by_tag(&r, &tag("latest"))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(latest.digest, Digest::sha256_of(b"{\"imm\":1}"));
+    assert!(meta
+        .manifest_by_digest(&r, &Digest::sha256_of(b"{\"imm\":2}"))
+        .await
+        .unwrap()
+        .is_none());
+    assert_eq!(
+        meta.tags_of(&r, &latest.digest).await.unwrap(),
+        vec!["latest".to_owned(), "v1".to_owned()]
+    );
+    // Unpinned, it moves.
+    put(b"{\"imm\":2}", &["v1"], &[]).await.unwrap();
+    assert_eq!(
+        meta.tags_of(&r, &latest.digest).await.unwrap(),
+        vec!["latest".to_owned()]
+    );
+    assert!(meta.delete_repository(&r).await.unwrap());
 }

@@ -15,6 +15,7 @@ pub mod error;
 mod extract;
 mod gc;
 mod groups;
+mod immutable;
 mod logs;
 mod openapi;
 mod paging;
@@ -58,6 +59,14 @@ pub fn router() -> Router<Arc<AppState>> {
             get(projects::get)
                 .put(projects::update)
                 .delete(projects::delete),
+        )
+        .route(
+            "/projects/{project_name_or_id}/immutabletagrules",
+            get(immutable::list).post(immutable::create),
+        )
+        .route(
+            "/projects/{project_name_or_id}/immutabletagrules/{immutable_rule_id}",
+            axum::routing::put(immutable::update).delete(immutable::delete),
         )
         .route(
             "/projects/{project_name_or_id}/summary",

@@ -83,6 +83,22 @@ pub fn as_bearer(s: &mut Server, token: &str) {
     s.http = client_with(&format!("Bearer {token}"));
 }
 
+/// A token-mode server started with `args` too, whose client acts as `admin` with pull,
+/// push and delete on `repos`.
+pub async fn admin_server(args: &[&str], repos: &[&str]) -> Server {
+    let mut all = vec!["--auth-mode", "token"];
+    all.extend_from_slice(args);
+    let mut s = Server::start_with(&all).await;
+    let scopes: Vec<String> = repos
+        .iter()
+        .map(|r| format!("repository:{r}:pull,push,delete"))
+        .collect();
+    let scopes: Vec<&str> = scopes.iter().map(String::as_str).collect();
+    let token = token_value(&s, Some(("admin", ADMIN_PASSWORD)), &scopes).await;
+    as_bearer(&mut s, &token);
+    s
+}
+
 #[tokio::test]
 async fn the_docker_token_flow() {
     let mut s = start_token_mode(&[]).await;

@@ -10,6 +10,7 @@ mod fleet;
 mod fleet_faults;
 mod gc;
 mod harness;
+mod immutable;
 mod jobs;
 mod large;
 mod mgmt;

@@ -8,22 +8,9 @@ use std::sync::Arc;
 use reqwest::{Method, StatusCode};
 use serde_json::{json, Value};
 
-use crate::access::{as_bearer, basic, token_value};
+use crate::access::{admin_server, basic};
 use crate::harness::{header, image_manifest, sha256, Server, ADMIN_PASSWORD, OCI_MANIFEST};
 use crate::mgmt::{add_member, admin, call, create_user};
-
-/// A token-mode server acting as `admin` on `repos`.
-async fn quota_server(repos: &[&str]) -> Server {
-    let mut s = Server::start_with(&["--auth-mode", "token"]).await;
-    let scopes: Vec<String> = repos
-        .iter()
-        .map(|r| format!("repository:{r}:pull,push,delete"))
-        .collect();
-    let scopes: Vec<&str> = scopes.iter().map(String::as_str).collect();
-    let token = token_value(&s, Some(("admin", ADMIN_PASSWORD)), &scopes).await;
-    as_bearer(&mut s, &token);
-    s
-}
 
 /// The project's id.
 async fn project_id(s: &Server, name: &str) -> i64 {
@@ -87,7 +74,7 @@ async fn denied(r: reqwest::Response) -> String {
 
 #[tokio::test]
 async fn quota_counts_shared_layers_once_and_refuses_what_would_pass_it() {
-    let s = quota_server(&["quota/app", "quota/tool", "other/app"]).await;
+    let s = admin_server(&[], &["quota/app", "quota/tool", "other/app"]).await;
     let r = call(
         &s,
         &basic("admin", ADMIN_PASSWORD),
@@ -219,7 +206,7 @@ async fn quota_counts_shared_layers_once_and_refuses_what_would_pass_it() {
 
 #[tokio::test]
 async fn pushes_racing_the_limit_never_pass_it() {
-    let s = Arc::new(quota_server(&["race/app"]).await);
+    let s = Arc::new(admin_server(&[], &["race/app"]).await);
     admin(
         &s,
         Method::POST,
@@ -263,7 +250,7 @@ async fn pushes_racing_the_limit_never_pass_it() {
 
 #[tokio::test]
 async fn only_system_administrators_read_and_set_quotas() {
-    let s = quota_server(&["team/app"]).await;
+    let s = admin_server(&[], &["team/app"]).await;
     admin(
         &s,
         Method::POST,

@@ -1,5 +1,5 @@
-//! Tag immutability rules of a project ([`crate::immutable`]): listed by its members,
-//! changed by those Harbor's roles allow (project administrators and maintainers).
+//! Tag immutability rules of a project ([`crate::immutable`]): listed and changed by those
+//! Harbor's roles allow (maintainers and project administrators), and system administrators.
 
 use berth_meta::{ImmutableRule, Project};
 
