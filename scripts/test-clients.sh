@@ -961,6 +961,35 @@ check_token_skopeo_push_developer() {
     cmp -s "$TW/m.body" "$(layout_blob "$TW/layout" "$want")" || die "served manifest differs from the pushed one"
 }
 
+# Quotas and tag immutability as real clients meet them: skopeo's push past the project's
+# storage quota (set with `berth admin quota`) is refused naming the quota, and goes through
+# once the limit is lifted; a push that would move an immutable tag is refused.
+check_token_quota_and_immutability() {
+    local used
+    badm quota show "$PROJECT" --output json >"$TW/quota.json"
+    used=$(jq -er '.used.storage' "$TW/quota.json")
+    ((used > 0)) || die "usage of $PROJECT after the developer's push: $used"
+    badm quota set "$PROJECT" --storage "$used" >/dev/null
+    expect_eq "$(badm quota show "$PROJECT" --output json | jq -r .hard.storage)" "$used" "storage limit set"
+    random_dir "$TW/qsrc" quota 200
+    make_image "$TW/qlayout" v1 amd64 "$TW/qsrc"
+    must_fail "push past the storage quota" "quota" skopeo_raw copy -q --dest-tls-verify=false \
+        --dest-creds "$DEV_USER:$DEV_PASS" "oci:$TW/qlayout:v1" "docker://$TREG/$PROJECT/quota:v1"
+    expect_eq "$(t_code "$DEV_USER:$DEV_PASS" GET "/v2/$PROJECT/quota/manifests/v1")" 404 \
+        "the manifest refused for the quota"
+    badm quota set "$PROJECT" --storage unlimited >/dev/null
+    sko copy -q --dest-tls-verify=false --dest-creds "$DEV_USER:$DEV_PASS" \
+        "oci:$TW/qlayout:v1" "docker://$TREG/$PROJECT/quota:v1"
+    curl -fsS -u "admin:$ADMIN_PASS" -H 'content-type: application/json' \
+        -d '{"tag_selectors":[{"kind":"doublestar","decoration":"matches","pattern":"v*"}],
+             "scope_selectors":{"repository":[{"kind":"doublestar","decoration":"repoMatches","pattern":"quota"}]}}' \
+        "http://$TREG/api/v2.0/projects/$PROJECT/immutabletagrules" >/dev/null
+    must_fail "push moving an immutable tag" "immutable" skopeo_raw copy -q --dest-tls-verify=false \
+        --dest-creds "$DEV_USER:$DEV_PASS" "oci:$TW/layout:v1" "docker://$TREG/$PROJECT/quota:v1"
+    expect_eq "$(t_code "$DEV_USER:$DEV_PASS" GET "/v2/$PROJECT/quota/manifests/v1")" 200 \
+        "the immutable tag after the refused push"
+}
+
 check_token_skopeo_pull_guest() {
     local want d
     want=$(cat "$TW/app.digest")
@@ -1131,12 +1160,13 @@ run_token_oras() {
 
 check_token_catalog() {
     local want got
-    want=$(printf '%s\n' "$TREPO_SKOPEO" "$TREPO_BUILDAH" "$TREPO_ROBOT" "$TREPO_ORAS" | LC_ALL=C sort |
+    want=$(printf '%s\n' "$TREPO_SKOPEO" "$TREPO_BUILDAH" "$TREPO_ROBOT" "$TREPO_ORAS" "$PROJECT/quota" |
+        LC_ALL=C sort |
         jq -Rsc 'split("\n") | map(select(. != ""))')
     got=$(curl -fsS -u "admin:$ADMIN_PASS" "http://$TREG/v2/_catalog" | jq -c '.repositories')
     expect_eq "$got" "$want" "catalog: what was pushed, nothing the refused pushes would have made"
     got=$(badm projects show "$PROJECT" --output json | jq -r .repo_count)
-    expect_eq "$got" 4 "repo_count of $PROJECT"
+    expect_eq "$got" 5 "repo_count of $PROJECT"
 }
 
 # The audit log, read with the CLI: who pushed what, and the refused logins.
@@ -1227,6 +1257,7 @@ main() {
     run_check token-admin-cli check_token_admin_cli
     run_check token-skopeo-push-developer check_token_skopeo_push_developer
     run_check token-skopeo-pull-guest check_token_skopeo_pull_guest
+    run_check token-quota-and-immutability check_token_quota_and_immutability
     run_check token-skopeo-guest-push-refused check_token_skopeo_guest_push_refused
     run_check token-skopeo-anonymous-refused check_token_skopeo_anonymous_refused
     run_check token-skopeo-wrong-password-refused check_token_skopeo_wrong_password

@@ -8,6 +8,7 @@ mod data;
 mod gc;
 mod load;
 mod machine;
+mod meta;
 mod out;
 mod procfs;
 mod raw;
@@ -209,6 +210,46 @@ enum Command {
         repos: usize,
     },
     /// Start garbage collection on a Berth (token mode) and push images until it ends
+    /// Fill one project with artifacts through the metadata layer (for meta-run)
+    MetaFill {
+        /// Berth's data directory (SQLite), created
+        #[arg(long, conflicts_with = "metadata_url")]
+        data_dir: Option<PathBuf>,
+        /// A PostgreSQL URL instead
+        #[arg(long)]
+        metadata_url: Option<String>,
+        /// The project (created)
+        #[arg(long, default_value = "meta")]
+        project: String,
+        /// The repository within it
+        #[arg(long, default_value = "app")]
+        repo: String,
+        /// Artifacts, each with its own config, two shared layers and a tag
+        #[arg(long, default_value_t = 100_000)]
+        artifacts: usize,
+    },
+    /// Time artifact listing and tag deletes on a running Berth filled by meta-fill
+    MetaRun {
+        /// Berth's base URL
+        #[arg(long, default_value = "http://127.0.0.1:5000")]
+        url: String,
+        /// An administrator
+        #[arg(long, default_value = "admin")]
+        username: String,
+        /// Its password
+        #[arg(long, env = "BERTH_BENCH_PASSWORD")]
+        password: String,
+        #[arg(long, default_value = "meta")]
+        project: String,
+        #[arg(long, default_value = "app")]
+        repo: String,
+        /// Artifacts meta-fill made
+        #[arg(long, default_value_t = 100_000)]
+        artifacts: usize,
+        /// Requests per measurement
+        #[arg(long, default_value_t = 200)]
+        samples: usize,
+    },
     GcRun {
         /// Berth's base URL
         #[arg(long, default_value = "http://127.0.0.1:5000")]
@@ -401,6 +442,46 @@ fn main() -> anyhow::Result<()> {
                     expect_blobs,
                 };
                 gc::run(&out, &o).await
+            }
+            Command::MetaFill {
+                data_dir,
+                metadata_url,
+                project,
+                repo,
+                artifacts,
+            } => {
+                let target = match (data_dir, metadata_url) {
+                    (Some(d), None) => meta::Target::Sqlite(d),
+                    (None, Some(u)) => meta::Target::Postgres(u),
+                    _ => anyhow::bail!("give --data-dir or --metadata-url"),
+                };
+                let o = meta::FillOpts {
+                    target,
+                    project,
+                    repo,
+                    artifacts,
+                };
+                meta::fill(&out, &o).await
+            }
+            Command::MetaRun {
+                url,
+                username,
+                password,
+                project,
+                repo,
+                artifacts,
+                samples,
+            } => {
+                let o = meta::RunOpts {
+                    url,
+                    username,
+                    password,
+                    project,
+                    repo,
+                    samples,
+                    artifacts,
+                };
+                meta::run(&out, &o).await
             }
             Command::FreePort => {
                 let l = std::net::TcpListener::bind("127.0.0.1:0")?;

@@ -807,6 +807,17 @@ pub trait AccessStore: Send + Sync + 'static {
         digest: &Digest,
     ) -> Result<Option<ArtifactInfo>, MetaError>;
 
+    /// The manifest tag `tag` of `repo` points at, as [`AccessStore::list_artifacts`]
+    /// describes it.
+    ///
+    /// # Errors
+    /// Backend errors.
+    async fn artifact_by_tag(
+        &self,
+        repo: &str,
+        tag: &str,
+    ) -> Result<Option<ArtifactInfo>, MetaError>;
+
     /// Record pulls of manifests: for each `(repo, digest, time_ms)` set the manifest's last
     /// pull time and count one pull on the repository, in one transaction. Unknown
     /// repositories or manifests are skipped.

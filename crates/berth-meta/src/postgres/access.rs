@@ -1098,27 +1098,21 @@ impl AccessStore for PgMeta {
         repo: &str,
         digest: &Digest,
     ) -> Result<Option<ArtifactInfo>, MetaError> {
-        let mut tx = self.snapshot().await?;
-        let Some(id) = repo_id(&mut tx, repo).await? else {
-            return Ok(None);
-        };
-        let row = sqlx::query_with(
-            AssertSqlSafe(format!(
-                "SELECT {ARTIFACT_COLUMNS} FROM manifests m WHERE m.repo_id = $1 AND m.digest = $2"
-            )),
-            binds!(id, digest.to_string()),
+        self.artifact_where(repo, "m.digest = $2", digest.to_string())
+            .await
+    }
+
+    async fn artifact_by_tag(
+        &self,
+        repo: &str,
+        tag: &str,
+    ) -> Result<Option<ArtifactInfo>, MetaError> {
+        self.artifact_where(
+            repo,
+            "m.digest = (SELECT digest FROM tags WHERE repo_id = $1 AND name = $2)",
+            tag.to_owned(),
         )
-        .fetch_optional(&mut *tx)
         .await
-        .map_err(to_meta)?;
-        let Some(row) = row else {
-            return Ok(None);
-        };
-        let mut found = [artifact_from_row(&row)?];
-        complete_artifacts(&mut tx, id, &mut found).await?;
-        tx.commit().await.map_err(to_meta)?;
-        let [a] = found;
-        Ok(Some(a))
     }
 
     async fn record_pulls(&self, pulls: &[(String, Digest, i64)]) -> Result<(), MetaError> {
@@ -1187,5 +1181,38 @@ impl AccessStore for PgMeta {
         .map_err(to_meta)?;
         tx.commit().await.map_err(to_meta)?;
         Ok(statistics(&projects, &repos, total_storage))
+    }
+}
+
+impl PgMeta {
+    /// The manifest of repository `repo` that `condition` picks (`$1` is the repository's id,
+    /// `$2` is `arg`), as [`AccessStore::artifact`] describes it.
+    async fn artifact_where(
+        &self,
+        repo: &str,
+        condition: &str,
+        arg: String,
+    ) -> Result<Option<ArtifactInfo>, MetaError> {
+        let mut tx = self.snapshot().await?;
+        let Some(id) = repo_id(&mut tx, repo).await? else {
+            return Ok(None);
+        };
+        let row = sqlx::query_with(
+            AssertSqlSafe(format!(
+                "SELECT {ARTIFACT_COLUMNS} FROM manifests m WHERE m.repo_id = $1 AND {condition}"
+            )),
+            binds!(id, arg),
+        )
+        .fetch_optional(&mut *tx)
+        .await
+        .map_err(to_meta)?;
+        let Some(row) = row else {
+            return Ok(None);
+        };
+        let mut found = [artifact_from_row(&row)?];
+        complete_artifacts(&mut tx, id, &mut found).await?;
+        tx.commit().await.map_err(to_meta)?;
+        let [a] = found;
+        Ok(Some(a))
     }
 }

@@ -1104,28 +1104,20 @@ impl AccessStore for SqliteMeta {
         repo: &str,
         digest: &Digest,
     ) -> Result<Option<ArtifactInfo>, MetaError> {
-        let (repo, digest) = (repo.to_owned(), digest.to_string());
-        self.read(move |conn| {
-            in_savepoint(conn, |tx| {
-                let Some(id) = repo_id_by_name(tx, &repo)? else {
-                    return Ok(None);
-                };
-                let found = row(
-                    tx,
-                    &format!(
-                        "SELECT {ARTIFACT_COLUMNS} FROM manifests m \
-                     WHERE m.repo_id = ?1 AND m.digest = ?2"
-                    ),
-                    params![id, digest],
-                    |r| artifact_from_row(r),
-                )?;
-                let Some(mut a) = found else {
-                    return Ok(None);
-                };
-                complete_artifact(tx, id, &mut a)?;
-                Ok(Some(a))
-            })
-        })
+        self.artifact_where(repo, "m.digest = ?2", digest.to_string())
+            .await
+    }
+
+    async fn artifact_by_tag(
+        &self,
+        repo: &str,
+        tag: &str,
+    ) -> Result<Option<ArtifactInfo>, MetaError> {
+        self.artifact_where(
+            repo,
+            "m.digest = (SELECT digest FROM tags WHERE repo_id = ?1 AND name = ?2)",
+            tag.to_owned(),
+        )
         .await
     }
 
@@ -1190,6 +1182,38 @@ impl AccessStore for SqliteMeta {
                 )?
                 .unwrap_or(0);
                 Ok(statistics(&projects, &repos, total_storage))
+            })
+        })
+        .await
+    }
+}
+
+impl SqliteMeta {
+    /// The manifest of repository `repo` that `condition` picks (`?1` is the repository's id,
+    /// `?2` is `arg`), as [`AccessStore::artifact`] describes it.
+    async fn artifact_where(
+        &self,
+        repo: &str,
+        condition: &'static str,
+        arg: String,
+    ) -> Result<Option<ArtifactInfo>, MetaError> {
+        let repo = repo.to_owned();
+        self.read(move |conn| {
+            in_savepoint(conn, |tx| {
+                let Some(id) = repo_id_by_name(tx, &repo)? else {
+                    return Ok(None);
+                };
+                let found = row(
+                    tx,
+                    &format!("SELECT {ARTIFACT_COLUMNS} FROM manifests m WHERE m.repo_id = ?1 AND {condition}"),
+                    params![id, arg],
+                    |r| artifact_from_row(r),
+                )?;
+                let Some(mut a) = found else {
+                    return Ok(None);
+                };
+                complete_artifact(tx, id, &mut a)?;
+                Ok(Some(a))
             })
         })
         .await

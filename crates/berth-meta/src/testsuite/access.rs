@@ -1075,6 +1075,13 @@ async fn artifacts(meta: &dyn MetaStore, s: &dyn AccessStore) {
     assert!(a_two.references.is_empty() && a_two.subject.is_none());
     assert_eq!(a_two.pull_ms, None);
     assert!(all.items.contains(&a_two));
+    // By tag, the same artifact; an unknown tag or repository, none.
+    assert_eq!(
+        s.artifact_by_tag(r, "latest").await.unwrap().as_ref(),
+        Some(&a_two)
+    );
+    assert_eq!(s.artifact_by_tag(r, "nope").await.unwrap(), None);
+    assert_eq!(s.artifact_by_tag("art/none", "latest").await.unwrap(), None);
 
     let a_one = s.artifact(r, &one).await.unwrap().unwrap();
     assert_eq!(a_one.size, one_content.len() as u64 + 103);

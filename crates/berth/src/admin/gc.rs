@@ -11,7 +11,7 @@ use reqwest::Method;
 use serde_json::{json, Value};
 
 use super::client::Api;
-use super::output::{done, print_one, print_rows, Output};
+use super::output::{done, human, print_one, print_rows, Output};
 
 #[derive(Subcommand, Debug)]
 pub enum GcCmd {
@@ -78,22 +78,6 @@ const RUN_COLUMNS: &[(&str, &str)] = &[
     ("ERRORS", "errors"),
     ("CREATED", "creation_time"),
 ];
-
-/// `n` bytes for people: `1.5 GiB`.
-fn human(n: u64) -> String {
-    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
-    let mut v = n as f64;
-    let mut unit = 0;
-    while v >= 1024.0 && unit + 1 < UNITS.len() {
-        v /= 1024.0;
-        unit += 1;
-    }
-    if unit == 0 {
-        format!("{n} B")
-    } else {
-        format!("{v:.1} {}", UNITS[unit])
-    }
-}
 
 fn num(v: &Value, key: &str) -> u64 {
     v[key].as_u64().unwrap_or(0)

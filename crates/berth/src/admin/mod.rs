@@ -1,9 +1,10 @@
-//! `berth admin`: manage projects, users, members, robots, garbage collection and read the
+//! `berth admin`: manage projects, users, members, robots, garbage collection, quotas and read the
 //! audit log through the management API (`/api/v2.0`) of a running Berth, over HTTP.
 
 mod client;
 mod gc;
 mod output;
+mod quota;
 mod resources;
 
 use clap::{Args, Subcommand};
@@ -67,6 +68,11 @@ enum AdminCommand {
         #[command(subcommand)]
         command: gc::GcCmd,
     },
+    /// Project quotas: usage and limits
+    Quota {
+        #[command(subcommand)]
+        command: quota::QuotaCmd,
+    },
 }
 
 /// Run an admin command.
@@ -84,6 +90,7 @@ pub fn run(args: AdminArgs) -> anyhow::Result<()> {
             AdminCommand::Robots { command } => resources::robots(&api, out, command).await,
             AdminCommand::Logs { command } => resources::logs(&api, out, command).await,
             AdminCommand::Gc { command } => gc::gc(&api, out, command).await,
+            AdminCommand::Quota { command } => quota::quota(&api, out, command).await,
         }
     })
 }

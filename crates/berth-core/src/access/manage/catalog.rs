@@ -152,15 +152,7 @@ impl Admin {
         let store = self.access.store();
         let found = match reference {
             ArtifactRef::Digest(d) => store.artifact(&full, d).await?,
-            // The store lists artifacts with their tags; a tag is found among them.
-            ArtifactRef::Tag(t) => store
-                .list_artifacts(&full, Paging::ALL)
-                .await?
-                .and_then(|l| {
-                    l.items
-                        .into_iter()
-                        .find(|a| a.tags.iter().any(|(name, _)| name == t))
-                }),
+            ArtifactRef::Tag(t) => store.artifact_by_tag(&full, t).await?,
         };
         found.ok_or_else(|| {
             Error::NotFound(format!(
