@@ -226,7 +226,10 @@ fn complete_artifact(
     let digest = a.digest.to_string();
     a.tags = rows(
         conn,
-        "SELECT name, updated_at FROM tags WHERE repo_id = ?1 AND digest = ?2 ORDER BY name",
+        // Without the index named, SQLite walks the repository's tags in name order to skip a
+        // sort: every tag of the repository per artifact (12 ms each at 100,000 tags).
+        "SELECT name, updated_at FROM tags INDEXED BY tags_digest \
+         WHERE repo_id = ?1 AND digest = ?2 ORDER BY name",
         params![repo_id, digest],
         |r| Ok((col(r, 0)?, secs_to_ms(col(r, 1)?))),
     )?;
