@@ -21,12 +21,14 @@ use rusqlite::{
 use crate::jobs::{duration_ms, epoch_ms};
 use crate::{
     ClaimedJob, GcBatch, GcItem, GcRun, GcScan, Job, JobFilter, JobId, JobKind, JobLease, JobState,
-    LeaseHolder, Listing, MetaError, MetaStore, NewJob, NewManifest, Page, Paging, Referrer, Retry,
-    RunAt, StoredManifest, Upload, UploadLease, UploadSegment,
+    LeaseHolder, Listing, MetaError, MetaStore, MissingRefs, NewJob, NewManifest, Page, Paging,
+    Referrer, Retry, RunAt, ScrubBlob, ScrubFinding, ScrubManifests, ScrubRun, StoredManifest,
+    Upload, UploadLease, UploadSegment,
 };
 
 mod access;
 mod gc;
+mod scrub;
 
 /// Schema migrations, applied in order; the database records how many ran. Never edit a
 /// released script: add a new one. The second adds upload leases and the job queue, with
@@ -36,7 +38,7 @@ mod gc;
 /// sessions), pull times and counts, and a private project for the first segment of each
 /// existing repository name, so that a registry from before projects keeps its repositories.
 /// The fifth is for garbage collection ([`crate::gc`]): blob states, touch times and the
-/// history of runs.
+/// history of runs. The sixth keeps scrub runs and their findings ([`crate::scrub`]).
 const MIGRATIONS: &[&str] = &[
     r#"
 CREATE TABLE repositories (
@@ -252,6 +254,39 @@ CREATE TABLE gc_runs (
     created_ms        INTEGER NOT NULL,
     updated_ms        INTEGER NOT NULL,
     finished_ms       INTEGER
+);
+"#,
+    // Scrub ([`crate::scrub`]): the history of runs and what each one found. Self-contained,
+    // so it may be renumbered among other migrations added at the same time.
+    r#"
+CREATE TABLE scrub_runs (
+    id                INTEGER PRIMARY KEY AUTOINCREMENT,
+    repair            INTEGER NOT NULL,
+    status            TEXT NOT NULL,
+    phase             TEXT NOT NULL,
+    cursor            TEXT,
+    blobs_total       INTEGER NOT NULL,
+    manifests_total   INTEGER NOT NULL,
+    blobs_checked     INTEGER NOT NULL,
+    bytes_checked     INTEGER NOT NULL,
+    manifests_checked INTEGER NOT NULL,
+    errors            INTEGER NOT NULL,
+    last_error        TEXT,
+    created_ms        INTEGER NOT NULL,
+    updated_ms        INTEGER NOT NULL,
+    finished_ms       INTEGER
+);
+CREATE TABLE scrub_findings (
+    id          INTEGER PRIMARY KEY,
+    run_id      INTEGER NOT NULL REFERENCES scrub_runs(id) ON DELETE CASCADE,
+    kind        TEXT NOT NULL,
+    digest      TEXT NOT NULL,
+    repo        TEXT NOT NULL,
+    target      TEXT NOT NULL,
+    detail      TEXT NOT NULL,
+    repaired    INTEGER NOT NULL,
+    created_ms  INTEGER NOT NULL,
+    UNIQUE (run_id, kind, digest, repo, target)
 );
 "#,
 ];
@@ -1544,6 +1579,79 @@ impl MetaStore for SqliteMeta {
 
     async fn list_gc_runs(&self, paging: Paging) -> Result<Listing<GcRun>, MetaError> {
         self.read(move |conn| gc::list_runs(conn, paging)).await
+    }
+
+    async fn scrub_blobs(
+        &self,
+        after: Option<&Digest>,
+        limit: usize,
+    ) -> Result<Vec<ScrubBlob>, MetaError> {
+        let after = after.map(ToString::to_string);
+        self.read(move |conn| scrub::blobs(conn, after.as_deref(), limit))
+            .await
+    }
+
+    async fn scrub_manifests(
+        &self,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<ScrubManifests, MetaError> {
+        let after = after.map(str::to_owned);
+        self.read(move |conn| scrub::manifests(conn, after.as_deref(), limit))
+            .await
+    }
+
+    async fn scrub_missing_refs(
+        &self,
+        repo: &RepoName,
+        blobs: &[Digest],
+        manifests: &[Digest],
+    ) -> Result<MissingRefs, MetaError> {
+        let (repo, blobs, manifests) = (repo.clone(), blobs.to_vec(), manifests.to_vec());
+        self.read(move |conn| scrub::missing_refs(conn, &repo, blobs, manifests))
+            .await
+    }
+
+    async fn scrub_withdraw_blob(&self, digest: &Digest) -> Result<bool, MetaError> {
+        let digest = digest.to_string();
+        self.write(move |tx| scrub::withdraw_blob(tx, &digest))
+            .await
+    }
+
+    async fn create_scrub_run(&self, run: &ScrubRun) -> Result<ScrubRun, MetaError> {
+        let run = run.clone();
+        self.write(move |tx| scrub::create_run(tx, &run)).await
+    }
+
+    async fn save_scrub_run(&self, run: &ScrubRun) -> Result<(), MetaError> {
+        let run = run.clone();
+        self.write(move |tx| scrub::save_run(tx, &run)).await
+    }
+
+    async fn scrub_run(&self, id: i64) -> Result<Option<ScrubRun>, MetaError> {
+        self.read(move |conn| scrub::get_run(conn, id)).await
+    }
+
+    async fn list_scrub_runs(&self, paging: Paging) -> Result<Listing<ScrubRun>, MetaError> {
+        self.read(move |conn| scrub::list_runs(conn, paging)).await
+    }
+
+    async fn add_scrub_findings(&self, findings: &[ScrubFinding]) -> Result<(), MetaError> {
+        if findings.is_empty() {
+            return Ok(());
+        }
+        let findings = findings.to_vec();
+        self.write(move |tx| scrub::add_findings(tx, &findings))
+            .await
+    }
+
+    async fn scrub_findings(
+        &self,
+        run_id: i64,
+        paging: Paging,
+    ) -> Result<Listing<ScrubFinding>, MetaError> {
+        self.read(move |conn| scrub::findings(conn, run_id, paging))
+            .await
     }
 }
 

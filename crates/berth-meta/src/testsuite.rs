@@ -39,6 +39,7 @@ fn manifest(
 }
 
 pub mod access;
+mod scrub;
 
 pub use access::run as run_access;
 
@@ -107,6 +108,7 @@ pub async fn run(meta: &dyn MetaStore) {
     // Last: it collects what the cases above left behind.
     garbage_collection(meta).await;
     gc_runs(meta).await;
+    scrub::run(meta).await;
 }
 
 async fn blobs_and_links(meta: &dyn MetaStore) {
