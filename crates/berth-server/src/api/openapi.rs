@@ -5,7 +5,7 @@ use axum::Json;
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
-use super::{gc, groups, logs, projects, repos, robots, system, tags, users};
+use super::{gc, groups, logs, projects, repos, robots, scrub, system, tags, users};
 
 struct BasicAuth;
 
@@ -46,6 +46,7 @@ impl Modify for BasicAuth {
         system::info, system::health, system::ping, system::statistics, system::search,
         gc::list, gc::get, gc::log, gc::stop, gc::get_schedule, gc::create_schedule,
         gc::update_schedule,
+        scrub::start, scrub::list, scrub::get, scrub::stop, scrub::findings, scrub::log,
     )
 )]
 pub struct ApiDoc;

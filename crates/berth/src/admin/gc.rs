@@ -80,7 +80,7 @@ const RUN_COLUMNS: &[(&str, &str)] = &[
 ];
 
 /// `n` bytes for people: `1.5 GiB`.
-fn human(n: u64) -> String {
+pub(super) fn human(n: u64) -> String {
     const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
     let mut v = n as f64;
     let mut unit = 0;

@@ -1,10 +1,11 @@
-//! `berth admin`: manage projects, users, members, robots, garbage collection and read the
-//! audit log through the management API (`/api/v2.0`) of a running Berth, over HTTP.
+//! `berth admin`: manage projects, users, members, robots, garbage collection and scrub, and
+//! read the audit log through the management API (`/api/v2.0`) of a running Berth, over HTTP.
 
 mod client;
 mod gc;
 mod output;
 mod resources;
+mod scrub;
 
 use clap::{Args, Subcommand};
 
@@ -67,6 +68,12 @@ enum AdminCommand {
         #[command(subcommand)]
         command: gc::GcCmd,
     },
+    /// Scrub: re-read and re-verify every blob and manifest (with a progress bar), findings,
+    /// history, logs
+    Scrub {
+        #[command(subcommand)]
+        command: scrub::ScrubCmd,
+    },
 }
 
 /// Run an admin command.
@@ -84,6 +91,7 @@ pub fn run(args: AdminArgs) -> anyhow::Result<()> {
             AdminCommand::Robots { command } => resources::robots(&api, out, command).await,
             AdminCommand::Logs { command } => resources::logs(&api, out, command).await,
             AdminCommand::Gc { command } => gc::gc(&api, out, command).await,
+            AdminCommand::Scrub { command } => scrub::scrub(&api, out, command).await,
         }
     })
 }
