@@ -4,7 +4,8 @@
 //! validates manifests and their references, and keeps upload sessions durable.
 //!
 //! Background work runs as jobs from the metadata store's queue: [`JobRunner`] drains it on
-//! every instance, with a [`Worker`] per kind of job, such as [`ExpireUploads`].
+//! every instance, with a [`Worker`] per kind of job, such as [`ExpireUploads`], garbage
+//! collection ([`GcWorker`]) and scrub ([`ScrubWorker`]).
 
 pub mod access;
 mod error;
@@ -14,6 +15,7 @@ pub mod jobs;
 mod manifests;
 mod quota;
 mod registry;
+pub mod scrub;
 pub mod selector;
 mod upload_expiry;
 mod upload_lease;
@@ -26,6 +28,7 @@ pub use gc::{GcOptions, GcSchedule, GcScheduler, GcSettings, GcWorker};
 pub use jobs::{JobRunner, PruneJobs, RunnerSettings, Schedule, Worker};
 pub use manifests::{Fetch, ManifestPut, TagList};
 pub use registry::{BlobRead, Limits, Registry};
+pub use scrub::{ScrubOptions, ScrubSettings, ScrubWorker};
 pub use upload_expiry::ExpireUploads;
 pub use upload_lease::UploadLeases;
 pub use uploads::{BodyLength, UploadState};

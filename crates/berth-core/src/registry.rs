@@ -52,6 +52,8 @@ pub struct Registry {
     pulls: Batcher<(String, Digest, i64)>,
     /// How garbage collection runs (its grace period, batch size).
     pub(crate) gc: crate::GcSettings,
+    /// How scrub runs (its batch sizes and concurrency).
+    pub(crate) scrub: crate::ScrubSettings,
 }
 
 /// A blob (or a range of it) ready to send.
@@ -83,6 +85,7 @@ impl Registry {
             known_projects: Arc::default(),
             pulls: Batcher::discard("pulls"),
             gc: crate::GcSettings::default(),
+            scrub: crate::ScrubSettings::default(),
         }
     }
 
@@ -96,6 +99,13 @@ impl Registry {
     /// How garbage collection runs here.
     pub fn gc_settings(&self) -> &crate::GcSettings {
         &self.gc
+    }
+
+    /// Scrub with `settings` (batch sizes, how many blobs are read at once).
+    #[must_use]
+    pub fn with_scrub_settings(mut self, settings: crate::ScrubSettings) -> Self {
+        self.scrub = settings;
+        self
     }
 
     /// Keep projects, the audit log and pull records through `access`: pushes need their

@@ -3,7 +3,8 @@
 //! Metadata is everything that is not blob bytes: repositories, which blobs each repository
 //! may reach (links), manifests (their bytes too: they are small and read often), tags, the
 //! references of each manifest, upload sessions (with their leases and segments), and the job
-//! queue ([`jobs`]) that every instance drains. Every change that touches several rows is one
+//! queue ([`jobs`]) that every instance drains, and the history of garbage collection
+//! ([`gc`]) and scrub ([`scrub`]) runs. Every change that touches several rows is one
 //! transaction, so a tag always points at a complete manifest and a manifest is never stored
 //! without its references.
 //!
@@ -28,6 +29,9 @@ pub use jobs::{
 };
 pub use policy::ImmutableRule;
 pub use quota::{Quota, QuotaExceeded, QuotaKind, QuotaLimits};
+pub use scrub::{
+    MissingRefs, ScrubBlob, ScrubFinding, ScrubFindingKind, ScrubManifest, ScrubManifests, ScrubRun,
+};
 
 pub mod access;
 pub mod gc;
@@ -35,6 +39,7 @@ pub mod jobs;
 pub mod policy;
 pub mod postgres;
 pub mod quota;
+pub mod scrub;
 pub mod sqlite;
 pub mod testsuite;
 
@@ -585,4 +590,95 @@ pub trait MetaStore: Send + Sync + 'static {
     /// # Errors
     /// Backend errors.
     async fn tags_of(&self, repo: &RepoName, digest: &Digest) -> Result<Vec<String>, MetaError>;
+
+    /// Scrub phase 1: live blob rows ([`BlobState::Live`]) in digest order, after `after`
+    /// (from the start when `None`), at most `limit`.
+    ///
+    /// # Errors
+    /// Backend errors.
+    async fn scrub_blobs(
+        &self,
+        after: Option<&Digest>,
+        limit: usize,
+    ) -> Result<Vec<ScrubBlob>, MetaError>;
+
+    /// Scrub phase 2: manifests of every repository with their content, in (repository,
+    /// digest) order, after the cursor `after` (from [`ScrubManifests::next`]; from the start
+    /// when `None`), at most `limit`.
+    ///
+    /// # Errors
+    /// Backend errors.
+    async fn scrub_manifests(
+        &self,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<ScrubManifests, MetaError>;
+
+    /// Which of `blobs` are not linked into `repo` with a live row, and which of `manifests`
+    /// are not in `repo` (each in the order given).
+    ///
+    /// # Errors
+    /// Backend errors.
+    async fn scrub_missing_refs(
+        &self,
+        repo: &RepoName,
+        blobs: &[Digest],
+        manifests: &[Digest],
+    ) -> Result<MissingRefs, MetaError>;
+
+    /// Take a live blob out of service in one transaction: its row becomes
+    /// [`BlobState::Deleting`] (invisible to readers; links and reservations wait or fail, as
+    /// while garbage collection deletes it) and every repository link to it is removed.
+    /// Returns `false`, changing nothing, unless the row was live. The caller moves the bytes
+    /// away, then forgets the row with [`Self::gc_forget_blobs`]; if it dies in between,
+    /// garbage collection finishes the row as one of its own.
+    ///
+    /// # Errors
+    /// Backend errors.
+    async fn scrub_withdraw_blob(&self, digest: &Digest) -> Result<bool, MetaError>;
+
+    /// Record a new scrub run, with the number of live blobs and of manifests there are now
+    /// as its totals; returns it with its id and totals.
+    ///
+    /// # Errors
+    /// Backend errors.
+    async fn create_scrub_run(&self, run: &ScrubRun) -> Result<ScrubRun, MetaError>;
+
+    /// Save a run's progress (every field but its id, totals, finding counts and creation
+    /// time). A run someone asked to stop (`stopping`) keeps that status unless the save ends
+    /// it (`stopped`, `success`, `error`), as for [`Self::save_gc_run`].
+    ///
+    /// # Errors
+    /// [`MetaError::NotFound`] if there is no such run; backend errors.
+    async fn save_scrub_run(&self, run: &ScrubRun) -> Result<(), MetaError>;
+
+    /// One scrub run.
+    ///
+    /// # Errors
+    /// Backend errors.
+    async fn scrub_run(&self, id: i64) -> Result<Option<ScrubRun>, MetaError>;
+
+    /// Scrub runs, newest first: `paging` as for the other listings.
+    ///
+    /// # Errors
+    /// Backend errors.
+    async fn list_scrub_runs(&self, paging: Paging) -> Result<Listing<ScrubRun>, MetaError>;
+
+    /// Record findings of their runs, in one transaction. A finding already recorded (same
+    /// run, kind, digest, repository and target: a batch done again after a crash) is not
+    /// added twice; it takes the new detail, and stays repaired once it was.
+    ///
+    /// # Errors
+    /// [`MetaError::NotFound`] if a run does not exist; backend errors.
+    async fn add_scrub_findings(&self, findings: &[ScrubFinding]) -> Result<(), MetaError>;
+
+    /// The findings of run `run_id`, in the order they were first recorded.
+    ///
+    /// # Errors
+    /// Backend errors.
+    async fn scrub_findings(
+        &self,
+        run_id: i64,
+        paging: Paging,
+    ) -> Result<Listing<ScrubFinding>, MetaError>;
 }

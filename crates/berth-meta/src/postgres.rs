@@ -34,7 +34,10 @@
 //! Schema version 4 adds the tables of [`crate::AccessStore`] (users, projects, user_groups,
 //! group_users, project_members, robots, audit_log, settings, sessions: see
 //! `postgres/access.rs`), `manifests.pulled_ms`, `repositories.pull_count`, and a private
-//! project for the first segment of every repository name that existed before.
+//! project for the first segment of every repository name that existed before. Garbage
+//! collection's migration adds blob states, touch times and `gc_runs`; then come project
+//! usage and its triggers (`postgres/quota.rs`), immutability rules, and scrub's
+//! `scrub_runs` and `scrub_findings` (see `postgres/scrub.rs`).
 //!
 //! Times of jobs and leases are milliseconds (`*_ms`) by PostgreSQL's clock, so instances
 //! whose clocks disagree still agree on when a lease expires or a job is due.
@@ -117,8 +120,9 @@ use sqlx::Row;
 use crate::jobs::{duration_ms, epoch_ms};
 use crate::{
     ClaimedJob, GcBatch, GcItem, GcRun, GcScan, Job, JobFilter, JobId, JobKind, JobLease, JobState,
-    LeaseHolder, Listing, MetaError, MetaStore, NewJob, NewManifest, Page, Paging, Referrer, Retry,
-    RunAt, StoredManifest, Upload, UploadLease, UploadSegment,
+    LeaseHolder, Listing, MetaError, MetaStore, MissingRefs, NewJob, NewManifest, Page, Paging,
+    Referrer, Retry, RunAt, ScrubBlob, ScrubFinding, ScrubManifests, ScrubRun, StoredManifest,
+    Upload, UploadLease, UploadSegment,
 };
 
 /// Schema migrations, applied in order; `berth_schema` records each version applied.
@@ -356,16 +360,18 @@ CREATE TABLE project_blobs (
     project     TEXT NOT NULL,
     digest      TEXT NOT NULL,
     refs        BIGINT NOT NULL,
+    size        BIGINT NOT NULL,
     PRIMARY KEY (project, digest)
 );
-INSERT INTO project_blobs (project, digest, refs)
-SELECT r.project, mr.target, COUNT(*) FROM manifest_refs mr
-JOIN repositories r ON r.id = mr.repo_id WHERE mr.kind = 0 GROUP BY r.project, mr.target;
+INSERT INTO project_blobs (project, digest, refs, size)
+SELECT r.project, mr.target, COUNT(*), COALESCE(MAX(b.size), 0) FROM manifest_refs mr
+JOIN repositories r ON r.id = mr.repo_id LEFT JOIN blobs b ON b.digest = mr.target
+WHERE mr.kind = 0 GROUP BY r.project, mr.target;
 INSERT INTO project_usage (project, bytes, artifacts)
 SELECT r.project, SUM(m.size), COUNT(*) FROM manifests m
 JOIN repositories r ON r.id = m.repo_id GROUP BY r.project;
-UPDATE project_usage u SET bytes = u.bytes + COALESCE((SELECT SUM(b.size) FROM project_blobs pb
-    JOIN blobs b ON b.digest = pb.digest WHERE pb.project = u.project), 0);
+UPDATE project_usage u SET bytes = u.bytes + COALESCE((SELECT SUM(pb.size) FROM project_blobs pb
+    WHERE pb.project = u.project), 0);
 -- Usage changes in the transaction that stores or deletes a manifest. A delete takes the
 -- project's usage row (BEFORE, so ahead of the cascade to manifest_refs) and a put takes it
 -- with the manifest row: writers of one project queue on that row, always first, instead of
@@ -391,26 +397,25 @@ CREATE FUNCTION berth_ref_usage() RETURNS trigger LANGUAGE plpgsql AS $$
 DECLARE
     p TEXT;
     n BIGINT;
+    sz BIGINT;
 BEGIN
     IF TG_OP = 'INSERT' THEN
         SELECT project INTO p FROM repositories WHERE id = NEW.repo_id;
-        INSERT INTO project_blobs AS pb (project, digest, refs) VALUES (p, NEW.target, 1)
+        INSERT INTO project_blobs AS pb (project, digest, refs, size)
+        VALUES (p, NEW.target, 1,
+                COALESCE((SELECT size FROM blobs WHERE digest = NEW.target), 0))
         ON CONFLICT (project, digest) DO UPDATE SET refs = pb.refs + 1
-        RETURNING refs INTO n;
+        RETURNING refs, size INTO n, sz;
         IF n = 1 THEN
-            UPDATE project_usage
-            SET bytes = bytes + COALESCE((SELECT size FROM blobs WHERE digest = NEW.target), 0)
-            WHERE project = p;
+            UPDATE project_usage SET bytes = bytes + sz WHERE project = p;
         END IF;
     ELSE
         SELECT project INTO p FROM repositories WHERE id = OLD.repo_id;
         UPDATE project_blobs SET refs = refs - 1 WHERE project = p AND digest = OLD.target
-        RETURNING refs INTO n;
+        RETURNING refs, size INTO n, sz;
         IF n <= 0 THEN
             DELETE FROM project_blobs WHERE project = p AND digest = OLD.target;
-            UPDATE project_usage
-            SET bytes = bytes - COALESCE((SELECT size FROM blobs WHERE digest = OLD.target), 0)
-            WHERE project = p;
+            UPDATE project_usage SET bytes = bytes - sz WHERE project = p;
         END IF;
     END IF;
     RETURN NULL;
@@ -439,6 +444,39 @@ CREATE TABLE immutable_rules (
 );
 CREATE INDEX immutable_rules_project ON immutable_rules(project_id, priority, id);
 "#,
+    // Scrub ([`crate::scrub`]): the history of runs and what each one found. Self-contained,
+    // so it may be renumbered among other migrations added at the same time.
+    r#"
+CREATE TABLE scrub_runs (
+    id                BIGINT GENERATED BY DEFAULT AS IDENTITY PRIMARY KEY,
+    repair            BOOLEAN NOT NULL,
+    status            TEXT NOT NULL,
+    phase             TEXT NOT NULL,
+    cursor            TEXT COLLATE "C",
+    blobs_total       BIGINT NOT NULL,
+    manifests_total   BIGINT NOT NULL,
+    blobs_checked     BIGINT NOT NULL,
+    bytes_checked     BIGINT NOT NULL,
+    manifests_checked BIGINT NOT NULL,
+    errors            BIGINT NOT NULL,
+    last_error        TEXT,
+    created_ms        BIGINT NOT NULL,
+    updated_ms        BIGINT NOT NULL,
+    finished_ms       BIGINT
+);
+CREATE TABLE scrub_findings (
+    id          BIGINT GENERATED BY DEFAULT AS IDENTITY PRIMARY KEY,
+    run_id      BIGINT NOT NULL REFERENCES scrub_runs(id) ON DELETE CASCADE,
+    kind        TEXT NOT NULL,
+    digest      TEXT COLLATE "C" NOT NULL,
+    repo        TEXT COLLATE "C" NOT NULL,
+    target      TEXT COLLATE "C" NOT NULL,
+    detail      TEXT NOT NULL,
+    repaired    BOOLEAN NOT NULL,
+    created_ms  BIGINT NOT NULL,
+    UNIQUE (run_id, kind, digest, repo, target)
+);
+"#,
 ];
 
 /// Now by the database's clock, in milliseconds since the Unix epoch: every instance of a
@@ -453,6 +491,7 @@ macro_rules! now_ms {
 mod access;
 mod gc;
 mod quota;
+mod scrub;
 
 /// The newest schema version this program knows (the number of its migrations).
 pub const SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;
@@ -2146,6 +2185,98 @@ impl MetaStore for PgMeta {
         .fetch_all(&self.pool)
         .await
         .map_err(to_meta)
+    }
+
+    async fn scrub_blobs(
+        &self,
+        after: Option<&Digest>,
+        limit: usize,
+    ) -> Result<Vec<ScrubBlob>, MetaError> {
+        scrub::blobs(&self.pool, after.map(ToString::to_string), limit).await
+    }
+
+    async fn scrub_manifests(
+        &self,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<ScrubManifests, MetaError> {
+        scrub::manifests(&self.pool, after, limit).await
+    }
+
+    async fn scrub_missing_refs(
+        &self,
+        repo: &RepoName,
+        blobs: &[Digest],
+        manifests: &[Digest],
+    ) -> Result<MissingRefs, MetaError> {
+        scrub::missing_refs(&self.pool, repo, blobs, manifests).await
+    }
+
+    async fn scrub_withdraw_blob(&self, digest: &Digest) -> Result<bool, MetaError> {
+        let arg = digest.to_string();
+        self.write(Scope::Transaction, &arg, |c, a| {
+            Box::pin(scrub::withdraw_blob(c, a))
+        })
+        .await
+    }
+
+    async fn create_scrub_run(&self, run: &ScrubRun) -> Result<ScrubRun, MetaError> {
+        self.write(Scope::Statement, run, |c, r| {
+            Box::pin(scrub::create_run(c, r))
+        })
+        .await
+    }
+
+    async fn save_scrub_run(&self, run: &ScrubRun) -> Result<(), MetaError> {
+        self.write(Scope::Statement, run, |c, r| {
+            Box::pin(scrub::save_run(c, r))
+        })
+        .await
+    }
+
+    async fn scrub_run(&self, id: i64) -> Result<Option<ScrubRun>, MetaError> {
+        scrub::get_run(&self.pool, id).await
+    }
+
+    async fn list_scrub_runs(&self, paging: Paging) -> Result<Listing<ScrubRun>, MetaError> {
+        self.listing(
+            crate::scrub::SCRUB_RUN_COLUMNS,
+            "scrub_runs s",
+            "s.id DESC",
+            sqlx::postgres::PgArguments::default(),
+            paging,
+            crate::scrub::scrub_run_from_row,
+        )
+        .await
+    }
+
+    async fn add_scrub_findings(&self, findings: &[ScrubFinding]) -> Result<(), MetaError> {
+        if findings.is_empty() {
+            return Ok(());
+        }
+        self.write(Scope::Transaction, findings, |c, f| {
+            Box::pin(scrub::add_findings(c, f))
+        })
+        .await
+    }
+
+    async fn scrub_findings(
+        &self,
+        run_id: i64,
+        paging: Paging,
+    ) -> Result<Listing<ScrubFinding>, MetaError> {
+        let mut args = sqlx::postgres::PgArguments::default();
+        sqlx::Arguments::add(&mut args, run_id)
+            .map_err(|e| MetaError::Backend(format!("binding a parameter: {e}")))?;
+        self.listing(
+            crate::scrub::SCRUB_FINDING_COLUMNS,
+            "scrub_findings f WHERE f.run_id = $1",
+            "f.id",
+            args,
+            paging,
+            crate::scrub::scrub_finding_from_row,
+        )
+        .await
     }
 }
 

@@ -6,7 +6,8 @@
 //! forget it. A project's usage is:
 //! - **storage**: the size of every distinct blob its manifests reference (a layer shared by
 //!   many images or repositories of the project counts once, in `project_blobs` with a
-//!   reference count), plus the size of each manifest;
+//!   reference count and the size it was counted with, so it is taken off by the same
+//!   amount even if the blob's row is gone by then), plus the size of each manifest;
 //! - **count**: its manifests (Harbor's artifacts), one per repository holding it.
 //!
 //! Blobs uploaded but not yet referenced by a manifest are not counted: a push is judged when

@@ -21,14 +21,16 @@ use rusqlite::{
 use crate::jobs::{duration_ms, epoch_ms};
 use crate::{
     ClaimedJob, GcBatch, GcItem, GcRun, GcScan, Job, JobFilter, JobId, JobKind, JobLease, JobState,
-    LeaseHolder, Listing, MetaError, MetaStore, NewJob, NewManifest, Page, Paging, Referrer, Retry,
-    RunAt, StoredManifest, Upload, UploadLease, UploadSegment,
+    LeaseHolder, Listing, MetaError, MetaStore, MissingRefs, NewJob, NewManifest, Page, Paging,
+    Referrer, Retry, RunAt, ScrubBlob, ScrubFinding, ScrubManifests, ScrubRun, StoredManifest,
+    Upload, UploadLease, UploadSegment,
 };
 
 mod access;
 mod gc;
 mod policy;
 mod quota;
+mod scrub;
 
 /// Schema migrations, applied in order; the database records how many ran. Never edit a
 /// released script: add a new one. The second adds upload leases and the job queue, with
@@ -40,7 +42,7 @@ mod quota;
 /// The fifth is for garbage collection ([`crate::gc`]): blob states, touch times and the
 /// history of runs. The sixth keeps each project's usage and limits ([`crate::quota`]) with
 /// triggers, and the project of each repository. The seventh holds tag immutability rules
-/// ([`crate::policy`]).
+/// ([`crate::policy`]); the eighth keeps scrub runs and their findings ([`crate::scrub`]).
 const MIGRATIONS: &[&str] = &[
     r#"
 CREATE TABLE repositories (
@@ -276,16 +278,18 @@ CREATE TABLE project_blobs (
     project     TEXT NOT NULL,
     digest      TEXT NOT NULL,
     refs        INTEGER NOT NULL,
+    size        INTEGER NOT NULL,
     PRIMARY KEY (project, digest)
 ) WITHOUT ROWID;
-INSERT INTO project_blobs (project, digest, refs)
-SELECT r.project, mr.target, COUNT(*) FROM manifest_refs mr
-JOIN repositories r ON r.id = mr.repo_id WHERE mr.kind = 0 GROUP BY r.project, mr.target;
+INSERT INTO project_blobs (project, digest, refs, size)
+SELECT r.project, mr.target, COUNT(*), COALESCE(MAX(b.size), 0) FROM manifest_refs mr
+JOIN repositories r ON r.id = mr.repo_id LEFT JOIN blobs b ON b.digest = mr.target
+WHERE mr.kind = 0 GROUP BY r.project, mr.target;
 INSERT INTO project_usage (project, bytes, artifacts)
 SELECT r.project, SUM(m.size), COUNT(*) FROM manifests m
 JOIN repositories r ON r.id = m.repo_id GROUP BY r.project;
-UPDATE project_usage SET bytes = bytes + COALESCE((SELECT SUM(b.size) FROM project_blobs pb
-    JOIN blobs b ON b.digest = pb.digest WHERE pb.project = project_usage.project), 0);
+UPDATE project_usage SET bytes = bytes + COALESCE((SELECT SUM(pb.size) FROM project_blobs pb
+    WHERE pb.project = project_usage.project), 0);
 CREATE TRIGGER manifests_usage_add AFTER INSERT ON manifests BEGIN
     INSERT INTO project_usage (project, bytes, artifacts)
     SELECT project, NEW.size, 1 FROM repositories WHERE id = NEW.repo_id
@@ -297,11 +301,13 @@ CREATE TRIGGER manifests_usage_remove AFTER DELETE ON manifests BEGIN
     WHERE project = (SELECT project FROM repositories WHERE id = OLD.repo_id);
 END;
 CREATE TRIGGER refs_usage_add AFTER INSERT ON manifest_refs WHEN NEW.kind = 0 BEGIN
-    INSERT INTO project_blobs (project, digest, refs)
-    SELECT project, NEW.target, 1 FROM repositories WHERE id = NEW.repo_id
+    INSERT INTO project_blobs (project, digest, refs, size)
+    SELECT project, NEW.target, 1, COALESCE((SELECT size FROM blobs WHERE digest = NEW.target), 0)
+    FROM repositories WHERE id = NEW.repo_id
     ON CONFLICT (project, digest) DO UPDATE SET refs = refs + 1;
     UPDATE project_usage
-    SET bytes = bytes + COALESCE((SELECT size FROM blobs WHERE digest = NEW.target), 0)
+    SET bytes = bytes + (SELECT pb.size FROM project_blobs pb
+                         WHERE pb.project = project_usage.project AND pb.digest = NEW.target)
     WHERE project = (SELECT project FROM repositories WHERE id = NEW.repo_id)
       AND (SELECT refs FROM project_blobs pb
            WHERE pb.project = project_usage.project AND pb.digest = NEW.target) = 1;
@@ -311,7 +317,8 @@ CREATE TRIGGER refs_usage_remove AFTER DELETE ON manifest_refs WHEN OLD.kind = 0
     WHERE project = (SELECT project FROM repositories WHERE id = OLD.repo_id)
       AND digest = OLD.target;
     UPDATE project_usage
-    SET bytes = bytes - COALESCE((SELECT size FROM blobs WHERE digest = OLD.target), 0)
+    SET bytes = bytes - (SELECT pb.size FROM project_blobs pb
+                         WHERE pb.project = project_usage.project AND pb.digest = OLD.target)
     WHERE project = (SELECT project FROM repositories WHERE id = OLD.repo_id)
       AND (SELECT refs FROM project_blobs pb
            WHERE pb.project = project_usage.project AND pb.digest = OLD.target) = 0;
@@ -334,6 +341,39 @@ CREATE TABLE immutable_rules (
     updated_ms  INTEGER NOT NULL
 );
 CREATE INDEX immutable_rules_project ON immutable_rules(project_id, priority, id);
+"#,
+    // Scrub ([`crate::scrub`]): the history of runs and what each one found. Self-contained,
+    // so it may be renumbered among other migrations added at the same time.
+    r#"
+CREATE TABLE scrub_runs (
+    id                INTEGER PRIMARY KEY AUTOINCREMENT,
+    repair            INTEGER NOT NULL,
+    status            TEXT NOT NULL,
+    phase             TEXT NOT NULL,
+    cursor            TEXT,
+    blobs_total       INTEGER NOT NULL,
+    manifests_total   INTEGER NOT NULL,
+    blobs_checked     INTEGER NOT NULL,
+    bytes_checked     INTEGER NOT NULL,
+    manifests_checked INTEGER NOT NULL,
+    errors            INTEGER NOT NULL,
+    last_error        TEXT,
+    created_ms        INTEGER NOT NULL,
+    updated_ms        INTEGER NOT NULL,
+    finished_ms       INTEGER
+);
+CREATE TABLE scrub_findings (
+    id          INTEGER PRIMARY KEY,
+    run_id      INTEGER NOT NULL REFERENCES scrub_runs(id) ON DELETE CASCADE,
+    kind        TEXT NOT NULL,
+    digest      TEXT NOT NULL,
+    repo        TEXT NOT NULL,
+    target      TEXT NOT NULL,
+    detail      TEXT NOT NULL,
+    repaired    INTEGER NOT NULL,
+    created_ms  INTEGER NOT NULL,
+    UNIQUE (run_id, kind, digest, repo, target)
+);
 "#,
 ];
 
@@ -1700,6 +1740,79 @@ impl MetaStore for SqliteMeta {
             )
         })
         .await
+    }
+
+    async fn scrub_blobs(
+        &self,
+        after: Option<&Digest>,
+        limit: usize,
+    ) -> Result<Vec<ScrubBlob>, MetaError> {
+        let after = after.map(ToString::to_string);
+        self.read(move |conn| scrub::blobs(conn, after.as_deref(), limit))
+            .await
+    }
+
+    async fn scrub_manifests(
+        &self,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<ScrubManifests, MetaError> {
+        let after = after.map(str::to_owned);
+        self.read(move |conn| scrub::manifests(conn, after.as_deref(), limit))
+            .await
+    }
+
+    async fn scrub_missing_refs(
+        &self,
+        repo: &RepoName,
+        blobs: &[Digest],
+        manifests: &[Digest],
+    ) -> Result<MissingRefs, MetaError> {
+        let (repo, blobs, manifests) = (repo.clone(), blobs.to_vec(), manifests.to_vec());
+        self.read(move |conn| scrub::missing_refs(conn, &repo, blobs, manifests))
+            .await
+    }
+
+    async fn scrub_withdraw_blob(&self, digest: &Digest) -> Result<bool, MetaError> {
+        let digest = digest.to_string();
+        self.write(move |tx| scrub::withdraw_blob(tx, &digest))
+            .await
+    }
+
+    async fn create_scrub_run(&self, run: &ScrubRun) -> Result<ScrubRun, MetaError> {
+        let run = run.clone();
+        self.write(move |tx| scrub::create_run(tx, &run)).await
+    }
+
+    async fn save_scrub_run(&self, run: &ScrubRun) -> Result<(), MetaError> {
+        let run = run.clone();
+        self.write(move |tx| scrub::save_run(tx, &run)).await
+    }
+
+    async fn scrub_run(&self, id: i64) -> Result<Option<ScrubRun>, MetaError> {
+        self.read(move |conn| scrub::get_run(conn, id)).await
+    }
+
+    async fn list_scrub_runs(&self, paging: Paging) -> Result<Listing<ScrubRun>, MetaError> {
+        self.read(move |conn| scrub::list_runs(conn, paging)).await
+    }
+
+    async fn add_scrub_findings(&self, findings: &[ScrubFinding]) -> Result<(), MetaError> {
+        if findings.is_empty() {
+            return Ok(());
+        }
+        let findings = findings.to_vec();
+        self.write(move |tx| scrub::add_findings(tx, &findings))
+            .await
+    }
+
+    async fn scrub_findings(
+        &self,
+        run_id: i64,
+        paging: Paging,
+    ) -> Result<Listing<ScrubFinding>, MetaError> {
+        self.read(move |conn| scrub::findings(conn, run_id, paging))
+            .await
     }
 }
 

@@ -40,6 +40,7 @@ fn manifest(
 }
 
 pub mod access;
+mod scrub;
 
 pub use access::run as run_access;
 
@@ -108,6 +109,7 @@ pub async fn run(meta: &dyn MetaStore) {
     // Last: it collects what the cases above left behind.
     garbage_collection(meta).await;
     gc_runs(meta).await;
+    scrub::run(meta).await;
 }
 
 async fn blobs_and_links(meta: &dyn MetaStore) {

@@ -6,8 +6,11 @@
 //! │   └── sha256/
 //! │       └── ab/
 //! │           └── abcdef0123…    committed blob, immutable, named by its hash
-//! └── uploads/
-//!     └── <upload id>            bytes of an upload session so far, append-only
+//! ├── uploads/
+//! │   └── <upload id>            bytes of an upload session so far, append-only
+//! └── quarantine/
+//!     └── sha256/
+//!         └── abcdef0123…-<label>  damaged bytes a scrub moved aside, never read
 //! ```
 //!
 //! An upload is one file, written in place at the offset each append is given (bytes past it,
@@ -68,6 +71,12 @@ impl FsStore {
         crate::blob_key(d)
             .iter()
             .fold(self.root.clone(), |p, part| p.join(part))
+    }
+
+    fn quarantine_path(&self, d: &Digest, label: &str) -> Result<PathBuf, StoreError> {
+        Ok(crate::quarantine_key(d, label)?
+            .iter()
+            .fold(self.root.clone(), |p, part| p.join(part)))
     }
 
     fn upload_path(&self, id: &str) -> Result<PathBuf, StoreError> {
@@ -457,6 +466,50 @@ impl BlobStore for FsStore {
         let root = self.root.join("blobs");
         let after = after.cloned();
         blocking(move || list_fs_blobs(&root, after.as_ref(), limit)).await
+    }
+
+    async fn quarantine_blob(&self, digest: &Digest, label: &str) -> Result<bool, StoreError> {
+        let from = self.blob_path(digest);
+        let to = self.quarantine_path(digest, label)?;
+        let sync = self.sync;
+        blocking(move || {
+            let dir = to.parent().expect("quarantine paths have a parent");
+            std::fs::create_dir_all(dir)?;
+            // One filesystem: a rename, atomic; a reader that has the file open keeps it.
+            match std::fs::rename(&from, &to) {
+                Ok(()) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(false),
+                Err(e) => return Err(e.into()),
+            }
+            if sync == SyncMode::Durable {
+                sync_dir(dir)?;
+                sync_dir(from.parent().expect("blob paths have a parent"))?;
+            }
+            Ok(true)
+        })
+        .await
+    }
+
+    async fn quarantine_bytes(
+        &self,
+        digest: &Digest,
+        label: &str,
+        content: Bytes,
+    ) -> Result<(), StoreError> {
+        let path = self.quarantine_path(digest, label)?;
+        let sync = self.sync;
+        blocking(move || {
+            let dir = path.parent().expect("quarantine paths have a parent");
+            std::fs::create_dir_all(dir)?;
+            let mut file = File::create(&path)?;
+            std::io::Write::write_all(&mut file, &content)?;
+            if sync == SyncMode::Durable {
+                file.sync_all()?;
+                sync_dir(dir)?;
+            }
+            Ok(())
+        })
+        .await
     }
 
     async fn start_upload(&self, id: &str) -> Result<(), StoreError> {

@@ -13,6 +13,9 @@
 //! write that was never recorded (a writer that lost its lease while its bytes were in flight,
 //! a chunk whose metadata update never happened) is never read as part of the upload.
 //!
+//! Bytes that a scrub found damaged are moved aside, into quarantine
+//! ([`BlobStore::quarantine_blob`]), rather than deleted, so that an operator can look at them.
+//!
 //! Backends: [`fs::FsStore`] (the embedded default) and [`s3::S3Store`] (S3-compatible object
 //! storage, for a fleet of instances). Every backend passes [`testsuite::run`].
 
@@ -84,6 +87,28 @@ pub(crate) fn blob_key(d: &Digest) -> [String; 4] {
         hex[..2].to_owned(),
         hex.to_string(),
     ]
+}
+
+/// Where every backend keeps quarantined bytes below its root, as path segments:
+/// `quarantine/<algorithm>/<hex>-<label>`. Nothing reads there: serving, listing and garbage
+/// collection look under `blobs/` only.
+pub(crate) fn quarantine_key(d: &Digest, label: &str) -> Result<[String; 3], StoreError> {
+    if label.is_empty()
+        || label.len() > 64
+        || !label
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-')
+    {
+        return Err(StoreError::Io(std::io::Error::new(
+            std::io::ErrorKind::InvalidInput,
+            format!("invalid quarantine label {label:?}"),
+        )));
+    }
+    Ok([
+        "quarantine".into(),
+        d.algorithm().as_str().into(),
+        format!("{}-{label}", d.hex()),
+    ])
 }
 
 /// Refuse a segment token that could be anything but a token: a key or path made from it
@@ -219,6 +244,30 @@ pub trait BlobStore: Send + Sync + 'static {
         after: Option<&Digest>,
         limit: usize,
     ) -> Result<Vec<StoredBlob>, StoreError>;
+
+    /// Move the committed blob `digest` into quarantine, under
+    /// `quarantine/<algorithm>/<hex>-<label>`, where nothing reads it (serving, listing and
+    /// garbage collection look under `blobs/` only) and an operator can examine it; the blob
+    /// is then no longer stored. Returns whether there were bytes to move. Scrub quarantines
+    /// blobs whose bytes do not match their digest; `label` (ASCII letters, digits and `-`, at
+    /// most 64) names the run, so that the bytes each run took stay apart.
+    ///
+    /// # Errors
+    /// [`StoreError::Io`] if the backend fails or `label` is invalid.
+    async fn quarantine_blob(&self, digest: &Digest, label: &str) -> Result<bool, StoreError>;
+
+    /// Keep `content`, bytes that should hash to `digest` and do not (a manifest whose stored
+    /// content is damaged), in quarantine under the key [`Self::quarantine_blob`] uses. A
+    /// second call with the same key replaces the first.
+    ///
+    /// # Errors
+    /// [`StoreError::Io`] if the backend fails or `label` is invalid.
+    async fn quarantine_bytes(
+        &self,
+        digest: &Digest,
+        label: &str,
+        content: Bytes,
+    ) -> Result<(), StoreError>;
 
     /// Create an empty upload session.
     ///

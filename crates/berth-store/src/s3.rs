@@ -11,6 +11,9 @@
 //! │   └── sha256/
 //! │       └── ab/
 //! │           └── abcdef0123…                     committed blob, immutable, named by its hash
+//! ├── quarantine/
+//! │   └── sha256/
+//! │       └── abcdef0123…-<label>                 damaged bytes a scrub moved aside
 //! └── uploads/
 //!     └── <upload id>/
 //!         ├── _started                            marker: the session was started
@@ -367,6 +370,13 @@ impl S3Store {
         crate::blob_key(d)
             .into_iter()
             .fold(self.root.clone(), |p, part| p.join(part))
+    }
+
+    /// `<prefix>/quarantine/<alg>/<hex>-<label>`
+    fn quarantine_path(&self, d: &Digest, label: &str) -> Result<Path, StoreError> {
+        Ok(crate::quarantine_key(d, label)?
+            .into_iter()
+            .fold(self.root.clone(), |p, part| p.join(part)))
     }
 
     /// `<prefix>/uploads/<id>`
@@ -918,6 +928,56 @@ impl BlobStore for S3Store {
             }
         }
         Ok(out)
+    }
+
+    async fn quarantine_blob(&self, digest: &Digest, label: &str) -> Result<bool, StoreError> {
+        let from = self.blob_path(digest);
+        let to = self.quarantine_path(digest, label)?;
+        let size = match self.s3.head(&from).await {
+            Ok(meta) => meta.size,
+            Err(object_store::Error::NotFound { .. }) => return Ok(false),
+            Err(e) => return Err(s3_error("HEAD", &from, e)),
+        };
+        // A copy first (server-side up to the limit of CopyObject, else streamed), then the
+        // delete: a failure in between leaves the blob where it was, and the caller may try
+        // again.
+        if size <= MAX_COPY {
+            match self.s3.copy(&from, &to).await {
+                Ok(()) => {}
+                Err(object_store::Error::NotFound { .. }) => return Ok(false),
+                Err(e) => return Err(s3_error("COPY", &from, e)),
+            }
+        } else {
+            let mut source = self.get_range(&from, None).await?;
+            let mut writer = ObjectWriter::new(Arc::clone(&self.s3), to.clone());
+            let result = async {
+                while let Some(chunk) = source.next().await {
+                    writer.write(chunk?).await?;
+                }
+                writer.finish(Some(size)).await
+            }
+            .await;
+            if let Err(e) = result {
+                writer.abort().await;
+                return Err(e);
+            }
+        }
+        self.delete(digest).await?;
+        Ok(true)
+    }
+
+    async fn quarantine_bytes(
+        &self,
+        digest: &Digest,
+        label: &str,
+        content: Bytes,
+    ) -> Result<(), StoreError> {
+        let path = self.quarantine_path(digest, label)?;
+        self.s3
+            .put(&path, PutPayload::from(content))
+            .await
+            .map_err(|e| s3_error("PUT", &path, e))?;
+        Ok(())
     }
 
     async fn start_upload(&self, id: &str) -> Result<(), StoreError> {

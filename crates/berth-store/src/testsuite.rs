@@ -252,6 +252,7 @@ pub async fn run(store: &dyn BlobStore) {
 
     odd_sized_appends(store).await;
     listing(store).await;
+    quarantine(store).await;
 }
 
 /// Commit `data` as a blob through a one-segment upload.
@@ -311,6 +312,62 @@ async fn listing(store: &dyn BlobStore) {
     }
     let left = store.list_blobs(None, 1000).await.unwrap();
     assert!(!left.iter().any(|b| blobs.contains(&b.digest)));
+}
+
+/// A quarantined blob is no longer stored, listed or readable; quarantining what is not
+/// stored says so; labels that could name anything but a label are refused.
+async fn quarantine(store: &dyn BlobStore) {
+    let bad = put_blob(
+        store,
+        "9b9c3c4e-5b2c-4a57-9c1b-0f3f0c2a7e11",
+        b"damaged bytes",
+    )
+    .await;
+    assert!(store.quarantine_blob(&bad, "scrub-7").await.unwrap());
+    assert_eq!(store.stat(&bad).await.unwrap(), None);
+    assert!(matches!(
+        store.read(&bad, 0, 1).await,
+        Err(StoreError::NotFound)
+    ));
+    let listed = store.list_blobs(None, 1000).await.unwrap();
+    assert!(!listed.iter().any(|b| b.digest == bad), "{listed:?}");
+    assert!(!store.quarantine_blob(&bad, "scrub-8").await.unwrap());
+    // The same digest stored and quarantined again, by another run, is kept apart.
+    let again = put_blob(
+        store,
+        "ab9c3c4e-5b2c-4a57-9c1b-0f3f0c2a7e11",
+        b"damaged bytes",
+    )
+    .await;
+    assert_eq!(again, bad);
+    assert!(store.quarantine_blob(&bad, "scrub-8").await.unwrap());
+    assert_eq!(store.stat(&bad).await.unwrap(), None);
+    // Bytes from elsewhere (a damaged manifest), twice under one key.
+    let manifest = Digest::sha256_of(b"{\"what\":\"it should be\"}");
+    for content in [&b"{\"what\":\"it is\"}"[..], b"{}"] {
+        store
+            .quarantine_bytes(
+                &manifest,
+                "scrub-7-manifest",
+                Bytes::copy_from_slice(content),
+            )
+            .await
+            .unwrap();
+    }
+    assert_eq!(store.stat(&manifest).await.unwrap(), None);
+    for label in ["", "../x", "a/b", "a.b", &"x".repeat(65)] {
+        assert!(
+            store.quarantine_blob(&bad, label).await.is_err(),
+            "label {label:?}"
+        );
+        assert!(
+            store
+                .quarantine_bytes(&bad, label, Bytes::new())
+                .await
+                .is_err(),
+            "label {label:?}"
+        );
+    }
 }
 
 /// Appends of every awkward size: chunks that start and end mid-block, bodies whose frames

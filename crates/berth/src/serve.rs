@@ -70,6 +70,7 @@ fn start_jobs(
             registry.clone(),
             cfg.gc.schedule_check_interval,
         )))
+        .with_worker(Arc::new(berth_core::ScrubWorker::new(registry.clone())))
         .spawn(cancel)
 }
 

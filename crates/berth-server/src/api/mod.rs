@@ -23,6 +23,7 @@ mod projects;
 mod quotas;
 mod repos;
 mod robots;
+mod scrub;
 mod system;
 mod tags;
 mod users;
@@ -140,6 +141,10 @@ pub fn router() -> Router<Arc<AppState>> {
         )
         .route("/system/gc/{gc_id}", get(gc::get).put(gc::stop))
         .route("/system/gc/{gc_id}/log", get(gc::log))
+        .route("/system/scrub", get(scrub::list).post(scrub::start))
+        .route("/system/scrub/{scrub_id}", get(scrub::get).put(scrub::stop))
+        .route("/system/scrub/{scrub_id}/log", get(scrub::log))
+        .route("/system/scrub/{scrub_id}/findings", get(scrub::findings))
         .route("/systeminfo", get(system::info))
         .route("/health", get(system::health))
         .route("/ping", get(system::ping))

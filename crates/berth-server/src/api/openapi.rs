@@ -5,7 +5,9 @@ use axum::Json;
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
-use super::{gc, groups, immutable, logs, projects, quotas, repos, robots, system, tags, users};
+use super::{
+    gc, groups, immutable, logs, projects, quotas, repos, robots, scrub, system, tags, users,
+};
 
 struct BasicAuth;
 
@@ -48,6 +50,7 @@ impl Modify for BasicAuth {
         gc::update_schedule,
         quotas::list, quotas::get, quotas::update,
         immutable::list, immutable::create, immutable::update, immutable::delete,
+        scrub::start, scrub::list, scrub::get, scrub::stop, scrub::findings, scrub::log,
     )
 )]
 pub struct ApiDoc;

@@ -1,11 +1,13 @@
-//! `berth admin`: manage projects, users, members, robots, garbage collection, quotas and read the
-//! audit log through the management API (`/api/v2.0`) of a running Berth, over HTTP.
+//! `berth admin`: manage projects, users, members, robots, garbage collection, quotas and
+//! scrub, and read the audit log through the management API (`/api/v2.0`) of a running
+//! Berth, over HTTP.
 
 mod client;
 mod gc;
 mod output;
 mod quota;
 mod resources;
+mod scrub;
 
 use clap::{Args, Subcommand};
 
@@ -73,6 +75,12 @@ enum AdminCommand {
         #[command(subcommand)]
         command: quota::QuotaCmd,
     },
+    /// Scrub: re-read and re-verify every blob and manifest (with a progress bar), findings,
+    /// history, logs
+    Scrub {
+        #[command(subcommand)]
+        command: scrub::ScrubCmd,
+    },
 }
 
 /// Run an admin command.
@@ -91,6 +99,7 @@ pub fn run(args: AdminArgs) -> anyhow::Result<()> {
             AdminCommand::Logs { command } => resources::logs(&api, out, command).await,
             AdminCommand::Gc { command } => gc::gc(&api, out, command).await,
             AdminCommand::Quota { command } => quota::quota(&api, out, command).await,
+            AdminCommand::Scrub { command } => scrub::scrub(&api, out, command).await,
         }
     })
 }

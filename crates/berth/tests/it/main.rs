@@ -20,6 +20,7 @@ mod rbac;
 mod redirect;
 mod revocation;
 mod s3_faults;
+mod scrub;
 mod secrets;
 mod server;
 mod storage;

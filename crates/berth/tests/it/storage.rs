@@ -198,6 +198,73 @@ impl Storage {
         blobs.len()
     }
 
+    /// The key below the root of the stored blob `digest` (sha256).
+    fn blob_rest(digest: &str) -> String {
+        let hex = digest.trim_start_matches("sha256:");
+        format!("blobs/sha256/{}/{hex}", &hex[..2])
+    }
+
+    /// The stored bytes of blob `digest`.
+    pub async fn blob_bytes(&self, digest: &str) -> Vec<u8> {
+        let rest = Self::blob_rest(digest);
+        match self {
+            Self::Fs(dir) => std::fs::read(dir.join(rest)).unwrap(),
+            Self::S3 { s3, prefix } => s3
+                .get(&Self::key(prefix, &rest))
+                .await
+                .unwrap()
+                .bytes()
+                .await
+                .unwrap()
+                .to_vec(),
+        }
+    }
+
+    /// Flip the first byte of the stored blob `digest`, keeping its size, as bit rot would:
+    /// bytes that no longer hash to their name. Returns the damaged bytes.
+    pub async fn corrupt_blob(&self, digest: &str) -> Vec<u8> {
+        let mut bytes = self.blob_bytes(digest).await;
+        bytes[0] ^= 0xff;
+        let rest = Self::blob_rest(digest);
+        match self {
+            Self::Fs(dir) => std::fs::write(dir.join(rest), &bytes).unwrap(),
+            Self::S3 { s3, prefix } => {
+                s3.put(&Self::key(prefix, &rest), PutPayload::from(bytes.clone()))
+                    .await
+                    .unwrap();
+            }
+        }
+        bytes
+    }
+
+    /// Remove the stored blob `digest`, as if its bytes were lost.
+    pub async fn lose_blob(&self, digest: &str) {
+        let rest = Self::blob_rest(digest);
+        match self {
+            Self::Fs(dir) => std::fs::remove_file(dir.join(rest)).unwrap(),
+            Self::S3 { s3, prefix } => s3.delete(&Self::key(prefix, &rest)).await.unwrap(),
+        }
+    }
+
+    /// What a scrub moved into quarantine for `digest` under `label`
+    /// (`quarantine/sha256/<hex>-<label>`), if anything.
+    pub async fn quarantined(&self, digest: &str, label: &str) -> Option<Vec<u8>> {
+        let hex = digest.trim_start_matches("sha256:");
+        let rest = format!("quarantine/sha256/{hex}-{label}");
+        match self {
+            Self::Fs(dir) => match std::fs::read(dir.join(rest)) {
+                Ok(b) => Some(b),
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+                Err(e) => panic!("read quarantine: {e}"),
+            },
+            Self::S3 { s3, prefix } => match s3.get(&Self::key(prefix, &rest)).await {
+                Ok(r) => Some(r.bytes().await.unwrap().to_vec()),
+                Err(object_store::Error::NotFound { .. }) => None,
+                Err(e) => panic!("read quarantine: {e}"),
+            },
+        }
+    }
+
     /// Cut the stored blob `digest` down to its first `len` bytes.
     pub async fn truncate_blob(&self, digest: &str, len: usize) {
         let hex = digest.trim_start_matches("sha256:");
