@@ -2042,8 +2042,8 @@ impl MetaStore for PgMeta {
     async fn set_quota(&self, project: &str, limits: crate::QuotaLimits) -> Result<(), MetaError> {
         let arg = (
             project,
-            crate::quota::limit_to_db(limits.storage),
-            crate::quota::limit_to_db(limits.count),
+            crate::quota::signed_limit(limits.storage),
+            crate::quota::signed_limit(limits.count),
         );
         self.write(Scope::Statement, &arg, |c, (project, bytes, count)| {
             Box::pin(async move {

@@ -108,8 +108,8 @@ pub(crate) fn limit_from_db(v: i64) -> Option<u64> {
     u64::try_from(v).ok()
 }
 
-/// A limit as stored.
-pub(crate) fn limit_to_db(v: Option<u64>) -> i64 {
+/// A limit as the database stores it and Harbor's API shows it: `-1` for none.
+pub fn signed_limit(v: Option<u64>) -> i64 {
     v.map_or(-1, |v| i64::try_from(v).unwrap_or(i64::MAX))
 }
 

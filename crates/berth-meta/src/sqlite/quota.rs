@@ -5,7 +5,7 @@ use rusqlite::{params, types::Value, Connection};
 
 use super::access::{listing, row};
 use super::{backend, now_ms};
-use crate::quota::{limit_to_db, quota_from_row, QUOTA_COLUMNS, QUOTA_SOURCE, USAGE_COLUMNS};
+use crate::quota::{quota_from_row, signed_limit, QUOTA_COLUMNS, QUOTA_SOURCE, USAGE_COLUMNS};
 use crate::{Listing, MetaError, Paging, ProjectId, Quota, QuotaLimits};
 
 /// The quota of `project`.
@@ -51,8 +51,8 @@ pub(super) fn set(conn: &Connection, project: &str, limits: QuotaLimits) -> Resu
     .and_then(|mut s| {
         s.execute(params![
             project,
-            limit_to_db(limits.storage),
-            limit_to_db(limits.count),
+            signed_limit(limits.storage),
+            signed_limit(limits.count),
             now_ms()
         ])
     })

@@ -1274,7 +1274,7 @@ async fn quotas(meta: &dyn MetaStore, s: &dyn AccessStore) {
     .await
     .unwrap();
     let c3: &[u8] = b"{\"quota\":3}";
-    let m3 = put_plain(meta, "quota/a", c3, &[&l3]).await.unwrap();
+    put_plain(meta, "quota/a", c3, &[&l3]).await.unwrap();
     let manifests = manifests + c3.len() as u64;
     assert_eq!(usage(meta, "quota").await, (600 + manifests, 3));
     let c4: &[u8] = b"{\"quota\":4}";
@@ -1339,7 +1339,6 @@ async fn quotas(meta: &dyn MetaStore, s: &dyn AccessStore) {
     assert_eq!(usage(meta, "quota").await, (300 + c3.len() as u64, 1));
     assert!(meta.delete_repository(&repo("quota/a")).await.unwrap());
     assert_eq!(usage(meta, "quota").await, (0, 0));
-    let _ = m3;
 
     // The listing of every project has it with its limits.
     let all = meta.list_quotas(None, Paging::ALL).await.unwrap();

@@ -8,6 +8,7 @@ use axum::extract::State;
 use axum::http::{StatusCode, Uri};
 use axum::response::Response;
 use axum::Json;
+use berth_meta::quota::signed_limit;
 use berth_meta::{Quota, QuotaLimits};
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
@@ -58,20 +59,16 @@ pub struct QuotaResp {
     pub update_time: String,
 }
 
-fn signed(v: Option<u64>) -> i64 {
-    v.map_or(-1, |v| i64::try_from(v).unwrap_or(i64::MAX))
-}
-
 /// A quota's limits and usage.
 pub fn quota_resource(q: &Quota) -> (ResourceList, ResourceList) {
     (
         ResourceList {
-            storage: Some(signed(q.hard.storage)),
-            count: Some(signed(q.hard.count)),
+            storage: Some(signed_limit(q.hard.storage)),
+            count: Some(signed_limit(q.hard.count)),
         },
         ResourceList {
-            storage: Some(signed(Some(q.used_storage))),
-            count: Some(signed(Some(q.used_count))),
+            storage: Some(signed_limit(Some(q.used_storage))),
+            count: Some(signed_limit(Some(q.used_count))),
         },
     )
 }
