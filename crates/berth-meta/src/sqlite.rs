@@ -29,6 +29,7 @@ mod access;
 mod gc;
 mod policy;
 mod quota;
+mod retention;
 
 /// Schema migrations, applied in order; the database records how many ran. Never edit a
 /// released script: add a new one. The second adds upload leases and the job queue, with
@@ -40,7 +41,8 @@ mod quota;
 /// The fifth is for garbage collection ([`crate::gc`]): blob states, touch times and the
 /// history of runs. The sixth keeps each project's usage and limits ([`crate::quota`]) with
 /// triggers, and the project of each repository. The seventh holds tag immutability rules
-/// ([`crate::policy`]).
+/// ([`crate::policy`]). The eighth holds retention policies, their runs and their tasks
+/// ([`crate::retention`]).
 const MIGRATIONS: &[&str] = &[
     r#"
 CREATE TABLE repositories (
@@ -334,6 +336,47 @@ CREATE TABLE immutable_rules (
     updated_ms  INTEGER NOT NULL
 );
 CREATE INDEX immutable_rules_project ON immutable_rules(project_id, priority, id);
+"#,
+    r#"
+CREATE TABLE retention_policies (
+    id          INTEGER PRIMARY KEY AUTOINCREMENT,
+    project_id  INTEGER NOT NULL UNIQUE REFERENCES projects(id) ON DELETE CASCADE,
+    rules       TEXT NOT NULL,
+    cron        TEXT,
+    fired_ms    INTEGER NOT NULL,
+    created_ms  INTEGER NOT NULL,
+    updated_ms  INTEGER NOT NULL
+);
+CREATE TABLE retention_executions (
+    id           INTEGER PRIMARY KEY AUTOINCREMENT,
+    policy_id    INTEGER NOT NULL REFERENCES retention_policies(id) ON DELETE CASCADE,
+    project      TEXT NOT NULL,
+    trigger_kind TEXT NOT NULL,
+    dry_run      INTEGER NOT NULL,
+    status       TEXT NOT NULL,
+    rules        TEXT NOT NULL,
+    repositories INTEGER NOT NULL,
+    last_error   TEXT,
+    created_ms   INTEGER NOT NULL,
+    updated_ms   INTEGER NOT NULL,
+    finished_ms  INTEGER
+);
+CREATE INDEX retention_executions_policy ON retention_executions(policy_id, id);
+CREATE TABLE retention_tasks (
+    id           INTEGER PRIMARY KEY AUTOINCREMENT,
+    execution_id INTEGER NOT NULL REFERENCES retention_executions(id) ON DELETE CASCADE,
+    repository   TEXT NOT NULL,
+    status       TEXT NOT NULL,
+    total        INTEGER NOT NULL,
+    retained     INTEGER NOT NULL,
+    deleted      INTEGER NOT NULL,
+    errors       INTEGER NOT NULL,
+    items        TEXT NOT NULL,
+    created_ms   INTEGER NOT NULL,
+    updated_ms   INTEGER NOT NULL,
+    finished_ms  INTEGER,
+    UNIQUE (execution_id, repository)
+);
 "#,
 ];
 
@@ -1719,6 +1762,13 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let meta = SqliteMeta::open(&dir.path().join("meta.db"), Durability::Normal).unwrap();
         crate::testsuite::run_access(&meta).await;
+    }
+
+    #[tokio::test]
+    async fn passes_the_retention_testsuite() {
+        let dir = tempfile::tempdir().unwrap();
+        let meta = SqliteMeta::open(&dir.path().join("meta.db"), Durability::Normal).unwrap();
+        crate::testsuite::run_retention(&meta).await;
     }
 
     /// A database made by the first schema keeps its uploads through the migrations that add
