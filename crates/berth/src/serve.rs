@@ -70,6 +70,11 @@ fn start_jobs(
             registry.clone(),
             cfg.gc.schedule_check_interval,
         )))
+        .with_worker(Arc::new(berth_core::RetentionWorker::new(registry.clone())))
+        .with_worker(Arc::new(berth_core::RetentionScheduler::new(
+            registry.clone(),
+            cfg.retention.schedule_check_interval,
+        )))
         .spawn(cancel)
 }
 

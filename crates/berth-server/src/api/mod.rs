@@ -21,6 +21,7 @@ mod paging;
 mod projects;
 mod quotas;
 mod repos;
+mod retention;
 mod robots;
 mod system;
 mod tags;
@@ -131,6 +132,30 @@ pub fn router() -> Router<Arc<AppState>> {
         )
         .route("/system/gc/{gc_id}", get(gc::get).put(gc::stop))
         .route("/system/gc/{gc_id}/log", get(gc::log))
+        .route("/retentions", post(retention::create))
+        .route("/retentions/metadatas", get(retention::metadatas))
+        .route(
+            "/retentions/{id}",
+            get(retention::get)
+                .put(retention::update)
+                .delete(retention::delete),
+        )
+        .route(
+            "/retentions/{id}/executions",
+            get(retention::executions).post(retention::run),
+        )
+        .route(
+            "/retentions/{id}/executions/{eid}",
+            get(retention::execution).patch(retention::operate),
+        )
+        .route(
+            "/retentions/{id}/executions/{eid}/tasks",
+            get(retention::tasks),
+        )
+        .route(
+            "/retentions/{id}/executions/{eid}/tasks/{tid}",
+            get(retention::task_log),
+        )
         .route("/systeminfo", get(system::info))
         .route("/health", get(system::health))
         .route("/ping", get(system::ping))

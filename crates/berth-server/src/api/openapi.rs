@@ -5,7 +5,7 @@ use axum::Json;
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
-use super::{gc, groups, logs, projects, quotas, repos, robots, system, tags, users};
+use super::{gc, groups, logs, projects, quotas, repos, retention, robots, system, tags, users};
 
 struct BasicAuth;
 
@@ -47,6 +47,9 @@ impl Modify for BasicAuth {
         gc::list, gc::get, gc::log, gc::stop, gc::get_schedule, gc::create_schedule,
         gc::update_schedule,
         quotas::list, quotas::get, quotas::update,
+        retention::metadatas, retention::create, retention::get, retention::update,
+        retention::delete, retention::run, retention::executions, retention::execution,
+        retention::operate, retention::tasks, retention::task_log,
     )
 )]
 pub struct ApiDoc;

@@ -4,7 +4,7 @@
 use std::io::IsTerminal as _;
 use std::time::Duration;
 
-use anyhow::{bail, Context as _};
+use anyhow::bail;
 use clap::Subcommand;
 use indicatif::{ProgressBar, ProgressStyle};
 use reqwest::Method;
@@ -95,7 +95,8 @@ fn human(n: u64) -> String {
     }
 }
 
-fn num(v: &Value, key: &str) -> u64 {
+/// The number at `key` of a reply, 0 if there is none.
+pub(super) fn num(v: &Value, key: &str) -> u64 {
     v[key].as_u64().unwrap_or(0)
 }
 
@@ -154,13 +155,7 @@ pub async fn gc(api: &Api, out: Output, cmd: GcCmd) -> anyhow::Result<()> {
             let reply = api
                 .call(Method::POST, "/system/gc/schedule", &[], Some(body))
                 .await?;
-            let location = reply
-                .location
-                .context("the server did not say where the run is (no Location)")?;
-            let path = location
-                .split_once("/api/v2.0")
-                .map_or(location.as_str(), |(_, p)| p)
-                .to_owned();
+            let path = reply.created_path("run")?;
             let id = path.rsplit('/').next().unwrap_or("?").to_owned();
             if detach {
                 done(

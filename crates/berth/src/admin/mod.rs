@@ -1,10 +1,12 @@
-//! `berth admin`: manage projects, users, members, robots, garbage collection and read the
-//! audit log through the management API (`/api/v2.0`) of a running Berth, over HTTP.
+//! `berth admin`: manage projects, users, members, robots, garbage collection and retention
+//! policies, and read the audit log, through the management API (`/api/v2.0`) of a running
+//! Berth, over HTTP.
 
 mod client;
 mod gc;
 mod output;
 mod resources;
+mod retention;
 
 use clap::{Args, Subcommand};
 
@@ -67,6 +69,11 @@ enum AdminCommand {
         #[command(subcommand)]
         command: gc::GcCmd,
     },
+    /// Retention policies of a project: show, set, run (with a progress bar), history, logs
+    Retention {
+        #[command(subcommand)]
+        command: retention::RetentionCmd,
+    },
 }
 
 /// Run an admin command.
@@ -84,6 +91,7 @@ pub fn run(args: AdminArgs) -> anyhow::Result<()> {
             AdminCommand::Robots { command } => resources::robots(&api, out, command).await,
             AdminCommand::Logs { command } => resources::logs(&api, out, command).await,
             AdminCommand::Gc { command } => gc::gc(&api, out, command).await,
+            AdminCommand::Retention { command } => retention::retention(&api, out, command).await,
         }
     })
 }
