@@ -65,6 +65,13 @@ curl -fsS -u "admin:$password" -X POST -H 'content-type: application/octet-strea
 manifest='{"schemaVersion":2,"mediaType":"application/vnd.oci.image.manifest.v1+json","config":{"mediaType":"application/vnd.oci.image.config.v1+json","digest":"'$cdigest'","size":'${#config}'},"layers":[]}'
 curl -fsS -u "admin:$password" -X PUT -H 'content-type: application/vnd.oci.image.manifest.v1+json' \
   --data-binary "$manifest" "$base/v2/fuzz/app/manifests/v1"
+# A retention policy with a run behind it, so that its runs and tasks have something to show.
+fuzz_id=$(api "$base/api/v2.0/projects/fuzz" | python3 -c 'import json,sys; print(json.load(sys.stdin)["project_id"])')
+policy=$(api -o /dev/null -D - -X POST "$base/api/v2.0/retentions" -d '{"rules":[{"template":
+  "latestPushedK","params":{"latestPushedK":5},"tag_selectors":[{"decoration":"matches",
+  "pattern":"**"}]}],"scope":{"level":"project","ref":'"$fuzz_id"'}}' \
+  | tr -d '\r' | sed -n 's/^location: //Ip')
+api -X POST "$base$policy/executions" -d '{"dry_run":true}'
 
 run() {
   # From the scratch directory: schemathesis keeps state in ./.schemathesis.

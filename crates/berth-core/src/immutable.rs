@@ -56,6 +56,19 @@ impl Rules {
     }
 }
 
+/// The immutability rules of one repository, compiled ([`Registry::repo_immutability`]).
+pub(crate) struct RepoImmutability {
+    repo: RepoName,
+    rules: Rules,
+}
+
+impl RepoImmutability {
+    /// The rule that makes `tag` immutable, if any.
+    pub(crate) fn protecting(&self, tag: &str) -> Option<i64> {
+        self.rules.protecting(&self.repo, tag)
+    }
+}
+
 fn refusal(repo: &RepoName, tag: &str, rule: i64) -> Error {
     Error::Denied(format!(
         "tag {repo}:{tag} is immutable (rule {rule} of project {}): it cannot be moved or deleted",
@@ -122,6 +135,21 @@ impl Registry {
             }
         }
         Ok(())
+    }
+
+    /// The immutability of `repo`'s tags, read once to ask of many tags (retention judges
+    /// a whole repository at a time); `None` when its project has no enabled rule.
+    pub(crate) async fn repo_immutability(
+        &self,
+        repo: &RepoName,
+    ) -> Result<Option<RepoImmutability>, Error> {
+        Ok(self
+            .immutability(repo)
+            .await?
+            .map(|rules| RepoImmutability {
+                repo: repo.clone(),
+                rules,
+            }))
     }
 
     /// Refuse to delete `repo` if it holds an immutable tag.

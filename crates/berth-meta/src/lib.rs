@@ -29,6 +29,9 @@ pub use jobs::{
 };
 pub use policy::ImmutableRule;
 pub use quota::{Quota, QuotaExceeded, QuotaKind, QuotaLimits};
+pub use retention::{
+    RetentionArtifact, RetentionExecution, RetentionPolicy, RetentionStore, RetentionTask,
+};
 pub use scrub::{
     MissingRefs, ScrubBlob, ScrubFinding, ScrubFindingKind, ScrubManifest, ScrubManifests, ScrubRun,
 };
@@ -39,6 +42,7 @@ pub mod jobs;
 pub mod policy;
 pub mod postgres;
 pub mod quota;
+pub mod retention;
 pub mod scrub;
 pub mod sqlite;
 pub mod testsuite;
@@ -190,9 +194,10 @@ pub struct Page<'a> {
     pub limit: usize,
 }
 
-/// Where a backend keeps metadata.
+/// Where a backend keeps metadata. Retention's records are behind [`RetentionStore`], which
+/// every `MetaStore` is too.
 #[async_trait]
-pub trait MetaStore: Send + Sync + 'static {
+pub trait MetaStore: RetentionStore + Send + Sync + 'static {
     /// Record that `digest` (of `size` bytes) is stored and linked into `repo`, creating the
     /// repository if needed, and touch both (garbage collection spares what was touched within
     /// its grace period). Idempotent.

@@ -30,6 +30,7 @@ mod access;
 mod gc;
 mod policy;
 mod quota;
+mod retention;
 mod scrub;
 
 /// Schema migrations, applied in order; the database records how many ran. Never edit a
@@ -42,7 +43,8 @@ mod scrub;
 /// The fifth is for garbage collection ([`crate::gc`]): blob states, touch times and the
 /// history of runs. The sixth keeps each project's usage and limits ([`crate::quota`]) with
 /// triggers, and the project of each repository. The seventh holds tag immutability rules
-/// ([`crate::policy`]); the eighth keeps scrub runs and their findings ([`crate::scrub`]).
+/// ([`crate::policy`]); the eighth keeps scrub runs and their findings ([`crate::scrub`]);
+/// the ninth holds retention policies, their runs and their tasks ([`crate::retention`]).
 const MIGRATIONS: &[&str] = &[
     r#"
 CREATE TABLE repositories (
@@ -373,6 +375,49 @@ CREATE TABLE scrub_findings (
     repaired    INTEGER NOT NULL,
     created_ms  INTEGER NOT NULL,
     UNIQUE (run_id, kind, digest, repo, target)
+);
+"#,
+    // Retention ([`crate::retention`]): policies, their executions and one task per
+    // repository of an execution.
+    r#"
+CREATE TABLE retention_policies (
+    id          INTEGER PRIMARY KEY AUTOINCREMENT,
+    project_id  INTEGER NOT NULL UNIQUE REFERENCES projects(id) ON DELETE CASCADE,
+    rules       TEXT NOT NULL,
+    cron        TEXT,
+    fired_ms    INTEGER NOT NULL,
+    created_ms  INTEGER NOT NULL,
+    updated_ms  INTEGER NOT NULL
+);
+CREATE TABLE retention_executions (
+    id           INTEGER PRIMARY KEY AUTOINCREMENT,
+    policy_id    INTEGER NOT NULL REFERENCES retention_policies(id) ON DELETE CASCADE,
+    project      TEXT NOT NULL,
+    trigger_kind TEXT NOT NULL,
+    dry_run      INTEGER NOT NULL,
+    status       TEXT NOT NULL,
+    rules        TEXT NOT NULL,
+    repositories INTEGER NOT NULL,
+    last_error   TEXT,
+    created_ms   INTEGER NOT NULL,
+    updated_ms   INTEGER NOT NULL,
+    finished_ms  INTEGER
+);
+CREATE INDEX retention_executions_policy ON retention_executions(policy_id, id);
+CREATE TABLE retention_tasks (
+    id           INTEGER PRIMARY KEY AUTOINCREMENT,
+    execution_id INTEGER NOT NULL REFERENCES retention_executions(id) ON DELETE CASCADE,
+    repository   TEXT NOT NULL,
+    status       TEXT NOT NULL,
+    total        INTEGER NOT NULL,
+    retained     INTEGER NOT NULL,
+    deleted      INTEGER NOT NULL,
+    errors       INTEGER NOT NULL,
+    items        TEXT NOT NULL,
+    created_ms   INTEGER NOT NULL,
+    updated_ms   INTEGER NOT NULL,
+    finished_ms  INTEGER,
+    UNIQUE (execution_id, repository)
 );
 "#,
 ];
@@ -1832,6 +1877,13 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let meta = SqliteMeta::open(&dir.path().join("meta.db"), Durability::Normal).unwrap();
         crate::testsuite::run_access(&meta).await;
+    }
+
+    #[tokio::test]
+    async fn passes_the_retention_testsuite() {
+        let dir = tempfile::tempdir().unwrap();
+        let meta = SqliteMeta::open(&dir.path().join("meta.db"), Durability::Normal).unwrap();
+        crate::testsuite::run_retention(&meta).await;
     }
 
     /// A database made by the first schema keeps its uploads through the migrations that add

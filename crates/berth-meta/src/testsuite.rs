@@ -1,5 +1,6 @@
-//! The behaviour every [`MetaStore`] backend must show. Each backend's tests call [`run`], and
-//! [`run_access`] for the [`crate::AccessStore`] contract.
+//! The behaviour every [`MetaStore`] backend must show. Each backend's tests call [`run`],
+//! [`run_access`] for the [`crate::AccessStore`] contract and [`run_retention`] for the
+//! [`crate::RetentionStore`] one.
 
 use std::collections::HashMap;
 use std::time::{Duration, SystemTime};
@@ -40,9 +41,11 @@ fn manifest(
 }
 
 pub mod access;
+pub mod retention;
 mod scrub;
 
 pub use access::run as run_access;
+pub use retention::run as run_retention;
 
 const ALL: Page<'static> = Page {
     last: None,

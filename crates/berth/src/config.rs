@@ -38,6 +38,9 @@ pub struct RawConfig {
     /// Garbage collection.
     #[serde(default)]
     pub gc: RawGc,
+    /// Retention policies.
+    #[serde(default)]
+    pub retention: RawRetention,
     /// Access control.
     #[serde(default)]
     pub auth: crate::auth_config::RawAuth,
@@ -152,6 +155,14 @@ pub struct RawGc {
     /// (default 2 hours).
     pub grace_period: Option<RawDuration>,
     /// How often each instance looks whether the schedule is due (default 1 minute).
+    pub schedule_check_interval: Option<RawDuration>,
+}
+
+/// `[retention]`
+#[derive(Debug, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawRetention {
+    /// How often the fleet looks whether a policy's schedule is due (default 1 minute).
     pub schedule_check_interval: Option<RawDuration>,
 }
 
@@ -285,6 +296,14 @@ pub struct Gc {
     #[serde(serialize_with = "serialize_duration")]
     pub grace_period: Duration,
     /// How often the schedule is checked.
+    #[serde(serialize_with = "serialize_duration")]
+    pub schedule_check_interval: Duration,
+}
+
+/// Validated `[retention]`.
+#[derive(Debug, Clone, Serialize)]
+pub struct Retention {
+    /// How often the policies' schedules are checked.
     #[serde(serialize_with = "serialize_duration")]
     pub schedule_check_interval: Duration,
 }
@@ -441,6 +460,8 @@ pub struct Config {
     pub uploads: Uploads,
     /// Garbage collection.
     pub gc: Gc,
+    /// Retention policies.
+    pub retention: Retention,
     /// Access control.
     pub auth: crate::auth_config::Auth,
 }
@@ -604,6 +625,14 @@ impl Config {
                 Duration::from_secs(60),
             )?,
         };
+        let retention = Retention {
+            schedule_check_interval: resolve_duration(
+                "retention.schedule_check_interval",
+                None,
+                raw.retention.schedule_check_interval,
+                Duration::from_secs(60),
+            )?,
+        };
         let manifest_max_bytes = raw.limits.manifest_max_bytes.unwrap_or(4 << 20);
         if manifest_max_bytes == 0 {
             bail!("limits.manifest_max_bytes must be positive");
@@ -624,6 +653,7 @@ impl Config {
             tls,
             uploads,
             gc,
+            retention,
             auth: crate::auth_config::Auth::resolve(raw.auth, over.auth_mode.as_deref())?,
         })
     }

@@ -71,6 +71,11 @@ fn start_jobs(
             cfg.gc.schedule_check_interval,
         )))
         .with_worker(Arc::new(berth_core::ScrubWorker::new(registry.clone())))
+        .with_worker(Arc::new(berth_core::RetentionWorker::new(registry.clone())))
+        .with_worker(Arc::new(berth_core::RetentionScheduler::new(
+            registry.clone(),
+            cfg.retention.schedule_check_interval,
+        )))
         .spawn(cancel)
 }
 

@@ -255,7 +255,7 @@ impl PgMeta {
     }
 
     /// Run `sql`, one statement bound with `id`, as a write; returns whether it changed a row.
-    async fn change_one(&self, sql: &'static str, id: i64) -> Result<bool, MetaError> {
+    pub(super) async fn change_one(&self, sql: &'static str, id: i64) -> Result<bool, MetaError> {
         self.write(Scope::Statement, &(sql, id), |c, (sql, id)| {
             Box::pin(async move {
                 let n = sqlx::query(*sql).bind(*id).execute(c).await?;

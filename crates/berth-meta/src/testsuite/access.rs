@@ -74,7 +74,7 @@ fn new_project(name: &str, public: bool) -> NewProject {
     }
 }
 
-async fn project(s: &dyn AccessStore, name: &str, public: bool) -> ProjectId {
+pub(super) async fn project(s: &dyn AccessStore, name: &str, public: bool) -> ProjectId {
     s.create_project(&new_project(name, public)).await.unwrap()
 }
 
@@ -100,7 +100,7 @@ fn tag(s: &str) -> Tag {
 
 /// Push a manifest of `content` into `r`, referencing `blobs` (linked first, with their
 /// sizes) and `children`, tagged `tags`.
-async fn push(
+pub(super) async fn push(
     meta: &dyn MetaStore,
     r: &str,
     content: &[u8],

@@ -128,7 +128,8 @@ pub struct GcHistory {
     pub dry_run: bool,
 }
 
-fn capitalised(s: &str) -> String {
+/// `s` with its first letter in capitals (`running` -> `Running`, Harbor's statuses).
+pub(super) fn capitalised(s: &str) -> String {
     let mut c = s.chars();
     c.next()
         .map(|f| f.to_ascii_uppercase().to_string() + c.as_str())

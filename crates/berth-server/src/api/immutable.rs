@@ -8,7 +8,7 @@ use axum::http::{HeaderMap, StatusCode, Uri};
 use axum::response::Response;
 use berth_core::access::manage::RuleRequest;
 use berth_core::immutable::RuleSelectors;
-use berth_core::selector::{ScopeSelectors, Selector};
+use berth_core::selector::ScopeSelectors;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use utoipa::ToSchema;
@@ -18,49 +18,9 @@ use super::error::{Errors, HarborError};
 use super::extract::{JsonBody, P, Q};
 use super::paging::{paged, PageQuery};
 use super::projects::project_ref;
+use super::selector::SelectorObj;
 use super::users::created;
 use crate::AppState;
-
-/// A selector (Harbor's `ImmutableSelector`).
-#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
-pub struct SelectorObj {
-    /// `doublestar`.
-    #[serde(default = "doublestar")]
-    pub kind: String,
-    /// `matches` or `excludes` (tags); `repoMatches` or `repoExcludes` (repositories).
-    pub decoration: String,
-    /// A glob: `*`, `**`, `?`, `[a-z]`, `{a,b}`.
-    pub pattern: String,
-    /// Unused for immutability rules.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub extras: Option<String>,
-}
-
-fn doublestar() -> String {
-    "doublestar".into()
-}
-
-impl From<SelectorObj> for Selector {
-    fn from(s: SelectorObj) -> Self {
-        Selector {
-            kind: s.kind,
-            decoration: s.decoration,
-            pattern: s.pattern,
-            extras: s.extras,
-        }
-    }
-}
-
-impl From<Selector> for SelectorObj {
-    fn from(s: Selector) -> Self {
-        SelectorObj {
-            kind: s.kind,
-            decoration: s.decoration,
-            pattern: s.pattern,
-            extras: s.extras,
-        }
-    }
-}
 
 /// A rule (Harbor's `ImmutableRule`).
 #[derive(Debug, Serialize, Deserialize, ToSchema)]

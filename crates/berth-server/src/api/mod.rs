@@ -22,8 +22,10 @@ mod paging;
 mod projects;
 mod quotas;
 mod repos;
+mod retention;
 mod robots;
 mod scrub;
+mod selector;
 mod system;
 mod tags;
 mod users;
@@ -145,6 +147,30 @@ pub fn router() -> Router<Arc<AppState>> {
         .route("/system/scrub/{scrub_id}", get(scrub::get).put(scrub::stop))
         .route("/system/scrub/{scrub_id}/log", get(scrub::log))
         .route("/system/scrub/{scrub_id}/findings", get(scrub::findings))
+        .route("/retentions", post(retention::create))
+        .route("/retentions/metadatas", get(retention::metadatas))
+        .route(
+            "/retentions/{id}",
+            get(retention::get)
+                .put(retention::update)
+                .delete(retention::delete),
+        )
+        .route(
+            "/retentions/{id}/executions",
+            get(retention::executions).post(retention::run),
+        )
+        .route(
+            "/retentions/{id}/executions/{eid}",
+            get(retention::execution).patch(retention::operate),
+        )
+        .route(
+            "/retentions/{id}/executions/{eid}/tasks",
+            get(retention::tasks),
+        )
+        .route(
+            "/retentions/{id}/executions/{eid}/tasks/{tid}",
+            get(retention::task_log),
+        )
         .route("/systeminfo", get(system::info))
         .route("/health", get(system::health))
         .route("/ping", get(system::ping))

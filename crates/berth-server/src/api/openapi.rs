@@ -6,7 +6,8 @@ use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
 use super::{
-    gc, groups, immutable, logs, projects, quotas, repos, robots, scrub, system, tags, users,
+    gc, groups, immutable, logs, projects, quotas, repos, retention, robots, scrub, system, tags,
+    users,
 };
 
 struct BasicAuth;
@@ -51,6 +52,9 @@ impl Modify for BasicAuth {
         quotas::list, quotas::get, quotas::update,
         immutable::list, immutable::create, immutable::update, immutable::delete,
         scrub::start, scrub::list, scrub::get, scrub::stop, scrub::findings, scrub::log,
+        retention::metadatas, retention::create, retention::get, retention::update,
+        retention::delete, retention::run, retention::executions, retention::execution,
+        retention::operate, retention::tasks, retention::task_log,
     )
 )]
 pub struct ApiDoc;

@@ -28,6 +28,9 @@ pub struct ProjectMetadata {
     /// `"true"` if anyone may pull from it.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub public: Option<String>,
+    /// The id of its retention policy, if it has one (answers only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retention_id: Option<String>,
 }
 
 /// A project as the API shows it.
@@ -84,6 +87,7 @@ impl From<ProjectView> for ProjectResp {
             repo_count: p.repo_count,
             metadata: ProjectMetadata {
                 public: Some(p.public.to_string()),
+                retention_id: None,
             },
         }
     }
@@ -255,10 +259,15 @@ pub async fn get(
     headers: HeaderMap,
     P(project): P<String>,
 ) -> Result<Json<ProjectResp>, HarborError> {
-    let view = admin(&s)?
-        .project(&who, &project_ref(&headers, project))
+    let admin = admin(&s)?;
+    let r = project_ref(&headers, project);
+    let view = admin.project(&who, &r).await?;
+    let retention = admin
+        .project_retention_id(&who, &s.registry, &ProjectRef::Id(view.project.id))
         .await?;
-    Ok(Json(view.into()))
+    let mut resp = ProjectResp::from(view);
+    resp.metadata.retention_id = retention.map(|id| id.to_string());
+    Ok(Json(resp))
 }
 
 /// Change a project: `metadata.public`.

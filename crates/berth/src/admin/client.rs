@@ -36,6 +36,21 @@ fn percent_encode(s: &str) -> String {
         .collect()
 }
 
+impl Reply {
+    /// The path below `/api/v2.0` of the `Location` a create answered with; `what` names
+    /// what was created, for the error.
+    pub fn created_path(&self, what: &str) -> anyhow::Result<String> {
+        let location = self
+            .location
+            .as_deref()
+            .with_context(|| format!("the server did not say where the {what} is (no Location)"))?;
+        Ok(location
+            .split_once("/api/v2.0")
+            .map_or(location, |(_, p)| p)
+            .to_owned())
+    }
+}
+
 impl Api {
     pub fn new(
         url: &str,

@@ -4,14 +4,14 @@
 use std::io::IsTerminal as _;
 use std::time::Duration;
 
-use anyhow::{bail, Context as _};
+use anyhow::bail;
 use clap::Subcommand;
 use indicatif::{ProgressBar, ProgressStyle};
 use reqwest::Method;
 use serde_json::{json, Value};
 
 use super::client::Api;
-use super::output::{done, human, print_one, print_rows, Output};
+use super::output::{done, human, num, print_one, print_rows, Output};
 
 #[derive(Subcommand, Debug)]
 pub enum GcCmd {
@@ -79,10 +79,6 @@ const RUN_COLUMNS: &[(&str, &str)] = &[
     ("CREATED", "creation_time"),
 ];
 
-fn num(v: &Value, key: &str) -> u64 {
-    v[key].as_u64().unwrap_or(0)
-}
-
 fn summary(run: &Value) -> String {
     let verb = if run["dry_run"].as_bool() == Some(true) {
         "would free"
@@ -138,13 +134,7 @@ pub async fn gc(api: &Api, out: Output, cmd: GcCmd) -> anyhow::Result<()> {
             let reply = api
                 .call(Method::POST, "/system/gc/schedule", &[], Some(body))
                 .await?;
-            let location = reply
-                .location
-                .context("the server did not say where the run is (no Location)")?;
-            let path = location
-                .split_once("/api/v2.0")
-                .map_or(location.as_str(), |(_, p)| p)
-                .to_owned();
+            let path = reply.created_path("run")?;
             let id = path.rsplit('/').next().unwrap_or("?").to_owned();
             if detach {
                 done(

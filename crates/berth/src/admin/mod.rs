@@ -1,12 +1,13 @@
-//! `berth admin`: manage projects, users, members, robots, garbage collection, quotas and
-//! scrub, and read the audit log through the management API (`/api/v2.0`) of a running
-//! Berth, over HTTP.
+//! `berth admin`: manage projects, users, members, robots, garbage collection, quotas,
+//! retention policies and scrub, and read the audit log through the management API
+//! (`/api/v2.0`) of a running Berth, over HTTP.
 
 mod client;
 mod gc;
 mod output;
 mod quota;
 mod resources;
+mod retention;
 mod scrub;
 
 use clap::{Args, Subcommand};
@@ -81,6 +82,11 @@ enum AdminCommand {
         #[command(subcommand)]
         command: scrub::ScrubCmd,
     },
+    /// Retention policies of a project: show, set, run (with a progress bar), history, logs
+    Retention {
+        #[command(subcommand)]
+        command: retention::RetentionCmd,
+    },
 }
 
 /// Run an admin command.
@@ -100,6 +106,7 @@ pub fn run(args: AdminArgs) -> anyhow::Result<()> {
             AdminCommand::Gc { command } => gc::gc(&api, out, command).await,
             AdminCommand::Quota { command } => quota::quota(&api, out, command).await,
             AdminCommand::Scrub { command } => scrub::scrub(&api, out, command).await,
+            AdminCommand::Retention { command } => retention::retention(&api, out, command).await,
         }
     })
 }

@@ -90,6 +90,11 @@ pub fn done(out: Output, message: &str, json: Value) {
     }
 }
 
+/// The number at `key` of a reply, 0 if there is none.
+pub fn num(v: &Value, key: &str) -> u64 {
+    v[key].as_u64().unwrap_or(0)
+}
+
 /// `n` bytes for people: `1.5 GiB`.
 pub fn human(n: u64) -> String {
     const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];

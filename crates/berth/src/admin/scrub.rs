@@ -12,8 +12,8 @@ use reqwest::Method;
 use serde_json::{json, Value};
 
 use super::client::Api;
-use super::output::human;
 use super::output::{done, print_one, print_rows, Output};
+use super::output::{human, num};
 
 #[derive(Subcommand, Debug)]
 pub enum ScrubCmd {
@@ -72,10 +72,6 @@ const FINDING_COLUMNS: &[(&str, &str)] = &[
     ("REPAIRED", "repaired"),
     ("DETAIL", "detail"),
 ];
-
-fn num(v: &Value, key: &str) -> u64 {
-    v[key].as_u64().unwrap_or(0)
-}
 
 /// Checked so far and in all (blobs and manifests: the run counted them when it was created).
 fn progress(run: &Value) -> (u64, u64) {

@@ -86,9 +86,17 @@ pub fn as_bearer(s: &mut Server, token: &str) {
 /// A token-mode server started with `args` too, whose client acts as `admin` with pull,
 /// push and delete on `repos`.
 pub async fn admin_server(args: &[&str], repos: &[&str]) -> Server {
+    admin_server_on(args, repos, None).await
+}
+
+/// [`admin_server`], started with the TOML configuration `config` when there is one.
+pub async fn admin_server_on(args: &[&str], repos: &[&str], config: Option<&str>) -> Server {
     let mut all = vec!["--auth-mode", "token"];
     all.extend_from_slice(args);
-    let mut s = Server::start_with(&all).await;
+    let mut s = match config {
+        Some(c) => Server::start_on_config(&all, c).await,
+        None => Server::start_with(&all).await,
+    };
     let scopes: Vec<String> = repos
         .iter()
         .map(|r| format!("repository:{r}:pull,push,delete"))

@@ -13,7 +13,7 @@ use crate::access::{admin_server, basic};
 use crate::harness::{header, sha256, Server, ADMIN_PASSWORD, OCI_MANIFEST};
 use crate::mgmt::{add_member, admin, call, create_project, create_user};
 
-fn rule(tags: &str, repos: Value) -> Value {
+pub fn rule(tags: &str, repos: Value) -> Value {
     json!({
         "action": "immutable", "template": "immutable_template", "disabled": false,
         "tag_selectors": [{"kind": "doublestar", "decoration": "matches", "pattern": tags}],
@@ -22,7 +22,7 @@ fn rule(tags: &str, repos: Value) -> Value {
 }
 
 /// Add a rule to `project` as the administrator; returns its id.
-async fn add_rule(s: &Server, project: &str, body: &Value) -> i64 {
+pub async fn add_rule(s: &Server, project: &str, body: &Value) -> i64 {
     let r = call(
         s,
         &basic("admin", ADMIN_PASSWORD),

@@ -18,6 +18,7 @@ mod oidc;
 mod quota;
 mod rbac;
 mod redirect;
+mod retention;
 mod revocation;
 mod s3_faults;
 mod scrub;
