@@ -1,31 +1,35 @@
 #!/usr/bin/env bash
 # Metadata at scale: one project holding 100,000 artifacts; how long listing a page of its
-# artifacts and deleting a tag take through the management API, on SQLite (the embedded
-# default) and on PostgreSQL.
+# artifacts, deleting a tag, deleting an artifact and a retention dry run over all of them
+# take through the management API, on SQLite (the embedded default) and on PostgreSQL; then
+# how long the real retention run takes (it deletes all but 10 artifacts).
 #
 #   scripts/bench-meta.sh                        # 100,000 artifacts, both backends
 #   scripts/bench-meta.sh --artifacts 10000 --backends sqlite
-#   scripts/bench-meta.sh --skip-build --out bench-results
+#   scripts/bench-meta.sh --skip-build --no-retention-run --out bench-results
 #
 # berth-bench writes the artifacts through Berth's metadata layer (each with its own config,
 # two layers shared by all, and a tag), then a release `berth serve` in token mode answers
-# 200 first-page listings, 200 listings of pages anywhere in the repository and 200 tag
-# deletes, one at a time, over a signed-in session. PostgreSQL is started on loopback by
-# scripts/pg-start.sh (installed if missing). Results: JSON lines and a table on stdout, and
-# the JSON under --out.
+# 200 first-page listings, 200 listings of pages anywhere in the repository, 200 tag deletes
+# and 200 artifact deletes, one at a time, over a signed-in session; then a retention policy
+# keeping the 10 most recently pushed artifacts is dry-run 3 times and run once for real.
+# PostgreSQL is started on loopback by scripts/pg-start.sh (installed if missing). Results:
+# JSON lines and a table on stdout, and the JSON under --out.
 set -euo pipefail
 
 ARTIFACTS=100000
 BACKENDS="sqlite postgres"
 BUILD=1
 OUT_DIR=bench-results
+RETENTION_RUN=--retention-run
 while [ $# -gt 0 ]; do
     case "$1" in
         --artifacts) ARTIFACTS="$2"; shift ;;
         --backends) BACKENDS="$2"; shift ;;
         --skip-build) BUILD=0 ;;
+        --no-retention-run) RETENTION_RUN="" ;;
         --out) OUT_DIR="$2"; shift ;;
-        -h|--help) sed -n '2,16p' "$0"; exit 0 ;;
+        -h|--help) sed -n '2,18p' "$0"; exit 0 ;;
         *) echo "unknown option $1" >&2; exit 2 ;;
     esac
     shift
@@ -76,9 +80,9 @@ for backend in $BACKENDS; do
         curl -sf -o /dev/null "http://127.0.0.1:$PORT/healthz" && break
         sleep 0.1
     done
-    log "$backend: listing and tag deletes"
+    log "$backend: listing, tag and artifact deletes, retention"
     BERTH_BENCH_PASSWORD="$PASSWORD" "$BENCH" --meta "backend=$backend" meta-run \
-        --url "http://127.0.0.1:$PORT" --artifacts "$ARTIFACTS" | tee -a "$RESULTS"
+        --url "http://127.0.0.1:$PORT" --artifacts "$ARTIFACTS" $RETENTION_RUN | tee -a "$RESULTS"
     kill "$SERVER_PID"; wait "$SERVER_PID" 2>/dev/null || true
     SERVER_PID=""
     if [ "$backend" = postgres ]; then
@@ -90,13 +94,16 @@ python3 - "$RESULTS" <<'PY'
 import json, sys
 lines = [json.loads(l) for l in open(sys.argv[1])]
 print()
-print("| 100k-artifact project | fill | list page 1 p50 / p99 | any page p50 / p99 | tag delete p50 / p99 |")
-print("| --- | ---: | ---: | ---: | ---: |")
+print("| project | fill | list page 1 p50 / p99 | any page p50 / p99 | tag delete p50 / p99 | artifact delete p50 / p99 | retention dry run p50 / max | retention run |")
+print("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
 for run in (l for l in lines if l["bench"] == "meta-run"):
     b = run["backend"]
     fill = next(l for l in lines if l["bench"] == "meta-fill" and l["backend"] == b)
     d = run["detail"]
     f = lambda k: f"{d[k]['p50_ms']} / {d[k]['p99_ms']} ms"
-    print(f"| {b} ({d['artifacts']:,}) | {fill['metrics']['fill_s']} s | {f('list_first_page')} | {f('list_any_page')} | {f('tag_delete')} |")
+    dry = d["retention_dry_run"]
+    real = d["retention_run"]
+    real = f"{real['deleted']:,} deleted in {real['seconds']} s" if real else "-"
+    print(f"| {b} ({d['artifacts']:,}) | {fill['metrics']['fill_s']} s | {f('list_first_page')} | {f('list_any_page')} | {f('tag_delete')} | {f('artifact_delete')} | {dry['p50_s']} / {dry['max_s']} s | {real} |")
 PY
 log "results: $RESULTS"

@@ -228,7 +228,8 @@ enum Command {
         #[arg(long, default_value_t = 100_000)]
         artifacts: usize,
     },
-    /// Time artifact listing and tag deletes on a running Berth filled by meta-fill
+    /// Time artifact listing, tag and artifact deletes and retention on a running Berth filled
+    /// by meta-fill
     MetaRun {
         /// Berth's base URL
         #[arg(long, default_value = "http://127.0.0.1:5000")]
@@ -249,6 +250,12 @@ enum Command {
         /// Requests per measurement
         #[arg(long, default_value_t = 200)]
         samples: usize,
+        /// Retention dry runs over the whole project to time
+        #[arg(long, default_value_t = 3)]
+        retention_dry_runs: usize,
+        /// Then run retention for real (keeping the 10 newest artifacts) and time it
+        #[arg(long)]
+        retention_run: bool,
     },
     GcRun {
         /// Berth's base URL
@@ -471,6 +478,8 @@ fn main() -> anyhow::Result<()> {
                 repo,
                 artifacts,
                 samples,
+                retention_dry_runs,
+                retention_run,
             } => {
                 let o = meta::RunOpts {
                     url,
@@ -480,6 +489,8 @@ fn main() -> anyhow::Result<()> {
                     repo,
                     samples,
                     artifacts,
+                    retention_dry_runs,
+                    retention_run,
                 };
                 meta::run(&out, &o).await
             }

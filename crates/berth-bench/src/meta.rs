@@ -1,6 +1,6 @@
 //! The metadata-at-scale benchmark: one project holding 100,000 artifacts, and how long the
-//! management API takes to list a page of them, to delete a tag, and (when the server has a
-//! retention policy for the project) to dry-run retention over them.
+//! management API takes to list a page of them, to delete a tag, to delete an artifact, and
+//! to dry-run retention over them (and, if asked, to run it for real).
 //!
 //! `meta-fill` writes the artifacts straight through the metadata layer (SQLite in a data
 //! directory `berth serve` opens, or PostgreSQL at a URL): each has a config of its own and
@@ -143,6 +143,10 @@ pub struct RunOpts {
     pub samples: usize,
     /// Artifacts in the repository (to pick the deepest page).
     pub artifacts: usize,
+    /// Retention dry runs to time.
+    pub retention_dry_runs: usize,
+    /// Then run retention for real (deleting all but 10 artifacts) and time it.
+    pub retention_run: bool,
 }
 
 /// A signed-in management API client: the session cookie and its CSRF token (so each
@@ -187,6 +191,32 @@ impl Session {
         })
     }
 
+    /// `method path` with an optional JSON body: the status, the `Location` header if any,
+    /// and the body.
+    async fn send(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<&serde_json::Value>,
+    ) -> anyhow::Result<(StatusCode, Option<String>, bytes::Bytes)> {
+        let mut req = self
+            .http
+            .request(method, format!("{}{path}", self.base))
+            .header("cookie", &self.cookie)
+            .header("x-harbor-csrf-token", &self.csrf);
+        if let Some(b) = body {
+            req = req.json(b);
+        }
+        let r = req.send().await?;
+        let status = r.status();
+        let location = r
+            .headers()
+            .get("location")
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned);
+        Ok((status, location, r.bytes().await?))
+    }
+
     /// `method path`; returns the latency in ms, failing unless the status is `want`.
     async fn timed(
         &self,
@@ -195,19 +225,99 @@ impl Session {
         want: StatusCode,
     ) -> anyhow::Result<f64> {
         let started = Instant::now();
-        let r = self
-            .http
-            .request(method.clone(), format!("{}{path}", self.base))
-            .header("cookie", &self.cookie)
-            .header("x-harbor-csrf-token", &self.csrf)
-            .send()
-            .await?;
-        let status = r.status();
-        let _ = r.bytes().await?;
+        let (status, _, _) = self.send(method.clone(), path, None).await?;
         if status != want {
             bail!("{method} {path}: {status}, want {want}");
         }
         Ok(started.elapsed().as_secs_f64() * 1000.0)
+    }
+
+    /// `method path` with `body`, failing unless the status is `want`: the `Location` header
+    /// and the body as JSON (null when empty).
+    async fn json(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<&serde_json::Value>,
+        want: StatusCode,
+    ) -> anyhow::Result<(Option<String>, serde_json::Value)> {
+        let (status, location, bytes) = self.send(method.clone(), path, body).await?;
+        if status != want {
+            bail!(
+                "{method} {path}: {status}, want {want}: {}",
+                String::from_utf8_lossy(&bytes)
+            );
+        }
+        let v = if bytes.is_empty() {
+            serde_json::Value::Null
+        } else {
+            serde_json::from_slice(&bytes)?
+        };
+        Ok((location, v))
+    }
+}
+
+/// Create a retention policy for `project` keeping its 10 most recently pushed artifacts
+/// (untagged ones included) in every repository; returns its path.
+async fn retention_policy(s: &Session, project: &str) -> anyhow::Result<String> {
+    let (_, p) = s
+        .json(
+            reqwest::Method::GET,
+            &format!("/api/v2.0/projects/{project}"),
+            None,
+            StatusCode::OK,
+        )
+        .await?;
+    let id = p["project_id"].as_i64().context("no project_id")?;
+    let policy = json!({
+        "algorithm": "or",
+        "rules": [{"template": "latestPushedK", "params": {"latestPushedK": 10},
+            "tag_selectors": [{"kind": "doublestar", "decoration": "matches", "pattern": "**",
+                "extras": "{\"untagged\":true}"}],
+            "scope_selectors": {"repository": [{"kind": "doublestar",
+                "decoration": "repoMatches", "pattern": "**"}]}}],
+        "trigger": {"kind": "Schedule", "settings": {"cron": ""}},
+        "scope": {"level": "project", "ref": id},
+    });
+    let (location, _) = s
+        .json(
+            reqwest::Method::POST,
+            "/api/v2.0/retentions",
+            Some(&policy),
+            StatusCode::CREATED,
+        )
+        .await?;
+    let location = location.context("no Location for the policy")?;
+    Ok(location[location.find("/api/").unwrap_or(0)..].to_owned())
+}
+
+/// Run retention policy `policy` (a dry run or not) and wait for it to end: the seconds it
+/// took, from the request to the end the server recorded being seen, and the run.
+async fn retention_run(
+    s: &Session,
+    policy: &str,
+    dry_run: bool,
+) -> anyhow::Result<(f64, serde_json::Value)> {
+    let started = Instant::now();
+    let (location, _) = s
+        .json(
+            reqwest::Method::POST,
+            &format!("{policy}/executions"),
+            Some(&json!({ "dry_run": dry_run })),
+            StatusCode::CREATED,
+        )
+        .await?;
+    let location = location.context("no Location for the run")?;
+    let location = &location[location.find("/api/").unwrap_or(0)..];
+    loop {
+        let (_, e) = s
+            .json(reqwest::Method::GET, location, None, StatusCode::OK)
+            .await?;
+        match e["status"].as_str() {
+            Some("Success") => return Ok((started.elapsed().as_secs_f64(), e)),
+            Some("Error" | "Stopped") => bail!("retention run ended badly: {e}"),
+            _ => tokio::time::sleep(std::time::Duration::from_millis(20)).await,
+        }
     }
 }
 
@@ -220,7 +330,7 @@ fn stats(v: &[f64]) -> serde_json::Value {
     })
 }
 
-/// Measure listing pages and deleting tags on a running server.
+/// Measure listing pages, deleting tags and artifacts, and retention on a running server.
 ///
 /// # Errors
 /// On a request that fails or answers unexpectedly.
@@ -253,8 +363,9 @@ pub async fn run(out: &Out, o: &RunOpts) -> anyhow::Result<()> {
             .await?,
         );
     }
+    let samples = o.samples.min(o.artifacts / 2);
     let mut deletes = Vec::new();
-    for i in 0..o.samples.min(o.artifacts) {
+    for i in 0..samples {
         // Tag t{i} is on the artifact filled i-th; delete it by name through the artifact
         // reference (Harbor's tag delete).
         let path = format!("{artifacts}/t{i}/tags/t{i}");
@@ -263,18 +374,62 @@ pub async fn run(out: &Out, o: &RunOpts) -> anyhow::Result<()> {
                 .await?,
         );
     }
+    // Artifacts (manifests) deleted by a tag of theirs: the delete takes the manifest, its
+    // tags and its references (and the quota usage they count) in one transaction.
+    let mut artifact_deletes = Vec::new();
+    for i in samples..2 * samples {
+        let path = format!("{artifacts}/t{i}");
+        artifact_deletes.push(
+            s.timed(reqwest::Method::DELETE, &path, StatusCode::OK)
+                .await?,
+        );
+    }
+    // Retention: dry runs over every artifact of the project (what a run would delete,
+    // judged and recorded, nothing deleted), then, if asked, the real run.
+    let policy = retention_policy(&s, &o.project).await?;
+    let mut dry_runs = Vec::new();
+    let mut dry = serde_json::Value::Null;
+    for _ in 0..o.retention_dry_runs {
+        let (secs, e) = retention_run(&s, &policy, true).await?;
+        dry_runs.push(secs * 1000.0);
+        dry = e;
+    }
+    let mut real = json!(null);
+    if o.retention_run {
+        let (secs, e) = retention_run(&s, &policy, false).await?;
+        let deleted = e["deleted"].as_u64().unwrap_or(0);
+        real = json!({
+            "seconds": r3(secs),
+            "deleted": deleted,
+            "ms_per_delete": r3(secs * 1000.0 / deleted.max(1) as f64),
+            "errors": e["errors"],
+        });
+    }
+    let dry_s = |q| r3(quantile(&dry_runs, q).unwrap_or(0.0) / 1000.0);
     out.emit(
         "meta-run",
         json!({
             "list_first_page_p99_ms": r3(quantile(&first, 0.99).unwrap_or(0.0)),
             "list_any_page_p99_ms": r3(quantile(&deep, 0.99).unwrap_or(0.0)),
             "tag_delete_p99_ms": r3(quantile(&deletes, 0.99).unwrap_or(0.0)),
+            "artifact_delete_p99_ms": r3(quantile(&artifact_deletes, 0.99).unwrap_or(0.0)),
+            "retention_dry_run_max_s": dry_s(1.0),
         }),
         json!({
             "artifacts": o.artifacts,
             "list_first_page": stats(&first),
             "list_any_page": stats(&deep),
             "tag_delete": stats(&deletes),
+            "artifact_delete": stats(&artifact_deletes),
+            "retention_dry_run": {
+                "runs": dry_runs.len(),
+                "p50_s": dry_s(0.5),
+                "max_s": dry_s(1.0),
+                "total": dry["total"],
+                "retained": dry["retained"],
+                "would_delete": dry["deleted"],
+            },
+            "retention_run": real,
         }),
     );
     Ok(())

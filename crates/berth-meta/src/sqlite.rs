@@ -456,9 +456,41 @@ fn copy_error(e: &MetaError) -> MetaError {
     }
 }
 
+/// Writes between two `PRAGMA optimize` runs of the writer.
+const OPTIMIZE_EVERY_WRITES: u64 = 10_000;
+
+/// The longest the writer goes without `PRAGMA optimize` while there are writes.
+const OPTIMIZE_EVERY: std::time::Duration = std::time::Duration::from_secs(3600);
+
+/// Keep the query planner's statistics (`sqlite_stat1`) in step with the data, as SQLite
+/// recommends for long-lived connections: `PRAGMA optimize=0x10002` (every table) when the
+/// writer starts, plain `PRAGMA optimize` every so often after. Each runs `ANALYZE`, with
+/// SQLite's own bounded sampling, only on tables that have none yet or whose size changed
+/// a great deal since, so it is a no-op most of the time.
+///
+/// Without statistics SQLite 3.50 plans the `tags` cascade of a manifest delete (`repo_id =
+/// ? AND digest = ?`) on the primary key's `repo_id` prefix rather than on `tags_digest`:
+/// a walk over every tag of the repository, 15 ms a delete at 100,000 tags, against 0.2 ms
+/// with statistics.
+fn optimize(conn: &Connection, sql: &str) {
+    let started = std::time::Instant::now();
+    match conn.execute_batch(sql) {
+        Ok(()) => tracing::debug!(sql, took = ?started.elapsed(), "metadata statistics checked"),
+        Err(e) => tracing::warn!(error = %e, sql, "metadata statistics could not be updated"),
+    }
+}
+
 /// The writer thread: batch what is queued, one transaction and one commit per batch.
 fn writer_loop(conn: Connection, ops: std::sync::mpsc::Receiver<WriteOp>) {
+    optimize(&conn, "PRAGMA optimize=0x10002");
+    let mut writes = 0u64;
+    let mut optimized = std::time::Instant::now();
     while let Ok(first) = ops.recv() {
+        if writes >= OPTIMIZE_EVERY_WRITES || (writes > 0 && optimized.elapsed() >= OPTIMIZE_EVERY)
+        {
+            optimize(&conn, "PRAGMA optimize");
+            (writes, optimized) = (0, std::time::Instant::now());
+        }
         let mut batch = vec![first];
         while batch.len() < MAX_BATCH {
             match ops.try_recv() {
@@ -471,6 +503,7 @@ fn writer_loop(conn: Connection, ops: std::sync::mpsc::Receiver<WriteOp>) {
             tracing::error!(error = %e, "metadata write batch could not begin");
             continue;
         }
+        writes += batch.len() as u64;
         let mut finishers: Vec<Finisher> = Vec::with_capacity(batch.len());
         let mut ops = batch.into_iter();
         for op in ops.by_ref() {
@@ -1884,6 +1917,58 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let meta = SqliteMeta::open(&dir.path().join("meta.db"), Durability::Normal).unwrap();
         crate::testsuite::run_retention(&meta).await;
+    }
+
+    /// The writer gathers planner statistics when it starts, so that deleting a manifest
+    /// finds its tags through `tags_digest` instead of walking all the repository's tags
+    /// (which SQLite 3.50 does without statistics).
+    #[tokio::test]
+    async fn manifest_deletes_find_their_tags_by_digest() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("meta.db");
+        let repo: RepoName = "stats/app".parse().unwrap();
+        let meta = SqliteMeta::open(&path, Durability::Normal).unwrap();
+        let puts = (0..2000).map(|i| {
+            let (meta, repo) = (meta.clone(), repo.clone());
+            async move {
+                let content = format!("{{\"n\":{i}}}").into_bytes();
+                let manifest = NewManifest {
+                    repo,
+                    digest: Digest::sha256_of(&content),
+                    media_type: "application/vnd.oci.image.manifest.v1+json".into(),
+                    artifact_type: None,
+                    subject: None,
+                    annotations: None,
+                    content,
+                    blobs: Vec::new(),
+                    manifests: Vec::new(),
+                    pinned_tags: Vec::new(),
+                };
+                let tag: Tag = format!("t{i}").parse().unwrap();
+                meta.put_manifest(manifest, &[tag]).await.unwrap();
+            }
+        });
+        futures::future::join_all(puts).await;
+        let plan = |conn: &Connection| -> String {
+            let mut stmt = conn
+                .prepare(
+                    "EXPLAIN QUERY PLAN DELETE FROM manifests WHERE repo_id = 1 AND digest = 'x'",
+                )
+                .unwrap();
+            let rows = stmt.query_map([], |r| r.get::<_, String>(3)).unwrap();
+            rows.map(Result::unwrap).collect::<Vec<_>>().join("; ")
+        };
+        drop(meta);
+        let meta = SqliteMeta::open(&path, Durability::Normal).unwrap();
+        // A write is done once the writer has started, its statistics gathered.
+        let gone = Digest::sha256_of(b"{\"n\":0}");
+        assert!(meta.delete_manifest(&repo, &gone).await.unwrap());
+        let conn = open_conn(&path, Durability::Normal).unwrap();
+        let plan = plan(&conn);
+        assert!(
+            plan.contains("tags USING INDEX tags_digest (repo_id=? AND digest=?)"),
+            "{plan}"
+        );
     }
 
     /// A database made by the first schema keeps its uploads through the migrations that add
