@@ -1,17 +1,14 @@
 //! `berth admin gc`: start garbage collection and follow it with a progress bar, read its
 //! history and logs, stop a run, and set the schedule (`/api/v2.0/system/gc`).
 
-use std::io::IsTerminal as _;
-use std::time::Duration;
-
 use anyhow::bail;
 use clap::Subcommand;
-use indicatif::{ProgressBar, ProgressStyle};
 use reqwest::Method;
 use serde_json::{json, Value};
 
 use super::client::Api;
 use super::output::{done, human, num, print_one, print_rows, Output};
+use super::progress::follow;
 
 #[derive(Subcommand, Debug)]
 pub enum GcCmd {
@@ -96,32 +93,6 @@ fn summary(run: &Value) -> String {
     )
 }
 
-/// Poll run `path` until it ends, drawing a spinner with its counters on a terminal.
-async fn follow(api: &Api, path: &str) -> anyhow::Result<Value> {
-    let bar = if std::io::stderr().is_terminal() {
-        let bar = ProgressBar::new_spinner();
-        bar.set_style(
-            ProgressStyle::with_template("{spinner} [{elapsed_precise}] {msg}")
-                .unwrap_or_else(|_| ProgressStyle::default_spinner()),
-        );
-        bar.enable_steady_tick(Duration::from_millis(120));
-        bar
-    } else {
-        ProgressBar::hidden()
-    };
-    loop {
-        let run = api.get(path, &[]).await?.body;
-        bar.set_message(summary(&run));
-        match run["job_status"].as_str().unwrap_or("") {
-            "Success" | "Error" | "Stopped" => {
-                bar.finish_and_clear();
-                return Ok(run);
-            }
-            _ => tokio::time::sleep(Duration::from_millis(250)).await,
-        }
-    }
-}
-
 pub async fn gc(api: &Api, out: Output, cmd: GcCmd) -> anyhow::Result<()> {
     match cmd {
         GcCmd::Run {
@@ -144,7 +115,14 @@ pub async fn gc(api: &Api, out: Output, cmd: GcCmd) -> anyhow::Result<()> {
                 );
                 return Ok(());
             }
-            let run = follow(api, &path).await?;
+            let run = follow(
+                api,
+                &path,
+                "{spinner} [{elapsed_precise}] {msg}",
+                "job_status",
+                |bar, run| bar.set_message(summary(run)),
+            )
+            .await?;
             match out {
                 Output::Json => print_one(out, &run, &[]),
                 Output::Table => println!(

@@ -5,6 +5,7 @@
 mod client;
 mod gc;
 mod output;
+mod progress;
 mod quota;
 mod resources;
 mod retention;

@@ -1,17 +1,16 @@
 //! `berth admin retention`: a project's retention policy (show, set, delete), runs (with a
 //! progress bar over repositories), their history and their logs (`/api/v2.0/retentions`).
 
-use std::io::{IsTerminal as _, Read as _};
-use std::time::Duration;
+use std::io::Read as _;
 
 use anyhow::{bail, Context as _};
 use clap::Subcommand;
-use indicatif::{ProgressBar, ProgressStyle};
 use reqwest::Method;
 use serde_json::{json, Value};
 
 use super::client::{seg, Api};
 use super::output::{done, num, print_one, print_rows, Output};
+use super::progress::follow;
 
 #[derive(Subcommand, Debug)]
 pub enum RetentionCmd {
@@ -135,36 +134,6 @@ fn summary(run: &Value) -> String {
         num(run, "deleted"),
         num(run, "errors"),
     )
-}
-
-/// Poll run `path` until it ends, with a bar over its repositories on a terminal.
-async fn follow(api: &Api, path: &str) -> anyhow::Result<Value> {
-    let bar = if std::io::stderr().is_terminal() {
-        let bar = ProgressBar::new(0);
-        bar.set_style(
-            ProgressStyle::with_template(
-                "{spinner} [{elapsed_precise}] {bar:30} {pos}/{len} repositories  {msg}",
-            )
-            .unwrap_or_else(|_| ProgressStyle::default_bar()),
-        );
-        bar.enable_steady_tick(Duration::from_millis(120));
-        bar
-    } else {
-        ProgressBar::hidden()
-    };
-    loop {
-        let run = api.get(path, &[]).await?.body;
-        bar.set_length(num(&run, "repositories"));
-        bar.set_position(num(&run, "repositories_done"));
-        bar.set_message(summary(&run));
-        match run["status"].as_str().unwrap_or("") {
-            "Success" | "Error" | "Stopped" => {
-                bar.finish_and_clear();
-                return Ok(run);
-            }
-            _ => tokio::time::sleep(Duration::from_millis(250)).await,
-        }
-    }
 }
 
 /// The policy in `file` (`-`: standard input), with `project_id` as its scope and
@@ -331,7 +300,18 @@ pub async fn retention(api: &Api, out: Output, cmd: RetentionCmd) -> anyhow::Res
                 );
                 return Ok(());
             }
-            let run = follow(api, &path).await?;
+            let run = follow(
+                api,
+                &path,
+                "{spinner} [{elapsed_precise}] {bar:30} {pos}/{len} repositories  {msg}",
+                "status",
+                |bar, run| {
+                    bar.set_length(num(run, "repositories"));
+                    bar.set_position(num(run, "repositories_done"));
+                    bar.set_message(summary(run));
+                },
+            )
+            .await?;
             match out {
                 Output::Json => print_one(out, &run, &[]),
                 Output::Table => println!(

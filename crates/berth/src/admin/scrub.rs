@@ -2,18 +2,14 @@
 //! follow it with a progress bar, read its history, findings and log, stop a run
 //! (`/api/v2.0/system/scrub`).
 
-use std::io::IsTerminal as _;
-use std::time::Duration;
-
 use anyhow::{bail, Context as _};
 use clap::Subcommand;
-use indicatif::{ProgressBar, ProgressStyle};
 use reqwest::Method;
 use serde_json::{json, Value};
 
 use super::client::Api;
-use super::output::{done, print_one, print_rows, Output};
-use super::output::{human, num};
+use super::output::{done, human, num, print_one, print_rows, Output};
+use super::progress::follow;
 
 #[derive(Subcommand, Debug)]
 pub enum ScrubCmd {
@@ -94,43 +90,6 @@ fn summary(run: &Value) -> String {
     )
 }
 
-/// Poll run `path` until it ends, drawing a progress bar (blobs and manifests checked of
-/// those the run counted at its start) on a terminal.
-async fn follow(api: &Api, path: &str) -> anyhow::Result<Value> {
-    let bar = if std::io::stderr().is_terminal() {
-        let bar = ProgressBar::new(0);
-        bar.set_style(
-            ProgressStyle::with_template(
-                "[{elapsed_precise}] [{bar:30}] {pos}/{len} (eta {eta}) {msg}",
-            )
-            .unwrap_or_else(|_| ProgressStyle::default_bar())
-            .progress_chars("=> "),
-        );
-        bar
-    } else {
-        ProgressBar::hidden()
-    };
-    loop {
-        let run = api.get(path, &[]).await?.body;
-        let (pos, len) = progress(&run);
-        bar.set_length(len);
-        bar.set_position(pos);
-        bar.set_message(format!(
-            "{} ({} read), {} findings",
-            run["phase"].as_str().unwrap_or("?"),
-            human(num(&run, "bytes_checked")),
-            num(&run, "findings"),
-        ));
-        match run["job_status"].as_str().unwrap_or("") {
-            "Success" | "Error" | "Stopped" => {
-                bar.finish_and_clear();
-                return Ok(run);
-            }
-            _ => tokio::time::sleep(Duration::from_millis(250)).await,
-        }
-    }
-}
-
 pub async fn scrub(api: &Api, out: Output, cmd: ScrubCmd) -> anyhow::Result<()> {
     match cmd {
         ScrubCmd::Run { repair, wait } => {
@@ -160,7 +119,24 @@ pub async fn scrub(api: &Api, out: Output, cmd: ScrubCmd) -> anyhow::Result<()> 
                 );
                 return Ok(());
             }
-            let run = follow(api, &path).await?;
+            let run = follow(
+                api,
+                &path,
+                "[{elapsed_precise}] [{bar:30}] {pos}/{len} (eta {eta}) {msg}",
+                "job_status",
+                |bar, run| {
+                    let (pos, len) = progress(run);
+                    bar.set_length(len);
+                    bar.set_position(pos);
+                    bar.set_message(format!(
+                        "{} ({} read), {} findings",
+                        run["phase"].as_str().unwrap_or("?"),
+                        human(num(run, "bytes_checked")),
+                        num(run, "findings"),
+                    ));
+                },
+            )
+            .await?;
             let findings = api.get_all(&format!("{path}/findings"), &[]).await?;
             match out {
                 Output::Json => print_one(out, &json!({"run": run, "findings": findings}), &[]),
