@@ -15,7 +15,7 @@ use crate::harness::{
     check_consistent, header, image_blobs, image_manifest, sha256, Server, ADMIN_PASSWORD,
     OCI_MANIFEST,
 };
-use crate::mgmt::{admin, call, create_user};
+use crate::mgmt::{admin, admin_cli, admin_cli_json, call, create_user};
 
 /// The grace period the servers here run with.
 const GRACE: Duration = Duration::from_secs(2);
@@ -371,4 +371,58 @@ async fn gc_racing_pushes_deletes_and_re_pushes_loses_nothing() {
         "storage holds unreachable blobs or lost reachable ones"
     );
     assert_eq!(check_consistent(&s).await, CLIENTS);
+}
+
+/// `berth admin gc`: a dry run and a real run followed to their end (the JSON of the run
+/// printed), the history and a run's log.
+#[tokio::test]
+async fn the_gc_cli_runs_reports_and_lists() {
+    let s = gc_server(&["gccli/app"]).await;
+    let store = s.storage();
+    let (config, layer) = (b"{\"cli\":1}".to_vec(), vec![4u8; 6_000]);
+    let (_, digest) = push(&s, "gccli/app", "v1", &[&config, &layer]).await;
+    assert_eq!(
+        s.delete(&format!("/v2/gccli/app/manifests/{digest}"))
+            .await
+            .status(),
+        StatusCode::ACCEPTED
+    );
+    tokio::time::sleep(GRACE + Duration::from_millis(500)).await;
+    let before = store.blob_digests().await;
+    let garbage = (config.len() + layer.len()) as u64;
+
+    let dry = admin_cli_json(&s, &["gc", "run", "--dry-run"]);
+    assert_eq!(dry["job_status"], "Success", "{dry}");
+    assert_eq!(dry["dry_run"], true, "{dry}");
+    assert_eq!(dry["blobs_deleted"], 2, "{dry}");
+    assert_eq!(dry["freed_bytes"], garbage, "{dry}");
+    assert_eq!(
+        store.blob_digests().await,
+        before,
+        "a dry run deletes nothing"
+    );
+
+    let run = admin_cli_json(&s, &["gc", "run"]);
+    assert_eq!(run["blobs_deleted"], 2, "{run}");
+    assert_eq!(run["freed_bytes"], garbage, "{run}");
+    let layer_digest = sha256(&layer);
+    assert_eq!(
+        s.head(&format!("/v2/gccli/app/blobs/{layer_digest}"))
+            .await
+            .status(),
+        StatusCode::NOT_FOUND
+    );
+
+    let history = admin_cli_json(&s, &["gc", "history"]);
+    let ids: Vec<&Value> = history
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| &r["id"])
+        .collect();
+    assert_eq!(ids, [&run["id"], &dry["id"]], "newest first: {history}");
+    let id = run["id"].to_string();
+    assert_eq!(admin_cli_json(&s, &["gc", "status", &id])["id"], run["id"]);
+    let (ok, printed) = admin_cli(&s, &["gc", "status", "999999"]);
+    assert!(!ok, "an unknown run is an error: {printed}");
 }

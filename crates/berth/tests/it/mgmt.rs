@@ -1,5 +1,6 @@
 //! Small helpers for the management API (`/api/v2.0`) as the access tests drive it.
 
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use reqwest::{Method, Response, StatusCode};
@@ -106,4 +107,54 @@ pub async fn audit_events(s: &Server, q: &str) -> Vec<Value> {
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+}
+
+/// `berth admin --output json <args>` against `s` as the administrator: exit success, and
+/// what it printed.
+pub fn admin_cli(s: &Server, args: &[&str]) -> (bool, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_berth"))
+        .args([
+            "admin",
+            "--url",
+            &s.base,
+            "--username",
+            "admin",
+            "--output",
+            "json",
+        ])
+        .args(args)
+        .env("BERTH_PASSWORD", ADMIN_PASSWORD)
+        .output()
+        .expect("run berth admin");
+    let stdout = String::from_utf8(out.stdout).unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    if !out.status.success() {
+        eprintln!("berth admin {args:?}: {stderr}");
+    }
+    (out.status.success(), stdout)
+}
+
+/// [`admin_cli`], which must succeed: what it printed, as JSON.
+pub fn admin_cli_json(s: &Server, args: &[&str]) -> Value {
+    let (ok, printed) = admin_cli(s, args);
+    assert!(ok, "berth admin {args:?} failed: {printed}");
+    serde_json::from_str(&printed)
+        .unwrap_or_else(|e| panic!("berth admin {args:?} printed no JSON ({e}): {printed}"))
+}
+
+/// `berth admin <args>` printing for people (no `--output json`), which must succeed: what
+/// it printed.
+pub fn admin_cli_text(s: &Server, args: &[&str]) -> String {
+    let out = Command::new(env!("CARGO_BIN_EXE_berth"))
+        .args(["admin", "--url", &s.base, "--username", "admin"])
+        .args(args)
+        .env("BERTH_PASSWORD", ADMIN_PASSWORD)
+        .output()
+        .expect("run berth admin");
+    assert!(
+        out.status.success(),
+        "berth admin {args:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
 }

@@ -10,7 +10,9 @@ use serde_json::{json, Value};
 
 use crate::access::{admin_server, basic};
 use crate::harness::{header, image_manifest, sha256, Server, ADMIN_PASSWORD, OCI_MANIFEST};
-use crate::mgmt::{add_member, admin, call, create_user};
+use crate::mgmt::{
+    add_member, admin, admin_cli, admin_cli_json, call, create_project, create_user,
+};
 
 /// The project's id.
 async fn project_id(s: &Server, name: &str) -> i64 {
@@ -349,4 +351,68 @@ async fn only_system_administrators_read_and_set_quotas() {
     )
     .await;
     assert_eq!(r.status(), StatusCode::NOT_FOUND);
+}
+
+/// `(storage, count)` limits of quota `id`, as the API has them.
+async fn hard(s: &Server, id: i64) -> (i64, i64) {
+    let q = admin(s, Method::GET, &format!("/api/v2.0/quotas/{id}"), None).await;
+    (
+        q["hard"]["storage"].as_i64().unwrap(),
+        q["hard"]["count"].as_i64().unwrap(),
+    )
+}
+
+/// `berth admin quota`: limits set with units and `unlimited`, shown and listed as the API
+/// has them; bad limits and unknown projects are errors that change nothing.
+#[tokio::test]
+async fn the_quota_cli_sets_shows_and_lists() {
+    let s = admin_server(&[], &[]).await;
+    create_project(&s, "cliq", false).await;
+    let id = project_id(&s, "cliq").await;
+    let (ok, printed) = admin_cli(
+        &s,
+        &["quota", "set", "cliq", "--storage", "2KiB", "--count", "3"],
+    );
+    assert!(ok, "{printed}");
+    let shown: Value = serde_json::from_str(&printed).unwrap();
+    assert_eq!(shown["hard"]["storage"], 2048, "{shown}");
+    assert_eq!(shown["hard"]["count"], 3, "{shown}");
+    assert_eq!(hard(&s, id).await, (2048, 3));
+
+    // A limit left out keeps its value.
+    admin_cli_json(&s, &["quota", "set", "cliq", "--storage", "unlimited"]);
+    assert_eq!(hard(&s, id).await, (-1, 3));
+
+    let shown = admin_cli_json(&s, &["quota", "show", "cliq"]);
+    assert_eq!(
+        (
+            shown["hard"]["storage"].as_i64(),
+            shown["hard"]["count"].as_i64()
+        ),
+        (Some(-1), Some(3))
+    );
+    let listed = admin_cli_json(&s, &["quota", "list"]);
+    assert!(
+        listed
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|q| q["ref"]["name"] == "cliq"),
+        "{listed}"
+    );
+
+    for bad in [
+        &["quota", "set", "cliq"][..],
+        &["quota", "set", "cliq", "--storage", "lots"],
+        &["quota", "set", "cliq", "--count", "-5"],
+        &["quota", "show", "no-such-project"],
+    ] {
+        let (ok, printed) = admin_cli(&s, bad);
+        assert!(!ok, "{bad:?} must fail: {printed}");
+    }
+    assert_eq!(
+        hard(&s, id).await,
+        (-1, 3),
+        "a refused change changes nothing"
+    );
 }

@@ -13,7 +13,9 @@ use crate::access::{admin_server, admin_server_on, basic};
 use crate::harness::{
     header, image_manifest, sha256, Server, ADMIN_PASSWORD, OCI_INDEX, OCI_MANIFEST,
 };
-use crate::mgmt::{add_member, admin, call, create_project, create_user};
+use crate::mgmt::{
+    add_member, admin, admin_cli, admin_cli_json, admin_cli_text, call, create_project, create_user,
+};
 
 /// A token-mode server acting as `admin` on `repos`.
 async fn server(repos: &[&str]) -> Server {
@@ -892,4 +894,65 @@ async fn who_may_change_and_run_a_policy_and_what_is_refused() {
     assert_eq!(r.status(), StatusCode::NOT_FOUND);
     let p = admin(&s, Method::GET, "/api/v2.0/projects/team", None).await;
     assert!(p["metadata"].get("retention_id").is_none(), "{p}");
+}
+
+/// `berth admin retention`: a policy set from a file (its scope filled in), shown, dry-run
+/// and run with `--wait` (the run's JSON printed), its history and its log; a bad file and
+/// an unknown project are errors.
+#[tokio::test]
+async fn the_retention_cli_sets_runs_and_reports() {
+    let s = server(&["rcli/app"]).await;
+    new_project(&s, "rcli").await;
+    let old = push(&s, "rcli/app", Some("old"), "old").await;
+    pushed_ago(&s, &old, 0, 120);
+    let older = push(&s, "rcli/app", Some("older"), "older").await;
+    pushed_ago(&s, &older, 0, 240);
+    let new = push(&s, "rcli/app", Some("new"), "new").await;
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("policy.json");
+    let body = json!({"algorithm": "or", "rules": [rule("latestPushedK", Some(1),
+        tags("**", false), all_repos())]});
+    std::fs::write(&file, body.to_string()).unwrap();
+    let file = file.to_str().unwrap();
+
+    admin_cli_json(&s, &["retention", "set", "rcli", "--file", file]);
+    let shown = admin_cli_json(&s, &["retention", "show", "rcli"]);
+    assert_eq!(shown["rules"][0]["template"], "latestPushedK", "{shown}");
+    assert_eq!(shown["scope"]["level"], "project", "{shown}");
+
+    let dry = admin_cli_json(&s, &["retention", "run", "rcli", "--dry-run", "--wait"]);
+    assert_eq!(dry["dry_run"], true, "{dry}");
+    assert_eq!(counts(&dry), (3, 1, 2, 0), "{dry}");
+    assert!(exists(&s, "rcli/app", &old).await && exists(&s, "rcli/app", &older).await);
+
+    let run = admin_cli_json(&s, &["retention", "run", "rcli", "--wait"]);
+    assert_eq!(counts(&run), (3, 1, 2, 0), "{run}");
+    assert!(!exists(&s, "rcli/app", &old).await);
+    assert!(!exists(&s, "rcli/app", &older).await);
+    assert!(exists(&s, "rcli/app", &new).await);
+
+    let history = admin_cli_json(&s, &["retention", "history", "rcli"]);
+    let ids: Vec<&Value> = history
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| &e["id"])
+        .collect();
+    assert_eq!(ids, [&run["id"], &dry["id"]], "newest first: {history}");
+    let log = admin_cli_text(&s, &["retention", "log", "rcli", &run["id"].to_string()]);
+    for d in [&old, &older] {
+        assert!(log.contains(&short(d)), "{d} missing from the log:\n{log}");
+    }
+    assert_eq!(marked(&log, "DELETED").len(), 2, "{log}");
+
+    std::fs::write(dir.path().join("bad.json"), "[1, 2]").unwrap();
+    let bad = dir.path().join("bad.json");
+    for args in [
+        &["retention", "set", "rcli", "--file", bad.to_str().unwrap()][..],
+        &["retention", "set", "rcli", "--file", "/no/such/file.json"],
+        &["retention", "show", "no-such-project"],
+    ] {
+        let (ok, printed) = admin_cli(&s, args);
+        assert!(!ok, "{args:?} must fail: {printed}");
+    }
 }

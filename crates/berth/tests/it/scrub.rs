@@ -4,7 +4,6 @@
 //! scrub takes out of service, that a push heals it, and the administrator-only API.
 
 use std::collections::BTreeSet;
-use std::process::Command;
 use std::time::{Duration, Instant};
 
 use reqwest::{Method, StatusCode};
@@ -15,7 +14,7 @@ use crate::harness::{
     check_consistent, error_code, fleet, header, image_manifest, sha256, Server, ADMIN_PASSWORD,
     OCI_MANIFEST,
 };
-use crate::mgmt::{admin, call, create_user};
+use crate::mgmt::{admin, admin_cli, admin_cli_text, call, create_user};
 
 const REPO: &str = "scrub/app";
 
@@ -143,31 +142,6 @@ async fn wait(s: &Server, location: &str, deadline: Instant) -> Value {
     }
 }
 
-/// `berth admin --output json <args>` against `s` as the administrator: exit success, and
-/// what it printed.
-fn cli(s: &Server, args: &[&str]) -> (bool, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_berth"))
-        .args([
-            "admin",
-            "--url",
-            &s.base,
-            "--username",
-            "admin",
-            "--output",
-            "json",
-        ])
-        .args(args)
-        .env("BERTH_PASSWORD", ADMIN_PASSWORD)
-        .output()
-        .expect("run berth admin");
-    let stdout = String::from_utf8(out.stdout).unwrap();
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    if !out.status.success() {
-        eprintln!("berth admin {args:?}: {stderr}");
-    }
-    (out.status.success(), stdout)
-}
-
 /// A finding as `kind digest [repo -> target] repaired`, for comparing sets.
 fn key(f: &Value) -> String {
     let mut k = format!(
@@ -237,7 +211,7 @@ async fn scrub_reports_damage_and_repair_then_a_push_heals() {
     mangle_manifest(&s, &mangled.digest, wrong);
 
     // Reported through the CLI, which fails when anything is found.
-    let (ok, printed) = cli(&s, &["scrub", "run", "--wait"]);
+    let (ok, printed) = admin_cli(&s, &["scrub", "run", "--wait"]);
     assert!(!ok, "a scrub that found damage must fail: {printed}");
     let report: Value = serde_json::from_str(&printed).unwrap();
     let run = &report["run"];
@@ -262,22 +236,13 @@ async fn scrub_reports_damage_and_repair_then_a_push_heals() {
         "{report:#}"
     );
     let id = run["id"].as_i64().unwrap();
-    let (ok, log) = {
-        let out = Command::new(env!("CARGO_BIN_EXE_berth"))
-            .args(["admin", "--url", &s.base, "--username", "admin"])
-            .args(["scrub", "log", &id.to_string()])
-            .env("BERTH_PASSWORD", ADMIN_PASSWORD)
-            .output()
-            .unwrap();
-        (out.status.success(), String::from_utf8(out.stdout).unwrap())
-    };
-    assert!(ok);
+    let log = admin_cli_text(&s, &["scrub", "log", &id.to_string()]);
     assert!(
         log.contains(&format!("corrupt {}: bytes hash to", good.layer_digest())),
         "{log}"
     );
     assert!(log.contains("findings 4 (0 repaired)"), "{log}");
-    let (ok, history) = cli(&s, &["scrub", "history"]);
+    let (ok, history) = admin_cli(&s, &["scrub", "history"]);
     assert!(ok);
     let history: Value = serde_json::from_str(&history).unwrap();
     assert_eq!(history[0]["id"], id);
