@@ -30,7 +30,8 @@ pub use jobs::{
 pub use policy::ImmutableRule;
 pub use quota::{Quota, QuotaExceeded, QuotaKind, QuotaLimits};
 pub use retention::{
-    RetentionArtifact, RetentionExecution, RetentionPolicy, RetentionStore, RetentionTask,
+    RetentionArtifact, RetentionDelete, RetentionExecution, RetentionPolicy, RetentionStore,
+    RetentionTask,
 };
 pub use scrub::{
     MissingRefs, ScrubBlob, ScrubFinding, ScrubFindingKind, ScrubManifest, ScrubManifests, ScrubRun,

@@ -162,6 +162,17 @@ pub struct RetentionArtifact {
     pub parents: Vec<Digest>,
 }
 
+/// What [`RetentionStore::retention_delete`] did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RetentionDelete {
+    /// The manifest is gone, with its tags and references.
+    Deleted,
+    /// There is no such manifest (any more).
+    Missing,
+    /// It changed since the plan, and stays: why.
+    Changed(String),
+}
+
 /// Where a backend keeps retention policies and their runs. Every [`crate::MetaStore`] is
 /// one.
 #[async_trait]
@@ -293,6 +304,54 @@ pub trait RetentionStore: Send + Sync {
         &self,
         repo: &RepoName,
     ) -> Result<Vec<RetentionArtifact>, MetaError>;
+
+    /// Delete manifest `digest` of `repo` (its tags and references with it) as a retention
+    /// plan saw it, checking in the same transaction that it has not changed since: its tags
+    /// are exactly `tags`, no manifest of the repository names it as a child, and its
+    /// subject, if it has one, is not in the repository (a plan deletes indexes and subjects
+    /// before what follows them). Otherwise it was tagged again, taken into a new index or
+    /// its subject was pushed again meanwhile, and it stays.
+    ///
+    /// # Errors
+    /// Backend errors.
+    async fn retention_delete(
+        &self,
+        repo: &RepoName,
+        digest: &Digest,
+        tags: &[String],
+    ) -> Result<RetentionDelete, MetaError>;
+
+    /// Mark run `id` `stopping` unless it has ended; whether it was marked.
+    ///
+    /// # Errors
+    /// Backend errors.
+    async fn stop_retention_execution(&self, id: i64) -> Result<bool, MetaError>;
+}
+
+/// Why a manifest a plan would delete stays, given what it is now: `tags` (sorted), the
+/// first index naming it and whether its subject is back. `None`: it is as planned.
+pub(crate) fn changed_since_plan(
+    planned: &[String],
+    tags: &[String],
+    parent: Option<&str>,
+    subject_back: Option<&str>,
+) -> Option<String> {
+    let mut planned = planned.to_vec();
+    planned.sort();
+    if planned != tags {
+        let now = if tags.is_empty() {
+            "no tag".to_owned()
+        } else {
+            tags.join(",")
+        };
+        return Some(format!(
+            "kept: changed since the plan (its tags are now {now})"
+        ));
+    }
+    if let Some(p) = parent {
+        return Some(format!("kept: changed since the plan (index {p} names it)"));
+    }
+    subject_back.map(|s| format!("kept: changed since the plan (its subject {s} is here)"))
 }
 
 /// The columns [`policy_from_row`] reads, of `retention_policies r JOIN projects p`.

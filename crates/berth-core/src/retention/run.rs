@@ -8,15 +8,16 @@ use std::time::{Duration, Instant, SystemTime};
 use async_trait::async_trait;
 use berth_meta::jobs::epoch_ms;
 use berth_meta::{
-    ClaimedJob, JobKind, MetaError, NewJob, Paging, RetentionExecution, RetentionPolicy,
-    RetentionTask,
+    ClaimedJob, JobKind, MetaError, NewJob, Paging, RetentionDelete, RetentionExecution,
+    RetentionPolicy, RetentionTask,
 };
-use berth_oci::{Digest, Reference, RepoName};
+use berth_oci::{Digest, RepoName};
 use futures::StreamExt;
 use tokio_util::sync::CancellationToken;
 
 use super::evaluate::{judge, short, Item, Outcome};
 use super::{next_run, Policy};
+use crate::access::{project_of, RepoActions};
 use crate::jobs::{Schedule, Worker};
 use crate::selector::name_in_project;
 use crate::{Actor, Error, Registry};
@@ -163,9 +164,44 @@ impl Registry {
                 execution.id, execution.status
             )));
         }
+        // Only a run that has not ended: one that ended since it was read stays ended.
+        if !self.meta.stop_retention_execution(execution.id).await? {
+            return Err(Error::Conflict(format!(
+                "retention run {} has ended",
+                execution.id
+            )));
+        }
         execution.status = STOPPING.into();
-        self.meta.save_retention_execution(&execution).await?;
         Ok(execution)
+    }
+
+    /// Delete manifest `digest` of `repo` as a plan saw it (tagged `tags`), unless it changed
+    /// since ([`berth_meta::RetentionStore::retention_delete`]): `Some(why)` if it stays.
+    /// Immutability and the actor's permission are checked as for any delete.
+    async fn delete_planned(
+        &self,
+        actor: &Actor,
+        repo: &RepoName,
+        digest: &Digest,
+        tags: &[String],
+    ) -> Result<Option<String>, Error> {
+        actor.require(repo, RepoActions::DELETE)?;
+        self.refuse_immutable_manifest(repo, digest).await?;
+        match self.meta.retention_delete(repo, digest, tags).await? {
+            RetentionDelete::Deleted => {
+                tracing::info!(repo = %repo, %digest, "manifest deleted by retention");
+                self.audit(
+                    actor,
+                    "delete",
+                    "artifact",
+                    &format!("{repo}@{digest}"),
+                    project_of(repo),
+                );
+                Ok(None)
+            }
+            RetentionDelete::Missing => Err(Error::ManifestUnknown),
+            RetentionDelete::Changed(why) => Ok(Some(why)),
+        }
     }
 
     /// Save the task of run `execution` for `repo`; `None` if the run is gone (its policy
@@ -414,29 +450,33 @@ impl Registry {
                     .iter()
                     .map(|&k| {
                         let digest = items[k].digest.parse::<Digest>();
+                        let tags = items[k].tags.clone();
                         let (registry, actor, repo) = (self.clone(), actor.clone(), repo.clone());
                         async move {
                             let result = match digest {
-                                Ok(d) => {
-                                    registry
-                                        .delete_manifest(&actor, &repo, &Reference::Digest(d))
-                                        .await
-                                }
+                                Ok(d) => registry.delete_planned(&actor, &repo, &d, &tags).await,
                                 Err(e) => Err(Error::Internal(format!("planned digest: {e}"))),
                             };
                             (k, result)
                         }
                     })
                     .collect();
-                let results: Vec<(usize, Result<(), Error>)> = futures::stream::iter(deletes)
-                    .buffer_unordered(CONCURRENCY)
-                    .collect()
-                    .await;
+                let results: Vec<(usize, Result<Option<String>, Error>)> =
+                    futures::stream::iter(deletes)
+                        .buffer_unordered(CONCURRENCY)
+                        .collect()
+                        .await;
                 for (k, result) in results {
                     match result {
                         // Gone already: deleted by an earlier attempt of this run, or by
                         // someone else.
-                        Ok(()) | Err(Error::ManifestUnknown) => gone[k] = true,
+                        Ok(None) | Err(Error::ManifestUnknown) => gone[k] = true,
+                        // Tagged again, taken into an index, its subject back: it stays, and
+                        // so does what follows it.
+                        Ok(Some(why)) => {
+                            items[k].outcome = Outcome::Retain;
+                            items[k].why = why;
+                        }
                         Err(Error::Denied(why)) => {
                             items[k].outcome = Outcome::Immutable;
                             items[k].why = why;

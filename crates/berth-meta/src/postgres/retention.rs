@@ -2,19 +2,19 @@
 //! (a run with its job) are one transaction; times are the database's clock, like jobs'.
 
 use async_trait::async_trait;
-use berth_oci::RepoName;
+use berth_oci::{Digest, RepoName};
 use sqlx::postgres::{PgArguments, PgConnection, PgRow};
 use sqlx::{Arguments, AssertSqlSafe};
 
 use super::{insert_job, job_row, to_meta, PgMeta, Scope, TxError};
 use crate::jobs::NewJob;
 use crate::retention::{
-    artifact_from_row, artifacts_sql, execution_from_row, policy_from_row, task_columns,
-    task_from_row, EXECUTION_COLUMNS, POLICY_COLUMNS, POLICY_SOURCE,
+    artifact_from_row, artifacts_sql, changed_since_plan, execution_from_row, policy_from_row,
+    task_columns, task_from_row, EXECUTION_COLUMNS, POLICY_COLUMNS, POLICY_SOURCE,
 };
 use crate::{
-    Listing, MetaError, Paging, ProjectId, RetentionArtifact, RetentionExecution, RetentionPolicy,
-    RetentionStore, RetentionTask,
+    Listing, MetaError, Paging, ProjectId, RetentionArtifact, RetentionDelete, RetentionExecution,
+    RetentionPolicy, RetentionStore, RetentionTask,
 };
 
 /// One argument, `$1`.
@@ -341,5 +341,90 @@ impl RetentionStore for PgMeta {
             .iter()
             .map(artifact_from_row)
             .collect()
+    }
+
+    async fn retention_delete(
+        &self,
+        repo: &RepoName,
+        digest: &Digest,
+        tags: &[String],
+    ) -> Result<RetentionDelete, MetaError> {
+        let arg = (repo.to_string(), digest.to_string(), tags.to_vec());
+        self.write(Scope::Transaction, &arg, |c, a| {
+            Box::pin(async move {
+                let (repo, digest, planned) = a;
+                // The manifest's row first, FOR UPDATE: a push that tags it or takes it into
+                // an index locks it (FOR KEY SHARE) too, so it either finished before this
+                // reads, and is seen, or waits and then finds it gone.
+                let row: Option<(i64, Option<String>)> = sqlx::query_as(
+                    "SELECT m.repo_id, m.subject FROM manifests m \
+                     JOIN repositories r ON r.id = m.repo_id \
+                     WHERE r.name = $1 AND m.digest = $2 FOR UPDATE OF m",
+                )
+                .bind(repo)
+                .bind(digest)
+                .fetch_optional(&mut *c)
+                .await?;
+                let Some((id, subject)) = row else {
+                    return Ok(RetentionDelete::Missing);
+                };
+                let now: Vec<String> = sqlx::query_scalar(
+                    "SELECT name FROM tags WHERE repo_id = $1 AND digest = $2 ORDER BY name",
+                )
+                .bind(id)
+                .bind(digest)
+                .fetch_all(&mut *c)
+                .await?;
+                let parent: Option<String> = sqlx::query_scalar(
+                    "SELECT manifest FROM manifest_refs WHERE repo_id = $1 AND target = $2 \
+                     AND kind = 1 LIMIT 1",
+                )
+                .bind(id)
+                .bind(digest)
+                .fetch_optional(&mut *c)
+                .await?;
+                let subject_back: Option<String> = match subject {
+                    Some(s) => {
+                        sqlx::query_scalar(
+                            "SELECT digest FROM manifests WHERE repo_id = $1 AND digest = $2",
+                        )
+                        .bind(id)
+                        .bind(s)
+                        .fetch_optional(&mut *c)
+                        .await?
+                    }
+                    None => None,
+                };
+                if let Some(why) =
+                    changed_since_plan(planned, &now, parent.as_deref(), subject_back.as_deref())
+                {
+                    return Ok(RetentionDelete::Changed(why));
+                }
+                sqlx::query("DELETE FROM manifests WHERE repo_id = $1 AND digest = $2")
+                    .bind(id)
+                    .bind(digest)
+                    .execute(&mut *c)
+                    .await?;
+                Ok(RetentionDelete::Deleted)
+            })
+        })
+        .await
+    }
+
+    async fn stop_retention_execution(&self, id: i64) -> Result<bool, MetaError> {
+        self.write(Scope::Statement, &id, |c, id| {
+            Box::pin(async move {
+                let n = sqlx::query(concat!(
+                    "UPDATE retention_executions SET status = 'stopping', updated_ms = ",
+                    now_ms!(),
+                    " WHERE id = $1 AND finished_ms IS NULL"
+                ))
+                .bind(*id)
+                .execute(c)
+                .await?;
+                Ok(n.rows_affected() > 0)
+            })
+        })
+        .await
     }
 }

@@ -1,20 +1,20 @@
 //! [`RetentionStore`] for [`SqliteMeta`] ([`crate::retention`]).
 
 use async_trait::async_trait;
-use berth_oci::RepoName;
+use berth_oci::{Digest, RepoName};
 use rusqlite::types::Value;
-use rusqlite::{params, Connection};
+use rusqlite::{params, Connection, OptionalExtension as _};
 
 use super::access::{change, listing, row, rows};
 use super::{backend, insert_job, now_ms, repo_id, SqliteMeta};
 use crate::jobs::NewJob;
 use crate::retention::{
-    artifact_from_row, artifacts_sql, execution_from_row, policy_from_row, task_columns,
-    task_from_row, EXECUTION_COLUMNS, POLICY_COLUMNS, POLICY_SOURCE,
+    artifact_from_row, artifacts_sql, changed_since_plan, execution_from_row, policy_from_row,
+    task_columns, task_from_row, EXECUTION_COLUMNS, POLICY_COLUMNS, POLICY_SOURCE,
 };
 use crate::{
-    Listing, MetaError, Paging, ProjectId, RetentionArtifact, RetentionExecution, RetentionPolicy,
-    RetentionStore, RetentionTask,
+    Listing, MetaError, Paging, ProjectId, RetentionArtifact, RetentionDelete, RetentionExecution,
+    RetentionPolicy, RetentionStore, RetentionTask,
 };
 
 fn policy_where(
@@ -362,6 +362,82 @@ impl RetentionStore for SqliteMeta {
                 [id],
                 |r| artifact_from_row(r),
             )
+        })
+        .await
+    }
+
+    async fn retention_delete(
+        &self,
+        repo: &RepoName,
+        digest: &Digest,
+        tags: &[String],
+    ) -> Result<RetentionDelete, MetaError> {
+        let (repo, digest, planned) = (repo.clone(), digest.to_string(), tags.to_vec());
+        // The one writer runs this whole: nothing changes between the checks and the delete.
+        self.write(move |tx| {
+            let Some(id) = repo_id(tx, &repo).map_err(backend)? else {
+                return Ok(RetentionDelete::Missing);
+            };
+            let subject: Option<Option<String>> = tx
+                .prepare_cached("SELECT subject FROM manifests WHERE repo_id = ?1 AND digest = ?2")
+                .and_then(|mut st| st.query_row(params![id, digest], |r| r.get(0)).optional())
+                .map_err(backend)?;
+            let Some(subject) = subject else {
+                return Ok(RetentionDelete::Missing);
+            };
+            let mut now: Vec<String> = tx
+                .prepare_cached(
+                    "SELECT name FROM tags INDEXED BY tags_digest WHERE repo_id = ?1 AND digest = ?2",
+                )
+                .and_then(|mut st| {
+                    st.query_map(params![id, digest], |r| r.get(0))?
+                        .collect::<Result<_, _>>()
+                })
+                .map_err(backend)?;
+            now.sort();
+            let parent: Option<String> = tx
+                .prepare_cached(
+                    "SELECT manifest FROM manifest_refs WHERE repo_id = ?1 AND target = ?2 \
+                     AND kind = 1 LIMIT 1",
+                )
+                .and_then(|mut st| st.query_row(params![id, digest], |r| r.get(0)).optional())
+                .map_err(backend)?;
+            let subject_back = match subject {
+                Some(s) => tx
+                    .prepare_cached("SELECT digest FROM manifests WHERE repo_id = ?1 AND digest = ?2")
+                    .and_then(|mut st| st.query_row(params![id, s], |r| r.get::<_, String>(0)).optional())
+                    .map_err(backend)?,
+                None => None,
+            };
+            let changed: Option<String> = changed_since_plan(
+                &planned,
+                &now,
+                parent.as_deref(),
+                subject_back.as_deref(),
+            );
+            if let Some(why) = changed {
+                return Ok(RetentionDelete::Changed(why));
+            }
+            tx.execute(
+                "DELETE FROM manifests WHERE repo_id = ?1 AND digest = ?2",
+                params![id, digest],
+            )
+            .map_err(backend)?;
+            Ok(RetentionDelete::Deleted)
+        })
+        .await
+    }
+
+    async fn stop_retention_execution(&self, id: i64) -> Result<bool, MetaError> {
+        self.write(move |tx| {
+            change(
+                tx,
+                "UPDATE retention_executions SET status = 'stopping', updated_ms = ?2 \
+                 WHERE id = ?1 AND finished_ms IS NULL",
+                params![id, now_ms()],
+            )
+            .map(|n| n > 0)
+            .map_err(backend)
         })
         .await
     }

@@ -7,7 +7,7 @@ use berth_oci::{Digest, RepoName};
 use super::access::{project, push};
 use crate::{
     AccessStore, JobFilter, JobKind, JobState, MetaError, MetaStore, NewJob, Paging,
-    RetentionExecution, RetentionPolicy, RetentionTask,
+    RetentionDelete, RetentionExecution, RetentionPolicy, RetentionTask,
 };
 
 /// Exercise `store` through the whole retention contract.
@@ -18,6 +18,7 @@ pub async fn run<S: MetaStore + AccessStore>(store: &S) {
     policies(store, store).await;
     executions_and_tasks(store, store).await;
     artifacts(store, store).await;
+    deletes_as_planned(store, store).await;
 }
 
 fn policy(project_id: i64, rules: &str, cron: Option<&str>) -> RetentionPolicy {
@@ -239,9 +240,7 @@ async fn executions_and_tasks(meta: &dyn MetaStore, s: &dyn AccessStore) {
     ));
 
     // A stop request survives progress saves; an end replaces it.
-    let mut stopping = got.clone();
-    stopping.status = "stopping".into();
-    meta.save_retention_execution(&stopping).await.unwrap();
+    assert!(meta.stop_retention_execution(e.id).await.unwrap());
     meta.save_retention_execution(&got).await.unwrap();
     assert_eq!(
         meta.retention_execution(e.id)
@@ -262,6 +261,14 @@ async fn executions_and_tasks(meta: &dyn MetaStore, s: &dyn AccessStore) {
         ("stopped", Some(42))
     );
     assert_eq!(got.last_error.as_deref(), Some("asked to stop"));
+    // A stop request after the end changes nothing.
+    assert!(!meta.stop_retention_execution(e.id).await.unwrap());
+    assert!(!meta.stop_retention_execution(999_999).await.unwrap());
+    let again = meta.retention_execution(e.id).await.unwrap().unwrap();
+    assert_eq!(
+        (again.status.as_str(), again.finished_ms),
+        ("stopped", Some(42))
+    );
     let mut gone = ended.clone();
     gone.id = 999_999;
     assert!(matches!(
@@ -446,4 +453,131 @@ async fn artifacts(meta: &dyn MetaStore, s: &dyn AccessStore) {
         .await
         .unwrap()
         .is_empty());
+}
+
+/// `retention_delete` deletes only what is as the plan saw it.
+async fn deletes_as_planned(meta: &dyn MetaStore, s: &dyn AccessStore) {
+    project(s, "plan", false).await;
+    let layer: &[(&[u8], u64)] = &[(b"plan-layer", 10)];
+    let r = repo("plan/app");
+    let tags_of = |d: &Digest| {
+        let d = d.clone();
+        let r = r.clone();
+        async move {
+            let mut t: Vec<String> = meta.tags_of(&r, &d).await.unwrap();
+            t.sort();
+            t
+        }
+    };
+    let planned = |t: &[&str]| t.iter().map(|s| (*s).to_owned()).collect::<Vec<_>>();
+    let changed = |d: RetentionDelete| matches!(d, RetentionDelete::Changed(_));
+
+    // Tagged again since the plan: it stays, with its tags.
+    let a = push(
+        meta,
+        "plan/app",
+        b"{\"plan\":\"a\"}",
+        layer,
+        vec![],
+        None,
+        &["dev-1"],
+    )
+    .await;
+    push(
+        meta,
+        "plan/app",
+        b"{\"plan\":\"a\"}",
+        layer,
+        vec![],
+        None,
+        &["release-1"],
+    )
+    .await;
+    let got = meta
+        .retention_delete(&r, &a, &planned(&["dev-1"]))
+        .await
+        .unwrap();
+    assert!(changed(got.clone()), "{got:?}");
+    assert_eq!(tags_of(&a).await, ["dev-1", "release-1"]);
+    // As planned (tag order does not matter): gone, with its tags.
+    let got = meta
+        .retention_delete(&r, &a, &planned(&["release-1", "dev-1"]))
+        .await
+        .unwrap();
+    assert_eq!(got, RetentionDelete::Deleted);
+    assert!(tags_of(&a).await.is_empty());
+    assert_eq!(
+        meta.retention_delete(&r, &a, &[]).await.unwrap(),
+        RetentionDelete::Missing
+    );
+    assert_eq!(
+        meta.retention_delete(&repo("plan/none"), &a, &[])
+            .await
+            .unwrap(),
+        RetentionDelete::Missing
+    );
+
+    // A child an index still names stays; once the index is gone it may go.
+    let child = push(
+        meta,
+        "plan/app",
+        b"{\"plan\":\"child\"}",
+        layer,
+        vec![],
+        None,
+        &[],
+    )
+    .await;
+    let index = push(
+        meta,
+        "plan/app",
+        b"{\"plan\":\"index\"}",
+        &[],
+        vec![child.clone()],
+        None,
+        &[],
+    )
+    .await;
+    assert!(changed(
+        meta.retention_delete(&r, &child, &[]).await.unwrap()
+    ));
+    assert_eq!(
+        meta.retention_delete(&r, &index, &[]).await.unwrap(),
+        RetentionDelete::Deleted
+    );
+    assert_eq!(
+        meta.retention_delete(&r, &child, &[]).await.unwrap(),
+        RetentionDelete::Deleted
+    );
+
+    // A referrer whose subject is here stays; once the subject is gone it may go.
+    let subject = push(
+        meta,
+        "plan/app",
+        b"{\"plan\":\"subject\"}",
+        layer,
+        vec![],
+        None,
+        &[],
+    )
+    .await;
+    let sig = push(
+        meta,
+        "plan/app",
+        b"{\"plan\":\"sig\"}",
+        layer,
+        vec![],
+        Some(subject.clone()),
+        &[],
+    )
+    .await;
+    assert!(changed(meta.retention_delete(&r, &sig, &[]).await.unwrap()));
+    assert_eq!(
+        meta.retention_delete(&r, &subject, &[]).await.unwrap(),
+        RetentionDelete::Deleted
+    );
+    assert_eq!(
+        meta.retention_delete(&r, &sig, &[]).await.unwrap(),
+        RetentionDelete::Deleted
+    );
 }
