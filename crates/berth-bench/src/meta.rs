@@ -191,8 +191,8 @@ impl Session {
         })
     }
 
-    /// `method path` with an optional JSON body: the status, the `Location` header if any,
-    /// and the body.
+    /// `method path` with an optional JSON body: the status, the path of the `Location`
+    /// header if any, and the body.
     async fn send(
         &self,
         method: reqwest::Method,
@@ -209,11 +209,12 @@ impl Session {
         }
         let r = req.send().await?;
         let status = r.status();
+        // The path of the Location (the server may answer with an absolute URL).
         let location = r
             .headers()
             .get("location")
             .and_then(|v| v.to_str().ok())
-            .map(str::to_owned);
+            .map(|l| l[l.find("/api/").unwrap_or(0)..].to_owned());
         Ok((status, location, r.bytes().await?))
     }
 
@@ -232,8 +233,8 @@ impl Session {
         Ok(started.elapsed().as_secs_f64() * 1000.0)
     }
 
-    /// `method path` with `body`, failing unless the status is `want`: the `Location` header
-    /// and the body as JSON (null when empty).
+    /// `method path` with `body`, failing unless the status is `want`: the path of the
+    /// `Location` header and the body as JSON (null when empty).
     async fn json(
         &self,
         method: reqwest::Method,
@@ -287,8 +288,7 @@ async fn retention_policy(s: &Session, project: &str) -> anyhow::Result<String> 
             StatusCode::CREATED,
         )
         .await?;
-    let location = location.context("no Location for the policy")?;
-    Ok(location[location.find("/api/").unwrap_or(0)..].to_owned())
+    location.context("no Location for the policy")
 }
 
 /// Run retention policy `policy` (a dry run or not) and wait for it to end: the seconds it
@@ -308,10 +308,9 @@ async fn retention_run(
         )
         .await?;
     let location = location.context("no Location for the run")?;
-    let location = &location[location.find("/api/").unwrap_or(0)..];
     loop {
         let (_, e) = s
-            .json(reqwest::Method::GET, location, None, StatusCode::OK)
+            .json(reqwest::Method::GET, &location, None, StatusCode::OK)
             .await?;
         match e["status"].as_str() {
             Some("Success") => return Ok((started.elapsed().as_secs_f64(), e)),

@@ -7,8 +7,8 @@ use reqwest::Method;
 use serde_json::{json, Value};
 
 use super::client::Api;
-use super::output::{done, human, num, print_one, print_rows, Output};
-use super::progress::follow;
+use super::output::{done, human, num, print_one, Output};
+use super::progress::{follow, print_history};
 
 #[derive(Subcommand, Debug)]
 pub enum GcCmd {
@@ -155,17 +155,7 @@ pub async fn gc(api: &Api, out: Output, cmd: GcCmd) -> anyhow::Result<()> {
             Ok(())
         }
         GcCmd::History { page, page_size } => {
-            let q = [
-                ("page", page.to_string()),
-                ("page_size", page_size.to_string()),
-            ];
-            let runs = api.get("/system/gc", &q).await?.body;
-            print_rows(
-                out,
-                runs.as_array().map_or(&[][..], Vec::as_slice),
-                RUN_COLUMNS,
-            );
-            Ok(())
+            print_history(api, out, "/system/gc", page, page_size, RUN_COLUMNS).await
         }
         GcCmd::Log { id } => {
             print!("{}", api.get_text(&format!("/system/gc/{id}/log")).await?);

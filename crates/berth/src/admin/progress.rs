@@ -1,5 +1,5 @@
-//! Following a long run (garbage collection, scrub, retention) until it ends, with a
-//! progress bar on a terminal.
+//! Long runs (garbage collection, scrub, retention): following one until it ends, with a
+//! progress bar on a terminal, and listing their history.
 
 use std::io::IsTerminal as _;
 use std::time::Duration;
@@ -8,6 +8,7 @@ use indicatif::{ProgressBar, ProgressStyle};
 use serde_json::Value;
 
 use super::client::Api;
+use super::output::{print_rows, Output};
 
 /// Poll the run at `path` until its `status_key` says it ended, returning its last state.
 /// On a terminal, `template` (indicatif's) is drawn on standard error and `draw` updates
@@ -42,4 +43,23 @@ pub async fn follow(
             _ => tokio::time::sleep(Duration::from_millis(250)).await,
         }
     }
+}
+
+/// Print page `page` (of `page_size`) of the runs listed at `path`, newest first, with
+/// `columns`.
+pub async fn print_history(
+    api: &Api,
+    out: Output,
+    path: &str,
+    page: u64,
+    page_size: u64,
+    columns: &[(&str, &str)],
+) -> anyhow::Result<()> {
+    let q = [
+        ("page", page.to_string()),
+        ("page_size", page_size.to_string()),
+    ];
+    let runs = api.get(path, &q).await?.body;
+    print_rows(out, runs.as_array().map_or(&[][..], Vec::as_slice), columns);
+    Ok(())
 }

@@ -10,7 +10,7 @@ use serde_json::{json, Value};
 
 use super::client::{seg, Api};
 use super::output::{done, num, print_one, print_rows, Output};
-use super::progress::follow;
+use super::progress::{follow, print_history};
 
 #[derive(Subcommand, Debug)]
 pub enum RetentionCmd {
@@ -337,20 +337,8 @@ pub async fn retention(api: &Api, out: Output, cmd: RetentionCmd) -> anyhow::Res
             page_size,
         } => {
             let id = policy_id(api, &project).await?;
-            let q = [
-                ("page", page.to_string()),
-                ("page_size", page_size.to_string()),
-            ];
-            let runs = api
-                .get(&format!("/retentions/{id}/executions"), &q)
-                .await?
-                .body;
-            print_rows(
-                out,
-                runs.as_array().map_or(&[][..], Vec::as_slice),
-                RUN_COLUMNS,
-            );
-            Ok(())
+            let path = format!("/retentions/{id}/executions");
+            print_history(api, out, &path, page, page_size, RUN_COLUMNS).await
         }
         RetentionCmd::Log {
             project,

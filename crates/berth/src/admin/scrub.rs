@@ -9,7 +9,7 @@ use serde_json::{json, Value};
 
 use super::client::Api;
 use super::output::{done, human, num, print_one, print_rows, Output};
-use super::progress::follow;
+use super::progress::{follow, print_history};
 
 #[derive(Subcommand, Debug)]
 pub enum ScrubCmd {
@@ -182,17 +182,7 @@ pub async fn scrub(api: &Api, out: Output, cmd: ScrubCmd) -> anyhow::Result<()> 
             Ok(())
         }
         ScrubCmd::History { page, page_size } => {
-            let q = [
-                ("page", page.to_string()),
-                ("page_size", page_size.to_string()),
-            ];
-            let runs = api.get("/system/scrub", &q).await?.body;
-            print_rows(
-                out,
-                runs.as_array().map_or(&[][..], Vec::as_slice),
-                RUN_COLUMNS,
-            );
-            Ok(())
+            print_history(api, out, "/system/scrub", page, page_size, RUN_COLUMNS).await
         }
         ScrubCmd::Log { id } => {
             print!(
