@@ -6,7 +6,8 @@
 #   scripts/bench.sh --rounds 5 --skip-build --out bench-results
 #
 # Measures the machine's own limits first (SHA-256 on one core, 1 GiB sequential write with
-# fdatasync, loopback TCP), then runs every registry on a fresh data directory under /tmp for
+# fdatasync, loopback TCP, the fastest pull any server can give the pull reader, the least CPU
+# a durable push costs without HTTP), then runs every registry on a fresh data directory under /tmp for
 # each round, alternating the order. Servers listen on 127.0.0.1 only. Results: a table on
 # stdout, raw JSON lines and a summary under bench-results/.
 set -euo pipefail
@@ -107,6 +108,11 @@ log "machine: sha256 on one core"
 "$BENCH" --meta registry=machine machine sha256 --bytes 1GiB --repeat "$REPEAT" | tee -a "$RESULTS"
 log "machine: loopback TCP"
 "$BENCH" --meta registry=machine machine loopback --bytes 4GiB --repeat "$REPEAT" | tee -a "$RESULTS"
+log "machine: pull ceiling (a cached file by blocking sendfile to the pull reader)"
+"$BENCH" --meta registry=machine machine sendfile --bytes 1GiB --repeat "$REPEAT" --dir "$TMP" | tee -a "$RESULTS"
+log "machine: push floor (receive, SHA-256 and O_DIRECT write on one thread, no HTTP)"
+"$BENCH" --meta registry=machine machine receive --bytes 1GiB --repeat "$REPEAT" --dir "$TMP" | tee -a "$RESULTS"
+sync
 log "machine: 1 GiB sequential write with fdatasync"
 for _ in $(seq "$REPEAT"); do
     secs=$(dd if=/dev/zero of="$TMP/dd.bin" bs=1M count=1024 conv=fdatasync 2>&1 \

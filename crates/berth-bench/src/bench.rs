@@ -97,10 +97,12 @@ async fn image(reg: &Registry, repo: &str) -> anyhow::Result<Bytes> {
 /// If `/proc` cannot be read.
 pub fn idle(out: &Out, pid: u32) -> anyhow::Result<()> {
     let rss = procfs::rss(pid)?;
+    let anon = procfs::rss_anon(pid)?;
     out.emit(
         "idle",
-        json!({ "idle_rss_mb": r3(rss as f64 / 1e6) }),
-        json!({ "pid": pid, "rss_bytes": rss, "cpu_seconds": procfs::cpu_seconds(pid)? }),
+        json!({ "idle_rss_mb": r3(rss as f64 / 1e6), "idle_rss_anon_mb": r3(anon as f64 / 1e6) }),
+        json!({ "pid": pid, "rss_bytes": rss, "rss_anon_bytes": anon,
+                "cpu_seconds": procfs::cpu_seconds(pid)? }),
     );
     Ok(())
 }
@@ -120,7 +122,7 @@ pub struct BlobSpec {
 
 /// How many bytes one read of a timed raw pull may take. 256 KiB stays in a core's L2 cache;
 /// 1 and 4 MiB measured no faster (BENCHMARKS.md).
-const PULL_READ: usize = 256 << 10;
+pub const PULL_READ: usize = 256 << 10;
 
 /// Push one blob of `size` bytes (seed `seed`), monolithic or in `chunk`-byte PATCHes, and
 /// watch server `pid` while doing it.

@@ -1,5 +1,10 @@
-//! This machine's own limits: one core's SHA-256 rate and loopback TCP throughput.
+//! This machine's own limits: one core's SHA-256 rate, loopback TCP throughput, the fastest
+//! pull any server can give one client (`sendfile`), and the least CPU a durable push costs
+//! (receive, hash, direct write).
 
+use std::io::{Read as _, Write as _};
+use std::os::fd::AsRawFd;
+use std::path::Path;
 use std::time::Instant;
 
 use serde_json::json;
@@ -68,4 +73,196 @@ pub async fn loopback(out: &Out, size: u64, repeat: u32) -> anyhow::Result<()> {
         );
     }
     Ok(())
+}
+
+/// Serve a `size`-byte file, cached in memory, over a 127.0.0.1 connection with blocking
+/// `sendfile(2)` to the reader the timed pulls use ([`crate::raw::get_discarding`]), `repeat`
+/// times after one untimed run: the fastest that any server can hand one client a blob here.
+/// The file is written under `dir` and removed afterwards.
+///
+/// # Errors
+/// On I/O errors, or if the reader gets a different number of bytes.
+pub fn sendfile(out: &Out, dir: &Path, size: u64, read: usize, repeat: u32) -> anyhow::Result<()> {
+    let path = dir.join(format!("berth-bench-sendfile-{}", std::process::id()));
+    let result = sendfile_from(out, &path, size, read, repeat);
+    let _ = std::fs::remove_file(&path);
+    result
+}
+
+fn sendfile_from(
+    out: &Out,
+    path: &Path,
+    size: u64,
+    read: usize,
+    repeat: u32,
+) -> anyhow::Result<()> {
+    let size_usize = usize::try_from(size)?;
+    std::fs::write(path, crate::data::blob(3, size_usize))?;
+    let file = std::fs::File::open(path)?;
+    let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
+    let url = reqwest::Url::parse(&format!("http://{}/blob", listener.local_addr()?))?;
+    let runs = repeat.max(1) + 1;
+    let server = std::thread::spawn(move || -> anyhow::Result<()> {
+        for _ in 0..runs {
+            let (mut sock, _) = listener.accept()?;
+            let mut head = Vec::new();
+            let mut buf = [0u8; 4096];
+            while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+                match sock.read(&mut buf)? {
+                    0 => anyhow::bail!("the reader closed before its request ended"),
+                    n => head.extend_from_slice(&buf[..n]),
+                }
+            }
+            sock.write_all(
+                format!("HTTP/1.1 200 OK\r\nContent-Length: {size}\r\n\r\n").as_bytes(),
+            )?;
+            let mut offset: libc::off_t = 0;
+            while (offset as u64) < size {
+                let left = usize::try_from(size - offset as u64)?;
+                // SAFETY: both descriptors are open; `offset` is a local the kernel updates.
+                let n = unsafe {
+                    libc::sendfile(sock.as_raw_fd(), file.as_raw_fd(), &raw mut offset, left)
+                };
+                anyhow::ensure!(n > 0, "sendfile: {}", std::io::Error::last_os_error());
+            }
+        }
+        Ok(())
+    });
+    for run in 0..runs {
+        let t = Instant::now();
+        let reply = crate::raw::get_discarding(&url, &[], read)?;
+        let secs = t.elapsed().as_secs_f64();
+        anyhow::ensure!(
+            reply.body_len == size,
+            "sendfile: got {} of {size} bytes",
+            reply.body_len
+        );
+        if run > 0 {
+            out.emit(
+                "machine-sendfile",
+                json!({ "sendfile_mb_s": r3(size as f64 / secs / 1e6) }),
+                json!({ "bytes": size, "seconds": r3(secs), "read_bytes": read }),
+            );
+        }
+    }
+    server
+        .join()
+        .map_err(|_| anyhow::anyhow!("the sendfile server panicked"))??;
+    Ok(())
+}
+
+/// Receive `size` bytes over a 127.0.0.1 connection, hash them with SHA-256 and write them
+/// with `O_DIRECT` to a file under `dir`, then `fdatasync` it: a durable push with no HTTP, no
+/// runtime and no copy (each `recv` lands in the block-aligned buffer that is written), on one
+/// thread. `repeat` times; reports that thread's CPU time per GiB, the least a server spends
+/// on a push here.
+///
+/// # Errors
+/// On I/O errors, or if fewer bytes arrive than were sent.
+pub fn receive(out: &Out, dir: &Path, size: u64, repeat: u32) -> anyhow::Result<()> {
+    const WRITE: usize = 1 << 20;
+    let chunk = crate::data::blob(4, WRITE);
+    for _ in 0..repeat.max(1) {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
+        let addr = listener.local_addr()?;
+        let path = dir.join(format!("berth-bench-receive-{}", std::process::id()));
+        let receiver = std::thread::spawn({
+            let path = path.clone();
+            move || receive_one(&listener, &path)
+        });
+        let mut sock = std::net::TcpStream::connect(addr)?;
+        sock.set_nodelay(true)?;
+        let t = Instant::now();
+        let mut sent = 0u64;
+        while sent < size {
+            let n = usize::try_from((size - sent).min(WRITE as u64))?;
+            sock.write_all(&chunk[..n])?;
+            sent += n as u64;
+        }
+        drop(sock);
+        let got = receiver
+            .join()
+            .map_err(|_| anyhow::anyhow!("the receiver panicked"));
+        let secs = t.elapsed().as_secs_f64();
+        let _ = std::fs::remove_file(&path);
+        let Received { bytes, cpu, direct } = got??;
+        anyhow::ensure!(
+            bytes == size,
+            "receive: sent {size} bytes, received {bytes}"
+        );
+        let gib = size as f64 / f64::from(1u32 << 30);
+        out.emit(
+            "machine-receive",
+            json!({ "receive_cpu_s_per_gib": r3(cpu / gib), "receive_mb_s": r3(size as f64 / secs / 1e6) }),
+            json!({ "bytes": size, "seconds": r3(secs), "cpu_seconds": r3(cpu), "o_direct": direct }),
+        );
+    }
+    Ok(())
+}
+
+struct Received {
+    bytes: u64,
+    cpu: f64,
+    direct: bool,
+}
+
+/// The receiving thread of [`receive`]: accept one connection and store what it sends.
+fn receive_one(listener: &std::net::TcpListener, path: &Path) -> anyhow::Result<Received> {
+    use std::os::unix::fs::{FileExt, OpenOptionsExt};
+    const BUF: usize = 1 << 20;
+    const ALIGN: usize = 4096;
+    let (mut sock, _) = listener.accept()?;
+    let start = thread_cpu_seconds();
+    let open = |flags| {
+        std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .custom_flags(flags)
+            .open(path)
+    };
+    let (file, direct) = match open(libc::O_DIRECT) {
+        Ok(f) => (f, true),
+        Err(_) => (open(0)?, false),
+    };
+    // One block-aligned buffer that every recv lands in directly.
+    let mut raw = vec![0u8; BUF + ALIGN];
+    let skip = raw.as_ptr().align_offset(ALIGN);
+    let buf = &mut raw[skip..skip + BUF];
+    let mut hasher = Sha256::new();
+    let (mut total, mut fill) = (0u64, 0usize);
+    loop {
+        let n = sock.read(&mut buf[fill..])?;
+        hasher.update(&buf[fill..fill + n]);
+        fill += n;
+        total += n as u64;
+        if fill == BUF || (n == 0 && fill > 0) {
+            let padded = fill.next_multiple_of(ALIGN);
+            buf[fill..padded].fill(0);
+            file.write_all_at(&buf[..padded], total - fill as u64)?;
+            fill = 0;
+        }
+        if n == 0 {
+            break;
+        }
+    }
+    file.set_len(total)?;
+    file.sync_data()?;
+    std::hint::black_box(hasher.finalize());
+    Ok(Received {
+        bytes: total,
+        cpu: thread_cpu_seconds() - start,
+        direct,
+    })
+}
+
+/// CPU time (user and system) this thread has used.
+fn thread_cpu_seconds() -> f64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: writes one timespec we own.
+    unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &raw mut ts) };
+    ts.tv_sec as f64 + ts.tv_nsec as f64 / 1e9
 }

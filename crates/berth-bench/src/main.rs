@@ -50,9 +50,11 @@ struct Target {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Measure this machine: sha256 (one core) or loopback (TCP over 127.0.0.1)
+    /// Measure this machine: sha256 (one core), loopback (TCP over 127.0.0.1), sendfile (the
+    /// fastest pull any server can give the pull reader) or receive (the least CPU a durable
+    /// push costs: receive, hash, direct write, no HTTP)
     Machine {
-        #[arg(value_parser = ["sha256", "loopback"])]
+        #[arg(value_parser = ["sha256", "loopback", "sendfile", "receive"])]
         what: String,
         /// Bytes per run
         #[arg(long, value_parser = size, default_value = "1GiB")]
@@ -60,6 +62,9 @@ enum Command {
         /// Runs
         #[arg(long, default_value_t = 3)]
         repeat: u32,
+        /// Scratch directory for sendfile and receive (on the disk the registries use)
+        #[arg(long, default_value_os_t = std::env::temp_dir())]
+        dir: std::path::PathBuf,
     },
     /// Report a server's resident memory now
     Idle {
@@ -302,11 +307,22 @@ fn main() -> anyhow::Result<()> {
                 what,
                 bytes,
                 repeat,
+                dir,
             } => match what.as_str() {
                 "sha256" => {
                     tokio::task::spawn_blocking(move || machine::sha256(&out, bytes, repeat))
                         .await?;
                     Ok(())
+                }
+                "sendfile" => {
+                    tokio::task::spawn_blocking(move || {
+                        machine::sendfile(&out, &dir, bytes, bench::PULL_READ, repeat)
+                    })
+                    .await?
+                }
+                "receive" => {
+                    tokio::task::spawn_blocking(move || machine::receive(&out, &dir, bytes, repeat))
+                        .await?
                 }
                 _ => machine::loopback(&out, bytes, repeat).await,
             },

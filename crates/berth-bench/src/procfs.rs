@@ -32,6 +32,12 @@ pub fn rss(pid: u32) -> anyhow::Result<u64> {
     status_field(pid, "VmRSS")
 }
 
+/// The part of the resident set that is the process's own memory (heap, stacks), bytes; the
+/// rest is pages of files it maps (its binary and libraries), shared with the page cache.
+pub fn rss_anon(pid: u32) -> anyhow::Result<u64> {
+    status_field(pid, "RssAnon")
+}
+
 /// Peak resident set size since the process started, bytes.
 pub fn hwm(pid: u32) -> anyhow::Result<u64> {
     status_field(pid, "VmHWM")

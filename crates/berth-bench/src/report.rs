@@ -74,6 +74,11 @@ const ROWS: &[(&str, &str, &str)] = &[
     ),
     ("idle_rss_mb", "Idle RSS", "MB"),
     (
+        "idle_rss_anon_mb",
+        "Idle RSS: anonymous (heap, stacks; the rest is mapped binary and libraries)",
+        "MB",
+    ),
+    (
         "push_mono_hwm_mb",
         "Peak RSS (VmHWM) after monolithic push",
         "MB",
@@ -154,6 +159,9 @@ struct Target {
     op: &'static str,
     threshold: Option<f64>,
     unit: &'static str,
+    /// What this machine allows any server, where it bounds the target: the most (for `>=`)
+    /// or the least (for `<`) that one measured here.
+    limit: Option<f64>,
 }
 
 impl Target {
@@ -168,6 +176,15 @@ impl Target {
                 }
             }
             _ => "n/a",
+        }
+    }
+
+    /// Whether the machine's own limit puts the threshold out of any server's reach.
+    fn unreachable(&self) -> bool {
+        match (self.threshold, self.limit) {
+            (Some(t), Some(l)) if self.op == ">=" => t > l,
+            (Some(t), Some(l)) => t < l,
+            _ => false,
         }
     }
 
@@ -199,6 +216,7 @@ fn targets(s: &Samples) -> Vec<Target> {
             op,
             threshold,
             unit,
+            limit: None,
         });
     };
     for (m, what) in [
@@ -227,6 +245,7 @@ fn targets(s: &Samples) -> Vec<Target> {
         d("pull_mb_s").map(|x| 2.0 * x),
         "MB/s",
     );
+    let pull_ceiling = med(s, MACHINE, "sendfile_mb_s");
     for m in ["get", "head"] {
         add(
             &format!("Manifest {} >= 25,000 req/s", m.to_uppercase()),
@@ -291,6 +310,14 @@ fn targets(s: &Samples) -> Vec<Target> {
         Some(0.8),
         "s",
     );
+    let push_floor = med(s, MACHINE, "receive_cpu_s_per_gib");
+    for x in &mut t {
+        x.limit = match x.what.as_str() {
+            w if w.starts_with("1 GiB pull") => pull_ceiling,
+            w if w.starts_with("CPU per GiB pushed") => push_floor,
+            _ => None,
+        };
+    }
     t
 }
 
@@ -324,6 +351,16 @@ pub fn report(input: &Path, json_out: &Path) -> anyhow::Result<String> {
             "MB/s",
         ),
         ("loopback_mb_s", "Loopback TCP, one connection", "MB/s"),
+        (
+            "sendfile_mb_s",
+            "Pull ceiling: a cached 1 GiB file by blocking sendfile to the pull reader",
+            "MB/s",
+        ),
+        (
+            "receive_cpu_s_per_gib",
+            "Push floor: CPU to receive, SHA-256 and O_DIRECT-write 1 GiB, no HTTP",
+            "s",
+        ),
     ];
     writeln!(md, "| Machine | Median | Samples |\n| --- | ---: | ---: |")?;
     for (m, label, unit) in machine {
@@ -360,13 +397,13 @@ pub fn report(input: &Path, json_out: &Path) -> anyhow::Result<String> {
     let ts = targets(&s);
     writeln!(
         md,
-        "\n| Target (Berth) | Measured | Needed | Result | Gap |\n| --- | ---: | ---: | :---: | ---: |"
+        "\n| Target (Berth) | Measured | Needed | Result | Gap | Machine limit |\n| --- | ---: | ---: | :---: | ---: | --- |"
     )?;
     let mut tj = Vec::new();
     for t in &ts {
         writeln!(
             md,
-            "| {} | {} {} | {} {} {} | {} | {} |",
+            "| {} | {} {} | {} {} {} | {} | {} | {} |",
             t.what,
             fmt(t.measured, t.unit),
             t.unit,
@@ -374,11 +411,21 @@ pub fn report(input: &Path, json_out: &Path) -> anyhow::Result<String> {
             fmt(t.threshold, t.unit),
             t.unit,
             t.verdict(),
-            t.gap()
+            t.gap(),
+            match t.limit {
+                None => String::new(),
+                Some(l) if t.unreachable() => format!(
+                    "{} {}: the target is past this machine's limit",
+                    fmt(Some(l), t.unit),
+                    t.unit
+                ),
+                Some(l) => format!("{} {}", fmt(Some(l), t.unit), t.unit),
+            }
         )?;
         tj.push(json!({
             "target": t.what, "measured": t.measured, "op": t.op, "threshold": t.threshold,
-            "unit": t.unit, "result": t.verdict(),
+            "unit": t.unit, "result": t.verdict(), "machine_limit": t.limit,
+            "unreachable_here": t.unreachable(),
         }));
     }
     let medians: Map<String, Value> = s
@@ -423,6 +470,9 @@ mod tests {
                 r#"{"registry":"berth","metrics":{"push_mono_mb_s":350}}"#,
                 r#"{"registry":"distribution","metrics":{"push_mono_mb_s":200}}"#,
                 r#"{"registry":"berth","metrics":{"idle_rss_mb":20}}"#,
+                r#"{"registry":"machine","metrics":{"sendfile_mb_s":900,"receive_cpu_s_per_gib":0.9}}"#,
+                r#"{"registry":"berth","metrics":{"pull_mb_s":880,"push_mono_cpu_s_per_gib":1.0}}"#,
+                r#"{"registry":"distribution","metrics":{"pull_mb_s":500}}"#,
             ]
             .join("\n"),
         )
@@ -442,8 +492,19 @@ mod tests {
             md.contains("| Idle RSS < 15 MB | 20.0 MB | < 15.0 MB | MISS | +33% |"),
             "{md}"
         );
+        // 2x Distribution is 1000 MB/s, past the 900 MB/s that sendfile alone reaches here; a
+        // CPU target of 0.8 s is under the 0.9 s floor.
+        assert!(
+            md.contains("| 1 GiB pull >= 2x Distribution | 880 MB/s | >= 1000 MB/s | MISS | -12% | 900 MB/s: the target is past this machine's limit |"),
+            "{md}"
+        );
+        assert!(
+            md.contains("| CPU per GiB pushed (monolithic) < 0.8 s | 1.00 s | < 0.80 s | MISS | +25% | 0.90 s: the target is past this machine's limit |"),
+            "{md}"
+        );
         let j: Value = serde_json::from_str(&std::fs::read_to_string(&out).unwrap()).unwrap();
         assert_eq!(j["medians"]["berth"]["push_mono_mb_s"], json!(400.0));
+        assert_eq!(j["targets"][4]["unreachable_here"], json!(true));
         std::fs::remove_dir_all(dir).unwrap();
     }
 }
