@@ -6,8 +6,8 @@
 #   scripts/bench.sh --rounds 5 --skip-build --out bench-results
 #
 # Measures the machine's own limits first (SHA-256 on one core, 1 GiB sequential write with
-# fdatasync, loopback TCP, the fastest pull any server can give the pull reader, the least CPU
-# a durable push costs without HTTP), then runs every registry on a fresh data directory under /tmp for
+# fdatasync, loopback TCP, the CPU a durable push costs with no HTTP; in every round, a pull
+# served by a bare sendfile loop), then runs every registry on a fresh data directory under /tmp for
 # each round, alternating the order. Servers listen on 127.0.0.1 only. Results: a table on
 # stdout, raw JSON lines and a summary under bench-results/.
 set -euo pipefail
@@ -54,6 +54,8 @@ if [ "$BUILD" -eq 1 ]; then
 fi
 BERTH_BIN="$ROOT/target/release/berth"
 BENCH="$ROOT/target/release/berth-bench"
+# Idle RSS depends on how much of crates/berth/startup.order this binary matched at link time.
+"$ROOT/scripts/startup-order.sh" --check || true
 
 # --- scratch space and cleanup -----------------------------------------------------------
 TMP=$(mktemp -d /tmp/berth-bench.XXXXXX)
@@ -108,9 +110,7 @@ log "machine: sha256 on one core"
 "$BENCH" --meta registry=machine machine sha256 --bytes 1GiB --repeat "$REPEAT" | tee -a "$RESULTS"
 log "machine: loopback TCP"
 "$BENCH" --meta registry=machine machine loopback --bytes 4GiB --repeat "$REPEAT" | tee -a "$RESULTS"
-log "machine: pull ceiling (a cached file by blocking sendfile to the pull reader)"
-"$BENCH" --meta registry=machine machine sendfile --bytes 1GiB --repeat "$REPEAT" --dir "$TMP" | tee -a "$RESULTS"
-log "machine: push floor (receive, SHA-256 and O_DIRECT write on one thread, no HTTP)"
+log "machine: push reference (receive, SHA-256 and O_DIRECT write on one thread, no HTTP)"
 "$BENCH" --meta registry=machine machine receive --bytes 1GiB --repeat "$REPEAT" --dir "$TMP" | tee -a "$RESULTS"
 sync
 log "machine: 1 GiB sequential write with fdatasync"
@@ -210,6 +210,11 @@ for round in $(seq "$ROUNDS"); do
     else
         order=(distribution berth-nofsync berth)
     fi
+    # The pull reference moves between runs as much as the pulls do, so it is taken in every
+    # round, next to them.
+    log "round $round: pull reference (a cached file by a bare sendfile loop to the pull reader)"
+    "$BENCH" --meta registry=machine --meta "round=$round" machine sendfile --bytes 1GiB \
+        --repeat 3 --dir "$TMP" | tee -a "$RESULTS"
     for kind in "${order[@]}"; do
         run_suite "$kind" "$round"
     done

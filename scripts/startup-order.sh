@@ -8,8 +8,10 @@
 #
 # crates/berth/build.rs hands the file to the linker (LLD's --symbol-ordering-file) for
 # release builds, which places these functions together at the start of .text. Code keeps
-# working whatever the file says; a stale file only lets idle RSS creep back up, so rerun this
-# after large changes to startup (new workers, new dependencies) and commit the result.
+# working whatever the file says; a stale file only lets idle RSS creep back up. Most names
+# carry hashes that change with the Rust toolchain and, for some, with edits to their code, so
+# rerun this after a toolchain update or large changes to startup (new workers, new
+# dependencies) and commit the result; --check says how much still matches.
 #
 # Traces with valgrind's callgrind (installed with apt if missing): every function that runs
 # is recorded, however briefly. The server listens on a free 127.0.0.1 port.
@@ -18,7 +20,11 @@ cd "$(dirname "$0")/.."
 
 ORDER=crates/berth/startup.order
 CHECK=0
-[ "${1:-}" = "--check" ] && CHECK=1
+case "${1:-}" in
+    "") ;;
+    --check) CHECK=1 ;;
+    *) echo "usage: $0 [--check]" >&2; exit 2 ;;
+esac
 
 log() { printf '[startup-order] %s\n' "$*" >&2; }
 
@@ -27,16 +33,22 @@ BIN=$target/release/berth
 
 if [ "$CHECK" -eq 1 ]; then
     [ -x "$BIN" ] || { log "no release binary at $BIN: cargo build --release -p berth"; exit 1; }
-    total=$(grep -c . "$ORDER")
+    total=$(grep -c . "$ORDER" || true)
+    [ "$total" -gt 0 ] || { log "$ORDER is empty or missing"; exit 1; }
     found=$(nm "$BIN" | awk 'NR == FNR { want[$0] = 1; next } ($3 in want) { print $3 }' "$ORDER" - | sort -u | wc -l)
     log "$found of $total names in $ORDER are functions of $BIN"
     exit 0
 fi
 
-if ! command -v valgrind >/dev/null || ! command -v callgrind_control >/dev/null; then
-    log "installing valgrind"
+missing=()
+command -v valgrind >/dev/null && command -v callgrind_control >/dev/null || missing+=(valgrind)
+command -v curl >/dev/null || missing+=(curl)
+command -v python3 >/dev/null || missing+=(python3)
+if [ "${#missing[@]}" -gt 0 ]; then
+    log "installing ${missing[*]}"
     SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO=sudo
-    $SUDO apt-get install -y -qq valgrind >/dev/null
+    $SUDO apt-get update -qq
+    $SUDO apt-get install -y -qq "${missing[@]}" >/dev/null
 fi
 
 log "building the release binary"
@@ -55,7 +67,7 @@ trap cleanup EXIT
 
 # Trace one start in the given auth mode; the dump lands in $TMP/<mode>/.
 trace() {
-    local mode=$1 port
+    local mode=$1 port code
     mkdir -p "$TMP/$mode"
     port=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
     log "tracing berth serve --auth-mode $mode on 127.0.0.1:$port (slow under valgrind)"
@@ -67,7 +79,8 @@ trace() {
     local answered=0
     for _ in $(seq 240); do
         # Any answer will do: in token mode it is 401.
-        if [ "$(curl -s -o /dev/null -w '%{http_code}' "http://127.0.0.1:$port/v2/")" != 000 ]; then
+        code=$(curl -s --max-time 2 -o /dev/null -w '%{http_code}' "http://127.0.0.1:$port/v2/" || true)
+        if [[ "$code" =~ ^[1-5][0-9][0-9]$ ]]; then
             answered=1
             break
         fi
@@ -87,31 +100,36 @@ trace() {
 trace open
 trace token
 
-# Callgrind names each function once per dump, as "fn=(id) name" (or "cfn=" for a callee),
-# after the object it belongs to ("ob="/"cob="). Keep the functions of our binary, in order of
+# Callgrind names each function and object once per dump ("fn=(id) name", "ob=(id) name"; later
+# lines give the id alone) and then lists each function that ran in a block of its own, headed
+# by "fn=" under the "ob=" of the object it belongs to. Names may first appear in a callee line
+# ("cfn="), whose object line ("cob=") callgrind leaves out for calls through the PLT, so the
+# object is taken from the "fn=" blocks only. Keep the functions of our binary, in order of
 # first appearance, without callgrind's recursion marks ('2) and unnamed addresses.
+#
+# Under valgrind, code that picks a CPU-specific variant at run time (SHA-NI, ADX) takes the
+# generic one; those few native variants are not in the file.
 awk -v bin="$BIN" '
     function id_name(line) {
         name = ""; id = line
         sub(/^[a-z]+=\(/, "", id); sub(/\).*/, "", id)
         if (match(line, /\) /)) name = substr(line, RSTART + 2)
     }
-    FNR == 1 { split("", obj); cur = ""; callee = "" }
+    FNR == 1 { split("", obj); split("", fname); cur = "" }
     /^(ob|cob)=\(/ {
         id_name($0)
         if (name != "") obj[id] = name
-        if ($0 ~ /^ob/) cur = obj[id]; else callee = obj[id]
+        if ($0 ~ /^ob/) cur = obj[id]
         next
     }
     /^(fn|cfn)=\(/ {
         is_fn = ($0 ~ /^fn/)
         id_name($0)
-        if (name != "") {
-            o = is_fn ? cur : callee
-            sub(/\047[0-9]+$/, "", name)
-            if (o == bin && name !~ /^0x/ && name !~ /^\(/ && !seen[name]++) print name
-        }
-        if (!is_fn) callee = cur
+        if (name != "") fname[id] = name
+        if (!is_fn || cur != bin) next
+        name = fname[id]
+        sub(/\047[0-9]+$/, "", name)
+        if (name != "" && name !~ /^0x/ && name !~ /^\(/ && !seen[name]++) print name
     }
 ' "$TMP"/open/cg.out.* "$TMP"/token/cg.out.* >"$TMP/order"
 n=$(grep -c . "$TMP/order" || true)

@@ -1,6 +1,6 @@
-//! This machine's own limits: one core's SHA-256 rate, loopback TCP throughput, the fastest
-//! pull any server can give one client (`sendfile`), and the least CPU a durable push costs
-//! (receive, hash, direct write).
+//! This machine's own figures: one core's SHA-256 rate, loopback TCP throughput, and two
+//! references for the registries: a pull served by nothing but `sendfile`, and the CPU a
+//! durable push costs with nothing but receiving, hashing and a direct write.
 
 use std::io::{Read as _, Write as _};
 use std::os::fd::AsRawFd;
@@ -75,117 +75,157 @@ pub async fn loopback(out: &Out, size: u64, repeat: u32) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// A scratch file under the measurement directory, removed when dropped (also when a
+/// measurement fails half-way).
+struct Scratch(std::path::PathBuf);
+
+impl Scratch {
+    fn new(dir: &Path, what: &str) -> Self {
+        Self(dir.join(format!("berth-bench-{what}-{}", std::process::id())))
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
+}
+
 /// Serve a `size`-byte file, cached in memory, over a 127.0.0.1 connection with blocking
 /// `sendfile(2)` to the reader the timed pulls use ([`crate::raw::get_discarding`]), `repeat`
-/// times after one untimed run: the fastest that any server can hand one client a blob here.
-/// The file is written under `dir` and removed afterwards.
+/// times after one untimed run: a reference for the pull figures, a server that does nothing
+/// but hand the file to the socket. The file is written under `dir` and removed afterwards.
 ///
 /// # Errors
 /// On I/O errors, or if the reader gets a different number of bytes.
 pub fn sendfile(out: &Out, dir: &Path, size: u64, read: usize, repeat: u32) -> anyhow::Result<()> {
-    let path = dir.join(format!("berth-bench-sendfile-{}", std::process::id()));
-    let result = sendfile_from(out, &path, size, read, repeat);
-    let _ = std::fs::remove_file(&path);
-    result
-}
-
-fn sendfile_from(
-    out: &Out,
-    path: &Path,
-    size: u64,
-    read: usize,
-    repeat: u32,
-) -> anyhow::Result<()> {
-    let size_usize = usize::try_from(size)?;
-    std::fs::write(path, crate::data::blob(3, size_usize))?;
-    let file = std::fs::File::open(path)?;
+    anyhow::ensure!(size > 0, "sendfile: --bytes must be more than 0");
+    let scratch = Scratch::new(dir, "sendfile");
+    std::fs::write(&scratch.0, crate::data::blob(3, usize::try_from(size)?))
+        .map_err(|e| anyhow::Error::new(e).context(format!("writing {}", scratch.0.display())))?;
+    let file = std::fs::File::open(&scratch.0)?;
     let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
     let url = reqwest::Url::parse(&format!("http://{}/blob", listener.local_addr()?))?;
     let runs = repeat.max(1) + 1;
     let server = std::thread::spawn(move || -> anyhow::Result<()> {
         for _ in 0..runs {
-            let (mut sock, _) = listener.accept()?;
-            let mut head = Vec::new();
-            let mut buf = [0u8; 4096];
-            while !head.windows(4).any(|w| w == b"\r\n\r\n") {
-                match sock.read(&mut buf)? {
-                    0 => anyhow::bail!("the reader closed before its request ended"),
-                    n => head.extend_from_slice(&buf[..n]),
-                }
-            }
-            sock.write_all(
-                format!("HTTP/1.1 200 OK\r\nContent-Length: {size}\r\n\r\n").as_bytes(),
-            )?;
-            let mut offset: libc::off_t = 0;
-            while (offset as u64) < size {
-                let left = usize::try_from(size - offset as u64)?;
-                // SAFETY: both descriptors are open; `offset` is a local the kernel updates.
-                let n = unsafe {
-                    libc::sendfile(sock.as_raw_fd(), file.as_raw_fd(), &raw mut offset, left)
-                };
-                anyhow::ensure!(n > 0, "sendfile: {}", std::io::Error::last_os_error());
-            }
+            let (sock, _) = listener.accept()?;
+            serve_file(sock, &file, size)?;
         }
         Ok(())
     });
-    for run in 0..runs {
-        let t = Instant::now();
-        let reply = crate::raw::get_discarding(&url, &[], read)?;
-        let secs = t.elapsed().as_secs_f64();
-        anyhow::ensure!(
-            reply.body_len == size,
-            "sendfile: got {} of {size} bytes",
-            reply.body_len
-        );
-        if run > 0 {
-            out.emit(
-                "machine-sendfile",
-                json!({ "sendfile_mb_s": r3(size as f64 / secs / 1e6) }),
-                json!({ "bytes": size, "seconds": r3(secs), "read_bytes": read }),
+    let fetch = || -> anyhow::Result<()> {
+        for run in 0..runs {
+            let t = Instant::now();
+            let reply = crate::raw::get_discarding(&url, &[], read)?;
+            let secs = t.elapsed().as_secs_f64();
+            anyhow::ensure!(
+                reply.body_len == size,
+                "sendfile: got {} of {size} bytes",
+                reply.body_len
             );
+            if run > 0 {
+                out.emit(
+                    "machine-sendfile",
+                    json!({ "sendfile_mb_s": r3(size as f64 / secs / 1e6) }),
+                    json!({ "bytes": size, "seconds": r3(secs), "read_bytes": read }),
+                );
+            }
+        }
+        Ok(())
+    };
+    let fetched = fetch();
+    // A server that failed explains the reader's error better than the reader can; one that
+    // is still waiting for a connection the reader never made is left behind.
+    if fetched.is_ok() || server.is_finished() {
+        server
+            .join()
+            .map_err(|_| anyhow::anyhow!("the sendfile server panicked"))??;
+    }
+    fetched
+}
+
+/// Read one request head from `sock`, then answer with the whole of `file` (`size` bytes).
+fn serve_file(
+    mut sock: std::net::TcpStream,
+    file: &std::fs::File,
+    size: u64,
+) -> anyhow::Result<()> {
+    let mut head = Vec::new();
+    let mut buf = [0u8; 4096];
+    while crate::raw::find_head_end(&head).is_none() {
+        match sock.read(&mut buf) {
+            Ok(0) => anyhow::bail!("the reader closed before its request ended"),
+            Ok(n) => head.extend_from_slice(&buf[..n]),
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e.into()),
         }
     }
-    server
-        .join()
-        .map_err(|_| anyhow::anyhow!("the sendfile server panicked"))??;
+    sock.write_all(format!("HTTP/1.1 200 OK\r\nContent-Length: {size}\r\n\r\n").as_bytes())?;
+    let mut offset: libc::off_t = 0;
+    while (offset as u64) < size {
+        let left = usize::try_from(size - offset as u64)?;
+        // SAFETY: both descriptors are open; `offset` is a local the kernel updates.
+        let n =
+            unsafe { libc::sendfile(sock.as_raw_fd(), file.as_raw_fd(), &raw mut offset, left) };
+        match n {
+            0 => anyhow::bail!("sendfile: the file ended early"),
+            n if n < 0 => {
+                let e = std::io::Error::last_os_error();
+                if e.kind() != std::io::ErrorKind::Interrupted {
+                    anyhow::bail!("sendfile: {e}");
+                }
+            }
+            _ => {}
+        }
+    }
     Ok(())
 }
 
 /// Receive `size` bytes over a 127.0.0.1 connection, hash them with SHA-256 and write them
 /// with `O_DIRECT` to a file under `dir`, then `fdatasync` it: a durable push with no HTTP, no
-/// runtime and no copy (each `recv` lands in the block-aligned buffer that is written), on one
-/// thread. `repeat` times; reports that thread's CPU time per GiB, the least a server spends
-/// on a push here.
+/// runtime and no extra copy (each `recv` lands in the block-aligned buffer that is written),
+/// on one thread. `repeat` times; reports that thread's CPU time per GiB, a reference for the
+/// server CPU per GiB pushed.
 ///
 /// # Errors
 /// On I/O errors, or if fewer bytes arrive than were sent.
 pub fn receive(out: &Out, dir: &Path, size: u64, repeat: u32) -> anyhow::Result<()> {
     const WRITE: usize = 1 << 20;
+    anyhow::ensure!(size > 0, "receive: --bytes must be more than 0");
     let chunk = crate::data::blob(4, WRITE);
     for _ in 0..repeat.max(1) {
         let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
         let addr = listener.local_addr()?;
-        let path = dir.join(format!("berth-bench-receive-{}", std::process::id()));
+        let scratch = Scratch::new(dir, "receive");
         let receiver = std::thread::spawn({
-            let path = path.clone();
+            let path = scratch.0.clone();
             move || receive_one(&listener, &path)
         });
-        let mut sock = std::net::TcpStream::connect(addr)?;
-        sock.set_nodelay(true)?;
         let t = Instant::now();
-        let mut sent = 0u64;
-        while sent < size {
-            let n = usize::try_from((size - sent).min(WRITE as u64))?;
-            sock.write_all(&chunk[..n])?;
-            sent += n as u64;
+        let send = || -> anyhow::Result<()> {
+            let mut sock = std::net::TcpStream::connect(addr)?;
+            sock.set_nodelay(true)?;
+            let mut sent = 0u64;
+            while sent < size {
+                let n = usize::try_from((size - sent).min(WRITE as u64))?;
+                sock.write_all(&chunk[..n])?;
+                sent += n as u64;
+            }
+            Ok(())
+        };
+        let sent = send();
+        if sent.is_err() && !receiver.is_finished() {
+            // It never got a connection, or is still reading one that broke: nothing to join.
+            return sent;
         }
-        drop(sock);
         let got = receiver
             .join()
-            .map_err(|_| anyhow::anyhow!("the receiver panicked"));
+            .map_err(|_| anyhow::anyhow!("the receiver panicked"))?;
         let secs = t.elapsed().as_secs_f64();
-        let _ = std::fs::remove_file(&path);
-        let Received { bytes, cpu, direct } = got??;
+        // The receiver's error explains a broken send better than the sender's.
+        let Received { bytes, cpu, direct } = got?;
+        sent?;
         anyhow::ensure!(
             bytes == size,
             "receive: sent {size} bytes, received {bytes}"
@@ -212,7 +252,7 @@ fn receive_one(listener: &std::net::TcpListener, path: &Path) -> anyhow::Result<
     const BUF: usize = 1 << 20;
     const ALIGN: usize = 4096;
     let (mut sock, _) = listener.accept()?;
-    let start = thread_cpu_seconds();
+    let start = thread_cpu_seconds()?;
     let open = |flags| {
         std::fs::OpenOptions::new()
             .write(true)
@@ -221,9 +261,12 @@ fn receive_one(listener: &std::net::TcpListener, path: &Path) -> anyhow::Result<
             .custom_flags(flags)
             .open(path)
     };
+    // Filesystems without direct I/O (tmpfs) refuse the flag with EINVAL: write through the
+    // cache there, and say so in the result.
     let (file, direct) = match open(libc::O_DIRECT) {
         Ok(f) => (f, true),
-        Err(_) => (open(0)?, false),
+        Err(e) if e.raw_os_error() == Some(libc::EINVAL) => (open(0)?, false),
+        Err(e) => return Err(anyhow::Error::new(e).context(format!("creating {}", path.display()))),
     };
     // One block-aligned buffer that every recv lands in directly.
     let mut raw = vec![0u8; BUF + ALIGN];
@@ -232,7 +275,11 @@ fn receive_one(listener: &std::net::TcpListener, path: &Path) -> anyhow::Result<
     let mut hasher = Sha256::new();
     let (mut total, mut fill) = (0u64, 0usize);
     loop {
-        let n = sock.read(&mut buf[fill..])?;
+        let n = match sock.read(&mut buf[fill..]) {
+            Ok(n) => n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e.into()),
+        };
         hasher.update(&buf[fill..fill + n]);
         fill += n;
         total += n as u64;
@@ -251,18 +298,20 @@ fn receive_one(listener: &std::net::TcpListener, path: &Path) -> anyhow::Result<
     std::hint::black_box(hasher.finalize());
     Ok(Received {
         bytes: total,
-        cpu: thread_cpu_seconds() - start,
+        cpu: thread_cpu_seconds()? - start,
         direct,
     })
 }
 
 /// CPU time (user and system) this thread has used.
-fn thread_cpu_seconds() -> f64 {
+fn thread_cpu_seconds() -> std::io::Result<f64> {
     let mut ts = libc::timespec {
         tv_sec: 0,
         tv_nsec: 0,
     };
     // SAFETY: writes one timespec we own.
-    unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &raw mut ts) };
-    ts.tv_sec as f64 + ts.tv_nsec as f64 / 1e9
+    if unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &raw mut ts) } != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(ts.tv_sec as f64 + ts.tv_nsec as f64 / 1e9)
 }

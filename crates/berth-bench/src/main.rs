@@ -50,9 +50,9 @@ struct Target {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Measure this machine: sha256 (one core), loopback (TCP over 127.0.0.1), sendfile (the
-    /// fastest pull any server can give the pull reader) or receive (the least CPU a durable
-    /// push costs: receive, hash, direct write, no HTTP)
+    /// Measure this machine: sha256 (one core), loopback (TCP over 127.0.0.1), sendfile (a
+    /// cached file served by nothing but sendfile to the pull reader) or receive (the CPU a
+    /// durable push costs with nothing but receiving, hashing and a direct write)
     Machine {
         #[arg(value_parser = ["sha256", "loopback", "sendfile", "receive"])]
         what: String,

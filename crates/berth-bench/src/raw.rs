@@ -119,7 +119,9 @@ fn parse_head(head: &[u8]) -> anyhow::Result<Head> {
     Ok((status, headers, len))
 }
 
-fn find_head_end(b: &[u8]) -> Option<usize> {
+/// Where the head of an HTTP message in `b` ends (just past its blank line), once it has.
+#[must_use]
+pub fn find_head_end(b: &[u8]) -> Option<usize> {
     b.windows(4).position(|w| w == b"\r\n\r\n").map(|p| p + 4)
 }
 
