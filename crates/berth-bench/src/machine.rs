@@ -215,9 +215,18 @@ pub fn receive(out: &Out, dir: &Path, size: u64, repeat: u32) -> anyhow::Result<
             Ok(())
         };
         let sent = send();
-        if sent.is_err() && !receiver.is_finished() {
-            // It never got a connection, or is still reading one that broke: nothing to join.
-            return sent;
+        if sent.is_err() {
+            // A receiver that failed first (and so broke the send) is given a moment to finish
+            // and explain; one that never got a connection is left behind.
+            for _ in 0..100 {
+                if receiver.is_finished() {
+                    break;
+                }
+                std::thread::sleep(std::time::Duration::from_millis(10));
+            }
+            if !receiver.is_finished() {
+                return sent;
+            }
         }
         let got = receiver
             .join()

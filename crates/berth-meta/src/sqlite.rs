@@ -1932,18 +1932,7 @@ mod tests {
             let (meta, repo) = (meta.clone(), repo.clone());
             async move {
                 let content = format!("{{\"n\":{i}}}").into_bytes();
-                let manifest = NewManifest {
-                    repo,
-                    digest: Digest::sha256_of(&content),
-                    media_type: "application/vnd.oci.image.manifest.v1+json".into(),
-                    artifact_type: None,
-                    subject: None,
-                    annotations: None,
-                    content,
-                    blobs: Vec::new(),
-                    manifests: Vec::new(),
-                    pinned_tags: Vec::new(),
-                };
+                let manifest = crate::testsuite::manifest(&repo, &content, vec![], vec![]);
                 let tag: Tag = format!("t{i}").parse().unwrap();
                 meta.put_manifest(manifest, &[tag]).await.unwrap();
             }

@@ -20,7 +20,10 @@ fn tag(s: &str) -> Tag {
     s.parse().expect("test tags are valid")
 }
 
-fn manifest(
+/// An OCI image manifest for the test suites: `content` (any bytes), addressed by their
+/// sha256, referring to `blobs` and to child manifests `children`.
+#[must_use]
+pub fn manifest(
     r: &RepoName,
     content: &[u8],
     blobs: Vec<Digest>,
