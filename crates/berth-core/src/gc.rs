@@ -697,23 +697,26 @@ mod tests {
                 .await,
             Err(Error::Conflict(_))
         ));
+        // Cancel as soon as the blob step has saved a deletion. The run is polled by hand,
+        // one step at a time, with the check between steps: a stopper task of its own could
+        // be scheduled too late on a busy machine and find the run already finished.
         let cancel = CancellationToken::new();
-        let stopper = {
-            let (meta, cancel, id) = (Arc::clone(&registry.meta), cancel.clone(), run.id);
-            tokio::spawn(async move {
-                // Cancel as soon as the blob step has deleted something.
-                loop {
-                    let r = meta.gc_run(id).await.unwrap().unwrap();
-                    if r.blobs_deleted > 0 {
-                        cancel.cancel();
-                        return;
-                    }
-                    tokio::task::yield_now().await;
+        let first = {
+            let mut gc = std::pin::pin!(registry.collect_garbage(run.id, &cancel));
+            loop {
+                let step = std::future::poll_fn(|cx| {
+                    std::task::Poll::Ready(std::future::Future::poll(gc.as_mut(), cx))
+                })
+                .await;
+                if let std::task::Poll::Ready(r) = step {
+                    break r;
                 }
-            })
+                let saved = registry.meta.gc_run(run.id).await.unwrap().unwrap();
+                if saved.blobs_deleted > 0 {
+                    cancel.cancel();
+                }
+            }
         };
-        let first = registry.collect_garbage(run.id, &cancel).await;
-        stopper.await.unwrap();
         assert!(matches!(first, Err(Error::Unavailable { .. })), "{first:?}");
         let saved = registry.meta.gc_run(run.id).await.unwrap().unwrap();
         assert_eq!(saved.status, "running");
