@@ -31,14 +31,24 @@ fn main() {
         println!("cargo:rerun-if-env-changed={var}");
     }
     let env = |k: &str| std::env::var(k).unwrap_or_default();
-    let order = Path::new(&env("CARGO_MANIFEST_DIR")).join("startup.order");
+    let source = Path::new(&env("CARGO_MANIFEST_DIR")).join("startup.order");
     if env("PROFILE") != "release"
         || env("TARGET") != "x86_64-unknown-linux-gnu"
         || std::env::var_os("BERTH_NO_ORDER_FILE").is_some()
-        || !order.is_file()
+        || !source.is_file()
+    {
+        return;
+    }
+    // The linker reads a copy in OUT_DIR: cargo keeps this script's output for a checkout at
+    // another path that shares the target directory (its hashes ignore where the workspace
+    // lies), and a path into the first checkout would break the second's link once the first
+    // is gone.
+    let order = PathBuf::from(env("OUT_DIR")).join("startup.order");
+    if std::fs::copy(&source, &order).is_err()
         // `-Wl,` splits its argument at commas.
         || order.to_string_lossy().contains(',')
     {
+        println!("cargo:warning=could not copy startup.order to OUT_DIR: berth links without it");
         return;
     }
     let arg = format!("-Wl,--symbol-ordering-file={}", order.display());

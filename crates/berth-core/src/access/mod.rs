@@ -273,6 +273,7 @@ pub struct Access {
     keys: TokenKeys,
     settings: AccessSettings,
     limiter: password::LoginLimiter,
+    verified: password::VerifiedSecrets,
     principals: Mutex<HashMap<String, (Principal, Instant)>>,
     audit: AuditLog,
     oidc: Option<Arc<oidc::OidcVerifier>>,
@@ -331,6 +332,7 @@ impl Access {
         };
         Ok(Self {
             limiter: password::LoginLimiter::new(settings.max_failed_logins, settings.lockout),
+            verified: password::VerifiedSecrets::new(password::VERIFIED_TTL)?,
             store,
             keys,
             settings,
@@ -509,7 +511,7 @@ impl Access {
         }
         let user = self.store.user_by_name(username).await?;
         let hash = user.as_ref().map(|u| u.password_hash.clone());
-        let ok = password::verify_off_thread(secret, hash).await?;
+        let ok = self.verified.verify(secret, hash).await?;
         Ok(user.filter(|_| ok).map(|u| Principal::User {
             id: u.id,
             name: u.username,
@@ -535,7 +537,7 @@ impl Access {
     async fn check_robot(&self, name: &str, secret: &str) -> Result<Option<Principal>, Error> {
         let robot = self.robot_by_full_name(name).await?;
         let hash = robot.as_ref().map(|r| r.secret_hash.clone());
-        let ok = password::verify_off_thread(secret, hash).await?;
+        let ok = self.verified.verify(secret, hash).await?;
         let Some(robot) = robot.filter(|_| ok) else {
             return Ok(None);
         };

@@ -44,26 +44,151 @@ pub fn verify(secret: &str, hash: Option<&str>) -> bool {
     ok && hash.is_some()
 }
 
-/// [`hash`] on tokio's blocking pool: argon2 takes tens of milliseconds, too long for an
-/// async worker.
+/// Run `f` (one argon2 computation) on tokio's blocking pool, at most one per CPU at a time.
+///
+/// Each computation takes tens of milliseconds, too long for an async worker, and 19 MiB of
+/// memory (argon2id's default `m`). Without a bound, a burst of basic-auth requests became a
+/// burst of blocking threads each holding that much: 16 concurrent clients took a server to
+/// 329 MB. Callers beyond the bound wait their turn instead.
+async fn argon2_slot<T: Send + 'static>(
+    what: &str,
+    f: impl FnOnce() -> T + Send + 'static,
+) -> Result<T, Error> {
+    static SLOTS: std::sync::OnceLock<tokio::sync::Semaphore> = std::sync::OnceLock::new();
+    let slots = SLOTS.get_or_init(|| {
+        tokio::sync::Semaphore::new(std::thread::available_parallelism().map_or(2, |n| n.get()))
+    });
+    let _slot = slots
+        .acquire()
+        .await
+        .map_err(|e| Error::Internal(format!("{what}: {e}")))?;
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| Error::Internal(format!("{what}: {e}")))
+}
+
+/// [`hash`] on tokio's blocking pool (see [`argon2_slot`]).
 ///
 /// # Errors
 /// As [`hash`].
 pub async fn hash_off_thread(secret: String) -> Result<String, Error> {
-    tokio::task::spawn_blocking(move || hash(&secret))
-        .await
-        .map_err(|e| Error::Internal(format!("hashing a secret: {e}")))?
+    argon2_slot("hashing a secret", move || hash(&secret)).await?
 }
 
-/// [`verify`] on tokio's blocking pool.
+/// [`verify`] on tokio's blocking pool (see [`argon2_slot`]).
 ///
 /// # Errors
 /// If the blocking task fails.
 pub async fn verify_off_thread(secret: &str, hash: Option<String>) -> Result<bool, Error> {
     let secret = secret.to_owned();
-    tokio::task::spawn_blocking(move || verify(&secret, hash.as_deref()))
-        .await
-        .map_err(|e| Error::Internal(format!("checking a secret: {e}")))
+    argon2_slot("checking a secret", move || {
+        verify(&secret, hash.as_deref())
+    })
+    .await
+}
+
+/// How long a secret that verified is taken as verified again without argon2.
+pub const VERIFIED_TTL: Duration = Duration::from_secs(5 * 60);
+
+/// Most entries [`VerifiedSecrets`] keeps.
+const VERIFIED_MAX: usize = 10_000;
+
+/// Secrets that verified recently, so that a client sending the same basic-auth credentials
+/// with every request pays for argon2 once per [`VERIFIED_TTL`], not once per request.
+///
+/// An entry is an HMAC, under a key made at start and never stored, of the stored hash and
+/// the secret: it holds neither, and it names the stored hash, so a changed password or
+/// secret (a new hash) never matches an old entry. The caller still reads the account each
+/// time, so a deleted user or a disabled robot is refused at once. Only successes are kept:
+/// a wrong secret always costs a full argon2 check, and the login limiter counts it.
+pub struct VerifiedSecrets {
+    key: ring::hmac::Key,
+    ttl: Duration,
+    entries: Mutex<HashMap<[u8; 32], Instant>>,
+    argon2_runs: std::sync::atomic::AtomicU64,
+}
+
+impl std::fmt::Debug for VerifiedSecrets {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("VerifiedSecrets")
+            .field("ttl", &self.ttl)
+            .finish_non_exhaustive()
+    }
+}
+
+impl VerifiedSecrets {
+    /// An empty cache whose entries last `ttl`.
+    ///
+    /// # Errors
+    /// If the random source fails.
+    pub fn new(ttl: Duration) -> Result<Self, Error> {
+        let key =
+            ring::hmac::Key::generate(ring::hmac::HMAC_SHA256, &ring::rand::SystemRandom::new())
+                .map_err(|e| Error::Internal(format!("random source: {e}")))?;
+        Ok(Self {
+            key,
+            ttl,
+            entries: Mutex::new(HashMap::new()),
+            argon2_runs: std::sync::atomic::AtomicU64::new(0),
+        })
+    }
+
+    /// Whether `secret` matches `hash` (`None`: no such account; spends an argon2 check and
+    /// answers false), from the cache when it verified within the TTL.
+    ///
+    /// # Errors
+    /// If the blocking task fails.
+    pub async fn verify(&self, secret: &str, hash: Option<String>) -> Result<bool, Error> {
+        let Some(hash) = hash else {
+            self.count_run();
+            return verify_off_thread(secret, None).await;
+        };
+        let tag = self.tag(secret, &hash);
+        let now = Instant::now();
+        {
+            let entries = self.entries.lock().unwrap_or_else(|e| e.into_inner());
+            if entries
+                .get(&tag)
+                .is_some_and(|at| now.duration_since(*at) < self.ttl)
+            {
+                return Ok(true);
+            }
+        }
+        self.count_run();
+        let ok = verify_off_thread(secret, Some(hash)).await?;
+        if ok {
+            let mut entries = self.entries.lock().unwrap_or_else(|e| e.into_inner());
+            if entries.len() >= VERIFIED_MAX {
+                entries.retain(|_, at| now.duration_since(*at) < self.ttl);
+                if entries.len() >= VERIFIED_MAX {
+                    entries.clear();
+                }
+            }
+            entries.insert(tag, now);
+        }
+        Ok(ok)
+    }
+
+    /// How many argon2 checks [`VerifiedSecrets::verify`] has run.
+    pub fn argon2_runs(&self) -> u64 {
+        self.argon2_runs.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    fn count_run(&self) {
+        self.argon2_runs
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    fn tag(&self, secret: &str, hash: &str) -> [u8; 32] {
+        let mut ctx = ring::hmac::Context::with_key(&self.key);
+        // Length-prefixed, so no (hash, secret) pair runs into another.
+        ctx.update(&(hash.len() as u64).to_be_bytes());
+        ctx.update(hash.as_bytes());
+        ctx.update(secret.as_bytes());
+        let mut tag = [0u8; 32];
+        tag.copy_from_slice(ctx.sign().as_ref());
+        tag
+    }
 }
 
 /// Check Harbor's password rule: 8 to 128 characters with at least one upper-case letter,
@@ -198,6 +323,60 @@ mod tests {
         assert!(!verify("Secret124", Some(&a)));
         assert!(!verify("Secret123", None));
         assert!(!verify("x", Some("not a hash")));
+    }
+
+    #[tokio::test]
+    async fn a_verified_secret_is_not_hashed_again_until_its_hash_changes_or_it_expires() {
+        let cache = VerifiedSecrets::new(Duration::from_secs(60)).expect("cache");
+        let first = hash("Secret123").expect("hash");
+        assert!(cache
+            .verify("Secret123", Some(first.clone()))
+            .await
+            .unwrap());
+        assert_eq!(cache.argon2_runs(), 1);
+        for _ in 0..3 {
+            assert!(cache
+                .verify("Secret123", Some(first.clone()))
+                .await
+                .unwrap());
+        }
+        assert_eq!(cache.argon2_runs(), 1, "answered from the cache");
+
+        // A wrong secret is checked in full every time, and never cached.
+        for _ in 0..2 {
+            assert!(!cache
+                .verify("Secret124", Some(first.clone()))
+                .await
+                .unwrap());
+        }
+        assert_eq!(cache.argon2_runs(), 3);
+
+        // A changed password is a new hash: the old entry does not match it, for either the
+        // old or the new secret.
+        let second = hash("Other4567").expect("hash");
+        assert!(!cache
+            .verify("Secret123", Some(second.clone()))
+            .await
+            .unwrap());
+        assert!(cache
+            .verify("Other4567", Some(second.clone()))
+            .await
+            .unwrap());
+        assert_eq!(cache.argon2_runs(), 5);
+
+        // No account: an argon2 check against the dummy hash, and false.
+        assert!(!cache.verify("Secret123", None).await.unwrap());
+        assert_eq!(cache.argon2_runs(), 6);
+    }
+
+    #[tokio::test]
+    async fn verified_secrets_expire() {
+        let cache = VerifiedSecrets::new(Duration::from_millis(50)).expect("cache");
+        let h = hash("Secret123").expect("hash");
+        assert!(cache.verify("Secret123", Some(h.clone())).await.unwrap());
+        tokio::time::sleep(Duration::from_millis(60)).await;
+        assert!(cache.verify("Secret123", Some(h)).await.unwrap());
+        assert_eq!(cache.argon2_runs(), 2, "checked again after the TTL");
     }
 
     #[test]

@@ -182,6 +182,81 @@ async fn a_deleted_users_tokens_stop_working() {
     assert!(pulls(&s, &t2).await);
 }
 
+/// Basic credentials sent with every request are checked with argon2 once and then taken
+/// from a cache of verified secrets; a password change, a deleted user or a disabled robot
+/// must still be refused on the very next request.
+#[tokio::test]
+async fn basic_credentials_stop_at_once_after_a_password_change_delete_or_disable() {
+    let s = Server::start_on_config(&["--auth-mode", "token"], "").await;
+    let s = server_with_project(s).await;
+    let (old, new) = ("Carol-Password-1", "Carol-Password-2");
+    let id = create_user(&s, "carol", old).await;
+    add_member(&s, "rev", "carol", 2).await;
+    let status = |auth: String, path: &'static str| {
+        let s = &s;
+        async move {
+            client_with(&auth)
+                .get(s.url(path))
+                .send()
+                .await
+                .unwrap()
+                .status()
+        }
+    };
+    let manifest = "/v2/rev/app/manifests/v1";
+    for _ in 0..5 {
+        assert_eq!(status(basic("carol", old), manifest).await, StatusCode::OK);
+    }
+
+    // Carol changes her own password: the old one is refused on the next request, on /v2 and
+    // on the API, and the new one works.
+    let r = client_with(&basic("carol", old))
+        .put(s.url(&format!("/api/v2.0/users/{id}/password")))
+        .json(&json!({"old_password": old, "new_password": new}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::OK, "{}", r.text().await.unwrap());
+    assert_eq!(
+        status(basic("carol", old), manifest).await,
+        StatusCode::UNAUTHORIZED,
+        "the old password still pulls"
+    );
+    assert_eq!(
+        status(basic("carol", old), "/api/v2.0/users/current").await,
+        StatusCode::UNAUTHORIZED
+    );
+    assert_eq!(status(basic("carol", new), manifest).await, StatusCode::OK);
+
+    // Deleted: refused on the next request.
+    admin(&s, Method::DELETE, &format!("/api/v2.0/users/{id}"), None).await;
+    assert_eq!(
+        status(basic("carol", new), manifest).await,
+        StatusCode::UNAUTHORIZED,
+        "a deleted user's password still pulls"
+    );
+
+    // A robot's secret: works request after request, then not once the robot is disabled.
+    let robot = create_robot(&s, "basic", "rev").await;
+    let name = robot["name"].as_str().unwrap();
+    let secret = robot["secret"].as_str().unwrap();
+    for _ in 0..3 {
+        assert_eq!(status(basic(name, secret), manifest).await, StatusCode::OK);
+    }
+    admin(
+        &s,
+        Method::PUT,
+        &robot_path(&robot),
+        Some(&json!({"disable": true})),
+    )
+    .await;
+    assert_eq!(
+        status(basic(name, secret), manifest).await,
+        StatusCode::UNAUTHORIZED,
+        "a disabled robot's secret still pulls"
+    );
+}
+
 /// Two instances over one PostgreSQL: a robot disabled through one stops working through the
 /// other within the principal cache's 5 s (7 s allowed for a busy machine); signing in there
 /// is refused at once (the token service reads the robot from the database).
