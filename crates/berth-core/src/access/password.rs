@@ -67,7 +67,7 @@ async fn argon2_slot<T: Send + 'static>(
         .map_err(|e| Error::Internal(format!("{what}: {e}")))
 }
 
-/// [`hash`] on tokio's blocking pool (see [`argon2_slot`]).
+/// [`hash`] on tokio's blocking pool, at most one argon2 computation per CPU at a time.
 ///
 /// # Errors
 /// As [`hash`].
@@ -75,7 +75,7 @@ pub async fn hash_off_thread(secret: String) -> Result<String, Error> {
     argon2_slot("hashing a secret", move || hash(&secret)).await?
 }
 
-/// [`verify`] on tokio's blocking pool (see [`argon2_slot`]).
+/// [`verify`] on tokio's blocking pool, at most one argon2 computation per CPU at a time.
 ///
 /// # Errors
 /// If the blocking task fails.

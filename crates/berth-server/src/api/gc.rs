@@ -171,7 +171,7 @@ pub(super) fn managed(s: &AppState) -> Result<(), HarborError> {
 }
 
 /// Garbage collection runs, newest first.
-#[utoipa::path(get, path = "/api/v2.0/system/gc", tag = "gc", params(PageQuery),
+#[utoipa::path(get, path = "/api/v2.0/system/gc", operation_id = "getGCHistory", tag = "gc", params(PageQuery),
     responses((status = 200, body = [GcHistory], headers(("X-Total-Count" = u64), ("Link" = String))),
         (status = 401, body = Errors), (status = 403, body = Errors)))]
 pub async fn list(
@@ -188,7 +188,7 @@ pub async fn list(
 }
 
 /// One run.
-#[utoipa::path(get, path = "/api/v2.0/system/gc/{gc_id}", tag = "gc",
+#[utoipa::path(get, path = "/api/v2.0/system/gc/{gc_id}", operation_id = "getGC", tag = "gc",
     params(("gc_id" = i64, Path, description = "The run's id")),
     responses((status = 200, body = GcHistory), (status = 401, body = Errors),
         (status = 403, body = Errors), (status = 404, body = Errors)))]
@@ -202,7 +202,7 @@ pub async fn get(
 }
 
 /// A run's log, as plain text.
-#[utoipa::path(get, path = "/api/v2.0/system/gc/{gc_id}/log", tag = "gc",
+#[utoipa::path(get, path = "/api/v2.0/system/gc/{gc_id}/log", operation_id = "getGCLog", tag = "gc",
     params(("gc_id" = i64, Path, description = "The run's id")),
     responses((status = 200, content_type = "text/plain", body = String),
         (status = 401, body = Errors), (status = 403, body = Errors), (status = 404, body = Errors)))]
@@ -245,7 +245,7 @@ pub async fn log(
 }
 
 /// Stop a queued or running run after its current batch.
-#[utoipa::path(put, path = "/api/v2.0/system/gc/{gc_id}", tag = "gc",
+#[utoipa::path(put, path = "/api/v2.0/system/gc/{gc_id}", operation_id = "stopGC", tag = "gc",
     params(("gc_id" = i64, Path, description = "The run's id")),
     responses((status = 200), (status = 401, body = Errors), (status = 403, body = Errors),
         (status = 404, body = Errors), (status = 409, body = Errors)))]
@@ -260,7 +260,7 @@ pub async fn stop(
 }
 
 /// The schedule.
-#[utoipa::path(get, path = "/api/v2.0/system/gc/schedule", tag = "gc",
+#[utoipa::path(get, path = "/api/v2.0/system/gc/schedule", operation_id = "getGCSchedule", tag = "gc",
     responses((status = 200, body = ScheduleResp), (status = 401, body = Errors),
         (status = 403, body = Errors)))]
 pub async fn get_schedule(
@@ -300,7 +300,7 @@ pub async fn get_schedule(
 
 /// Run garbage collection now (`schedule.type = Manual`: answers 201 with the run's
 /// `Location`), or set the schedule (any other type).
-#[utoipa::path(post, path = "/api/v2.0/system/gc/schedule", tag = "gc", request_body = ScheduleReq,
+#[utoipa::path(post, path = "/api/v2.0/system/gc/schedule", operation_id = "createGCSchedule", tag = "gc", request_body = ScheduleReq,
     responses((status = 201, headers(("Location" = String))), (status = 400, body = Errors),
         (status = 401, body = Errors), (status = 403, body = Errors), (status = 409, body = Errors)))]
 pub async fn create_schedule(
@@ -322,7 +322,7 @@ pub async fn create_schedule(
 }
 
 /// Set the schedule (`schedule.type = None` turns it off).
-#[utoipa::path(put, path = "/api/v2.0/system/gc/schedule", tag = "gc", request_body = ScheduleReq,
+#[utoipa::path(put, path = "/api/v2.0/system/gc/schedule", operation_id = "updateGCSchedule", tag = "gc", request_body = ScheduleReq,
     responses((status = 200), (status = 400, body = Errors), (status = 401, body = Errors),
         (status = 403, body = Errors)))]
 pub async fn update_schedule(

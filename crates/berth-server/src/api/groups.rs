@@ -51,7 +51,7 @@ pub struct GroupMemberReq {
 }
 
 /// List groups (any signed-in caller).
-#[utoipa::path(get, path = "/api/v2.0/usergroups", tag = "usergroup", params(PageQuery),
+#[utoipa::path(get, path = "/api/v2.0/usergroups", operation_id = "listUserGroups", tag = "usergroup", params(PageQuery),
     responses((status = 200, body = [UserGroup]), (status = 401, body = Errors)))]
 pub async fn list(
     State(s): State<Arc<AppState>>,
@@ -65,7 +65,7 @@ pub async fn list(
 }
 
 /// Create a group (system administrators).
-#[utoipa::path(post, path = "/api/v2.0/usergroups", tag = "usergroup", request_body = UserGroup,
+#[utoipa::path(post, path = "/api/v2.0/usergroups", operation_id = "createUserGroup", tag = "usergroup", request_body = UserGroup,
     responses((status = 201), (status = 400, body = Errors), (status = 403, body = Errors),
         (status = 409, body = Errors)))]
 pub async fn create(
@@ -78,7 +78,7 @@ pub async fn create(
 }
 
 /// One group.
-#[utoipa::path(get, path = "/api/v2.0/usergroups/{group_id}", tag = "usergroup",
+#[utoipa::path(get, path = "/api/v2.0/usergroups/{group_id}", operation_id = "getUserGroup", tag = "usergroup",
     params(("group_id" = i64, Path, description = "The group's id")),
     responses((status = 200, body = UserGroup), (status = 404, body = Errors)))]
 pub async fn get(
@@ -90,7 +90,7 @@ pub async fn get(
 }
 
 /// Delete a group with its project memberships (system administrators).
-#[utoipa::path(delete, path = "/api/v2.0/usergroups/{group_id}", tag = "usergroup",
+#[utoipa::path(delete, path = "/api/v2.0/usergroups/{group_id}", operation_id = "deleteUserGroup", tag = "usergroup",
     params(("group_id" = i64, Path, description = "The group's id")),
     responses((status = 200), (status = 403, body = Errors), (status = 404, body = Errors)))]
 pub async fn delete(
@@ -103,7 +103,7 @@ pub async fn delete(
 }
 
 /// The users in a group (Berth extension).
-#[utoipa::path(get, path = "/api/v2.0/usergroups/{group_id}/members", tag = "usergroup",
+#[utoipa::path(get, path = "/api/v2.0/usergroups/{group_id}/members", operation_id = "listUserGroupMembers", tag = "usergroup",
     params(("group_id" = i64, Path, description = "The group's id")),
     responses((status = 200, body = [UserSearchRespItem]), (status = 404, body = Errors)))]
 pub async fn members(
@@ -124,7 +124,7 @@ pub async fn members(
 }
 
 /// Put a local user in a group (Berth extension; system administrators).
-#[utoipa::path(post, path = "/api/v2.0/usergroups/{group_id}/members", tag = "usergroup",
+#[utoipa::path(post, path = "/api/v2.0/usergroups/{group_id}/members", operation_id = "addUserGroupMember", tag = "usergroup",
     request_body = GroupMemberReq,
     params(("group_id" = i64, Path, description = "The group's id")),
     responses((status = 201), (status = 400, body = Errors), (status = 403, body = Errors),
@@ -156,7 +156,7 @@ pub async fn add_member(
 }
 
 /// Take a user out of a group (Berth extension; system administrators).
-#[utoipa::path(delete, path = "/api/v2.0/usergroups/{group_id}/members/{user_id}", tag = "usergroup",
+#[utoipa::path(delete, path = "/api/v2.0/usergroups/{group_id}/members/{user_id}", operation_id = "removeUserGroupMember", tag = "usergroup",
     params(("group_id" = i64, Path, description = "The group's id"),
         ("user_id" = i64, Path, description = "The user's id")),
     responses((status = 200), (status = 403, body = Errors), (status = 404, body = Errors)))]

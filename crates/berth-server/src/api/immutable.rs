@@ -107,7 +107,7 @@ fn rule_obj(rule: &berth_meta::ImmutableRule, selectors: RuleSelectors) -> Immut
 }
 
 /// A project's rules, by priority then id.
-#[utoipa::path(get, path = "/api/v2.0/projects/{project_name_or_id}/immutabletagrules",
+#[utoipa::path(get, path = "/api/v2.0/projects/{project_name_or_id}/immutabletagrules", operation_id = "ListImmuRules",
     tag = "immutable", params(PageQuery,
         ("project_name_or_id" = String, Path, description = "Name or id"),
         ("X-Is-Resource-Name" = Option<bool>, Header, description = "true: the parameter is a name")),
@@ -137,7 +137,7 @@ pub async fn list(
 }
 
 /// Add a rule (201 with its `Location`).
-#[utoipa::path(post, path = "/api/v2.0/projects/{project_name_or_id}/immutabletagrules",
+#[utoipa::path(post, path = "/api/v2.0/projects/{project_name_or_id}/immutabletagrules", operation_id = "CreateImmuRule",
     tag = "immutable", request_body = ImmutableRuleObj,
     params(("project_name_or_id" = String, Path, description = "Name or id"),
         ("X-Is-Resource-Name" = Option<bool>, Header, description = "true: the parameter is a name")),
@@ -160,7 +160,7 @@ pub async fn create(
 }
 
 /// Change a rule (to turn it off: `{"disabled": true}` with its selectors).
-#[utoipa::path(put, path = "/api/v2.0/projects/{project_name_or_id}/immutabletagrules/{immutable_rule_id}",
+#[utoipa::path(put, path = "/api/v2.0/projects/{project_name_or_id}/immutabletagrules/{immutable_rule_id}", operation_id = "UpdateImmuRule",
     tag = "immutable", request_body = ImmutableRuleObj,
     params(("project_name_or_id" = String, Path, description = "Name or id"),
         ("immutable_rule_id" = i64, Path, description = "The rule's id"),
@@ -187,7 +187,7 @@ pub async fn update(
 }
 
 /// Delete a rule.
-#[utoipa::path(delete, path = "/api/v2.0/projects/{project_name_or_id}/immutabletagrules/{immutable_rule_id}",
+#[utoipa::path(delete, path = "/api/v2.0/projects/{project_name_or_id}/immutabletagrules/{immutable_rule_id}", operation_id = "DeleteImmuRule",
     tag = "immutable",
     params(("project_name_or_id" = String, Path, description = "Name or id"),
         ("immutable_rule_id" = i64, Path, description = "The rule's id"),

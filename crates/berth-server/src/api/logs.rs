@@ -97,7 +97,7 @@ fn filter(q: Option<&str>) -> Result<AuditFilter, HarborError> {
 
 /// The audit log: all of it for a system administrator, else the projects whose logs the
 /// caller may list.
-#[utoipa::path(get, path = "/api/v2.0/audit-logs", tag = "auditlog", params(PageQuery, QParam),
+#[utoipa::path(get, path = "/api/v2.0/audit-logs", operation_id = "listAuditLogs", tag = "auditlog", params(PageQuery, QParam),
     responses((status = 200, body = [AuditLogResp]), (status = 400, body = Errors),
         (status = 401, body = Errors)))]
 pub async fn list(
@@ -115,7 +115,7 @@ pub async fn list(
 }
 
 /// A project's audit log (needs `log:list`).
-#[utoipa::path(get, path = "/api/v2.0/projects/{project_name}/logs", tag = "auditlog",
+#[utoipa::path(get, path = "/api/v2.0/projects/{project_name}/logs", operation_id = "getLogs", tag = "auditlog",
     params(("project_name" = String, Path, description = "The project's name"), PageQuery, QParam),
     responses((status = 200, body = [AuditLogResp]), (status = 404, body = Errors)))]
 pub async fn project(

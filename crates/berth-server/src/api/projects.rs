@@ -155,7 +155,7 @@ pub fn project_ref(headers: &HeaderMap, s: String) -> ProjectRef {
 
 /// List the projects the caller may see. Filters: `name` (contains), `public`, and
 /// `q=name=~x,public=true`.
-#[utoipa::path(get, path = "/api/v2.0/projects", tag = "project",
+#[utoipa::path(get, path = "/api/v2.0/projects", operation_id = "listProjects", tag = "project",
     params(PageQuery, QParam, ProjectListQuery),
     responses((status = 200, body = [ProjectResp], headers(("X-Total-Count" = u64), ("Link" = String))),
         (status = 400, body = Errors)))]
@@ -192,7 +192,7 @@ pub async fn list(
 }
 
 /// Whether a project name is taken: 200 if so, 404 if not.
-#[utoipa::path(head, path = "/api/v2.0/projects", tag = "project", params(ProjectNameQuery),
+#[utoipa::path(head, path = "/api/v2.0/projects", operation_id = "headProject", tag = "project", params(ProjectNameQuery),
     responses((status = 200), (status = 404), (status = 401)))]
 pub async fn head(
     State(s): State<Arc<AppState>>,
@@ -210,7 +210,7 @@ pub async fn head(
 }
 
 /// Create a project (any signed-in user, who becomes its project admin).
-#[utoipa::path(post, path = "/api/v2.0/projects", tag = "project", request_body = ProjectReq,
+#[utoipa::path(post, path = "/api/v2.0/projects", operation_id = "createProject", tag = "project", request_body = ProjectReq,
     responses((status = 201), (status = 400, body = Errors), (status = 401, body = Errors),
         (status = 409, body = Errors)))]
 pub async fn create(
@@ -248,7 +248,7 @@ pub async fn create(
 }
 
 /// A project.
-#[utoipa::path(get, path = "/api/v2.0/projects/{project_name_or_id}", tag = "project",
+#[utoipa::path(get, path = "/api/v2.0/projects/{project_name_or_id}", operation_id = "getProject", tag = "project",
     params(("project_name_or_id" = String, Path, description = "Name or id"),
         ("X-Is-Resource-Name" = Option<bool>, Header, description = "true: the parameter is a name")),
     responses((status = 200, body = ProjectResp), (status = 401, body = Errors),
@@ -271,7 +271,7 @@ pub async fn get(
 }
 
 /// Change a project: `metadata.public`.
-#[utoipa::path(put, path = "/api/v2.0/projects/{project_name_or_id}", tag = "project",
+#[utoipa::path(put, path = "/api/v2.0/projects/{project_name_or_id}", operation_id = "updateProject", tag = "project",
     request_body = ProjectReq,
     params(("project_name_or_id" = String, Path, description = "Name or id"),
         ("X-Is-Resource-Name" = Option<bool>, Header, description = "true: the parameter is a name")),
@@ -297,7 +297,7 @@ pub async fn update(
 }
 
 /// Delete an empty project (412 while it holds repositories).
-#[utoipa::path(delete, path = "/api/v2.0/projects/{project_name_or_id}", tag = "project",
+#[utoipa::path(delete, path = "/api/v2.0/projects/{project_name_or_id}", operation_id = "deleteProject", tag = "project",
     params(("project_name_or_id" = String, Path, description = "Name or id"),
         ("X-Is-Resource-Name" = Option<bool>, Header, description = "true: the parameter is a name")),
     responses((status = 200), (status = 403, body = Errors), (status = 404, body = Errors),
@@ -424,7 +424,7 @@ fn target(m: &ProjectMember) -> Result<MemberTarget, HarborError> {
 }
 
 /// The members of a project (needs `member:list`).
-#[utoipa::path(get, path = "/api/v2.0/projects/{project_name_or_id}/members", tag = "member",
+#[utoipa::path(get, path = "/api/v2.0/projects/{project_name_or_id}/members", operation_id = "listProjectMembers", tag = "member",
     params(("project_name_or_id" = String, Path, description = "Name or id"), PageQuery, MemberQuery),
     responses((status = 200, body = [ProjectMemberEntity]), (status = 404, body = Errors)))]
 pub async fn list_members(
@@ -454,7 +454,7 @@ pub async fn list_members(
 }
 
 /// Add a user or group to a project (needs `member:create`).
-#[utoipa::path(post, path = "/api/v2.0/projects/{project_name_or_id}/members", tag = "member",
+#[utoipa::path(post, path = "/api/v2.0/projects/{project_name_or_id}/members", operation_id = "createProjectMember", tag = "member",
     request_body = ProjectMember,
     params(("project_name_or_id" = String, Path, description = "Name or id")),
     responses((status = 201), (status = 400, body = Errors), (status = 403, body = Errors),
@@ -476,7 +476,7 @@ pub async fn add_member(
 }
 
 /// One membership (needs `member:read`).
-#[utoipa::path(get, path = "/api/v2.0/projects/{project_name_or_id}/members/{mid}", tag = "member",
+#[utoipa::path(get, path = "/api/v2.0/projects/{project_name_or_id}/members/{mid}", operation_id = "getProjectMember", tag = "member",
     params(("project_name_or_id" = String, Path, description = "Name or id"),
         ("mid" = i64, Path, description = "The membership's id")),
     responses((status = 200, body = ProjectMemberEntity), (status = 404, body = Errors)))]
@@ -493,7 +493,7 @@ pub async fn get_member(
 }
 
 /// Change a member's role (needs `member:update`).
-#[utoipa::path(put, path = "/api/v2.0/projects/{project_name_or_id}/members/{mid}", tag = "member",
+#[utoipa::path(put, path = "/api/v2.0/projects/{project_name_or_id}/members/{mid}", operation_id = "updateProjectMember", tag = "member",
     request_body = RoleRequest,
     params(("project_name_or_id" = String, Path, description = "Name or id"),
         ("mid" = i64, Path, description = "The membership's id")),
@@ -514,7 +514,7 @@ pub async fn update_member(
 }
 
 /// Remove a member (needs `member:delete`).
-#[utoipa::path(delete, path = "/api/v2.0/projects/{project_name_or_id}/members/{mid}", tag = "member",
+#[utoipa::path(delete, path = "/api/v2.0/projects/{project_name_or_id}/members/{mid}", operation_id = "deleteProjectMember", tag = "member",
     params(("project_name_or_id" = String, Path, description = "Name or id"),
         ("mid" = i64, Path, description = "The membership's id")),
     responses((status = 200), (status = 403, body = Errors), (status = 404, body = Errors)))]
@@ -549,7 +549,7 @@ pub struct ProjectSummary {
 }
 
 /// A project's repository count and quota, for anyone who may see the project.
-#[utoipa::path(get, path = "/api/v2.0/projects/{project_name_or_id}/summary", tag = "project",
+#[utoipa::path(get, path = "/api/v2.0/projects/{project_name_or_id}/summary", operation_id = "getProjectSummary", tag = "project",
     params(("project_name_or_id" = String, Path, description = "Name or id"),
         ("X-Is-Resource-Name" = Option<bool>, Header, description = "true: the parameter is a name")),
     responses((status = 200, body = ProjectSummary), (status = 401, body = Errors),

@@ -135,7 +135,7 @@ pub fn limits(hard: ResourceList, current: QuotaLimits) -> Result<QuotaLimits, H
 }
 
 /// Project quotas, by project id.
-#[utoipa::path(get, path = "/api/v2.0/quotas", tag = "quota", params(PageQuery, QuotaListQuery),
+#[utoipa::path(get, path = "/api/v2.0/quotas", operation_id = "listQuotas", tag = "quota", params(PageQuery, QuotaListQuery),
     responses((status = 200, body = [QuotaResp], headers(("X-Total-Count" = u64), ("Link" = String))),
         (status = 400, body = Errors), (status = 401, body = Errors), (status = 403, body = Errors)))]
 pub async fn list(
@@ -168,7 +168,7 @@ pub async fn list(
 }
 
 /// One project's quota.
-#[utoipa::path(get, path = "/api/v2.0/quotas/{id}", tag = "quota",
+#[utoipa::path(get, path = "/api/v2.0/quotas/{id}", operation_id = "getQuota", tag = "quota",
     params(("id" = i64, Path, description = "The quota's (its project's) id")),
     responses((status = 200, body = QuotaResp), (status = 401, body = Errors),
         (status = 403, body = Errors), (status = 404, body = Errors)))]
@@ -182,7 +182,7 @@ pub async fn get(
 }
 
 /// Set a project's limits.
-#[utoipa::path(put, path = "/api/v2.0/quotas/{id}", tag = "quota", request_body = QuotaUpdateReq,
+#[utoipa::path(put, path = "/api/v2.0/quotas/{id}", operation_id = "updateQuota", tag = "quota", request_body = QuotaUpdateReq,
     params(("id" = i64, Path, description = "The quota's (its project's) id")),
     responses((status = 200), (status = 400, body = Errors), (status = 401, body = Errors),
         (status = 403, body = Errors), (status = 404, body = Errors)))]

@@ -163,7 +163,7 @@ pub(super) fn repo_name(raw: &str) -> String {
 }
 
 /// The repositories of a project (needs `repository:list`); `q=name=~x` filters.
-#[utoipa::path(get, path = "/api/v2.0/projects/{project_name}/repositories", tag = "repository",
+#[utoipa::path(get, path = "/api/v2.0/projects/{project_name}/repositories", operation_id = "listRepositories", tag = "repository",
     params(("project_name" = String, Path, description = "The project's name"), PageQuery, QParam),
     responses((status = 200, body = [RepositoryResp]), (status = 404, body = Errors)))]
 pub async fn list(
@@ -184,7 +184,7 @@ pub async fn list(
 }
 
 /// One repository (needs `repository:read`).
-#[utoipa::path(get, path = "/api/v2.0/projects/{project_name}/repositories/{repository_name}",
+#[utoipa::path(get, path = "/api/v2.0/projects/{project_name}/repositories/{repository_name}", operation_id = "getRepository",
     tag = "repository",
     params(("project_name" = String, Path, description = "The project's name"),
         ("repository_name" = String, Path, description = "The name inside the project, `/` encoded twice")),
@@ -201,7 +201,7 @@ pub async fn get(
 }
 
 /// The artifacts of a repository, newest first (needs `artifact:list`).
-#[utoipa::path(get, path = "/api/v2.0/projects/{project_name}/repositories/{repository_name}/artifacts",
+#[utoipa::path(get, path = "/api/v2.0/projects/{project_name}/repositories/{repository_name}/artifacts", operation_id = "listArtifacts",
     tag = "artifact",
     params(("project_name" = String, Path, description = "The project's name"),
         ("repository_name" = String, Path, description = "The name inside the project, `/` encoded twice"),
@@ -224,8 +224,7 @@ pub async fn artifacts(
 }
 
 /// One artifact, by digest or tag (needs `artifact:read`).
-#[utoipa::path(get,
-    path = "/api/v2.0/projects/{project_name}/repositories/{repository_name}/artifacts/{reference}",
+#[utoipa::path(get, path = "/api/v2.0/projects/{project_name}/repositories/{repository_name}/artifacts/{reference}", operation_id = "getArtifact",
     tag = "artifact",
     params(("project_name" = String, Path, description = "The project's name"),
         ("repository_name" = String, Path, description = "The name inside the project, `/` encoded twice"),
@@ -251,7 +250,7 @@ pub async fn artifact_one(
 
 /// Delete a repository with all its artifacts and tags (needs `repository:delete`). Its
 /// blobs stay until garbage collection.
-#[utoipa::path(delete, path = "/api/v2.0/projects/{project_name}/repositories/{repository_name}",
+#[utoipa::path(delete, path = "/api/v2.0/projects/{project_name}/repositories/{repository_name}", operation_id = "deleteRepository",
     tag = "repository",
     params(("project_name" = String, Path, description = "The project's name"),
         ("repository_name" = String, Path, description = "The name inside the project, `/` encoded twice")),
@@ -275,8 +274,7 @@ pub async fn delete(
 
 /// Delete an artifact, by digest or by a tag on it, with all its tags (needs
 /// `artifact:delete`).
-#[utoipa::path(delete,
-    path = "/api/v2.0/projects/{project_name}/repositories/{repository_name}/artifacts/{reference}",
+#[utoipa::path(delete, path = "/api/v2.0/projects/{project_name}/repositories/{repository_name}/artifacts/{reference}", operation_id = "deleteArtifact",
     tag = "artifact",
     params(("project_name" = String, Path, description = "The project's name"),
         ("repository_name" = String, Path, description = "The name inside the project, `/` encoded twice"),

@@ -407,7 +407,9 @@ pub struct RetentionOperateReq {
 }
 
 /// The templates and selectors a policy may use.
-#[utoipa::path(get, path = "/api/v2.0/retentions/metadatas", tag = "retention",
+// `getRentenitionMetadata` is Harbor's operation id, spelling included, so that clients
+// generated from Harbor's document find it.
+#[utoipa::path(get, path = "/api/v2.0/retentions/metadatas", operation_id = "getRentenitionMetadata", tag = "retention",
     responses((status = 200, body = RetentionMetadata), (status = 401, body = Errors)))]
 pub async fn metadatas(
     State(s): State<Arc<AppState>>,
@@ -447,7 +449,7 @@ pub async fn metadatas(
 }
 
 /// Give a project its retention policy (`scope.ref`: the project's id). A project has one.
-#[utoipa::path(post, path = "/api/v2.0/retentions", tag = "retention",
+#[utoipa::path(post, path = "/api/v2.0/retentions", operation_id = "createRetention", tag = "retention",
     request_body = RetentionPolicyObj,
     responses((status = 201, headers(("Location" = String))), (status = 400, body = Errors),
         (status = 401, body = Errors), (status = 403, body = Errors), (status = 404, body = Errors),
@@ -468,7 +470,7 @@ pub async fn create(
 }
 
 /// A retention policy.
-#[utoipa::path(get, path = "/api/v2.0/retentions/{id}", tag = "retention",
+#[utoipa::path(get, path = "/api/v2.0/retentions/{id}", operation_id = "getRetention", tag = "retention",
     params(("id" = i64, Path, description = "The policy's id")),
     responses((status = 200, body = RetentionPolicyObj), (status = 401, body = Errors),
         (status = 403, body = Errors), (status = 404, body = Errors)))]
@@ -482,7 +484,7 @@ pub async fn get(
 }
 
 /// Replace a policy's rules and schedule.
-#[utoipa::path(put, path = "/api/v2.0/retentions/{id}", tag = "retention",
+#[utoipa::path(put, path = "/api/v2.0/retentions/{id}", operation_id = "updateRetention", tag = "retention",
     request_body = RetentionPolicyObj,
     params(("id" = i64, Path, description = "The policy's id")),
     responses((status = 200), (status = 400, body = Errors), (status = 401, body = Errors),
@@ -501,7 +503,7 @@ pub async fn update(
 }
 
 /// Delete a policy and its history.
-#[utoipa::path(delete, path = "/api/v2.0/retentions/{id}", tag = "retention",
+#[utoipa::path(delete, path = "/api/v2.0/retentions/{id}", operation_id = "deleteRetention", tag = "retention",
     params(("id" = i64, Path, description = "The policy's id")),
     responses((status = 200), (status = 401, body = Errors), (status = 403, body = Errors),
         (status = 404, body = Errors)))]
@@ -517,7 +519,7 @@ pub async fn delete(
 }
 
 /// Run a policy now (`dry_run`: report only). Answers 201 with the run's `Location`.
-#[utoipa::path(post, path = "/api/v2.0/retentions/{id}/executions", tag = "retention",
+#[utoipa::path(post, path = "/api/v2.0/retentions/{id}/executions", operation_id = "triggerRetentionExecution", tag = "retention",
     request_body = RetentionRunReq,
     params(("id" = i64, Path, description = "The policy's id")),
     responses((status = 201, headers(("Location" = String))), (status = 400, body = Errors),
@@ -539,7 +541,7 @@ pub async fn run(
 }
 
 /// A policy's runs, newest first.
-#[utoipa::path(get, path = "/api/v2.0/retentions/{id}/executions", tag = "retention",
+#[utoipa::path(get, path = "/api/v2.0/retentions/{id}/executions", operation_id = "listRetentionExecutions", tag = "retention",
     params(("id" = i64, Path, description = "The policy's id"), PageQuery),
     responses((status = 200, body = [RetentionExecutionObj],
             headers(("X-Total-Count" = u64), ("Link" = String))),
@@ -560,7 +562,7 @@ pub async fn executions(
 }
 
 /// One run, with its progress (Berth; Harbor has no such endpoint).
-#[utoipa::path(get, path = "/api/v2.0/retentions/{id}/executions/{eid}", tag = "retention",
+#[utoipa::path(get, path = "/api/v2.0/retentions/{id}/executions/{eid}", operation_id = "getRetentionExecution", tag = "retention",
     params(("id" = i64, Path, description = "The policy's id"),
         ("eid" = i64, Path, description = "The run's id")),
     responses((status = 200, body = RetentionExecutionObj), (status = 401, body = Errors),
@@ -578,7 +580,7 @@ pub async fn execution(
 
 /// Stop a run (`{"action":"stop"}`): it stops at its next look, within about a second,
 /// keeping what it deleted.
-#[utoipa::path(patch, path = "/api/v2.0/retentions/{id}/executions/{eid}", tag = "retention",
+#[utoipa::path(patch, path = "/api/v2.0/retentions/{id}/executions/{eid}", operation_id = "operateRetentionExecution", tag = "retention",
     request_body = RetentionOperateReq,
     params(("id" = i64, Path, description = "The policy's id"),
         ("eid" = i64, Path, description = "The run's id")),
@@ -602,7 +604,7 @@ pub async fn operate(
 }
 
 /// A run's tasks: one per repository.
-#[utoipa::path(get, path = "/api/v2.0/retentions/{id}/executions/{eid}/tasks", tag = "retention",
+#[utoipa::path(get, path = "/api/v2.0/retentions/{id}/executions/{eid}/tasks", operation_id = "listRetentionTasks", tag = "retention",
     params(("id" = i64, Path, description = "The policy's id"),
         ("eid" = i64, Path, description = "The run's id"), PageQuery),
     responses((status = 200, body = [RetentionExecutionTaskObj],
@@ -624,7 +626,7 @@ pub async fn tasks(
 }
 
 /// A task's log: each manifest of its repository, what became of it and why, as text.
-#[utoipa::path(get, path = "/api/v2.0/retentions/{id}/executions/{eid}/tasks/{tid}",
+#[utoipa::path(get, path = "/api/v2.0/retentions/{id}/executions/{eid}/tasks/{tid}", operation_id = "getRetentionTaskLog",
     tag = "retention",
     params(("id" = i64, Path, description = "The policy's id"),
         ("eid" = i64, Path, description = "The run's id"),

@@ -216,7 +216,7 @@ fn robot_filter(q: Option<&str>) -> Result<RobotFilter, HarborError> {
 
 /// List robots: `q=Level=system`, `q=Level=project,ProjectID=N`, or all (system
 /// administrators).
-#[utoipa::path(get, path = "/api/v2.0/robots", tag = "robot", params(PageQuery, QParam),
+#[utoipa::path(get, path = "/api/v2.0/robots", operation_id = "ListRobot", tag = "robot", params(PageQuery, QParam),
     responses((status = 200, body = [RobotResp]), (status = 400, body = Errors),
         (status = 403, body = Errors), (status = 404, body = Errors)))]
 pub async fn list(
@@ -233,7 +233,7 @@ pub async fn list(
 }
 
 /// Create a robot account; the response carries its secret, this once.
-#[utoipa::path(post, path = "/api/v2.0/robots", tag = "robot", request_body = RobotCreate,
+#[utoipa::path(post, path = "/api/v2.0/robots", operation_id = "CreateRobot", tag = "robot", request_body = RobotCreate,
     responses((status = 201, body = RobotCreated), (status = 400, body = Errors),
         (status = 403, body = Errors), (status = 404, body = Errors), (status = 409, body = Errors)))]
 pub async fn create(
@@ -276,7 +276,7 @@ pub async fn create(
 }
 
 /// One robot account.
-#[utoipa::path(get, path = "/api/v2.0/robots/{robot_id}", tag = "robot",
+#[utoipa::path(get, path = "/api/v2.0/robots/{robot_id}", operation_id = "GetRobotByID", tag = "robot",
     params(("robot_id" = i64, Path, description = "The robot's id")),
     responses((status = 200, body = RobotResp), (status = 403, body = Errors), (status = 404, body = Errors)))]
 pub async fn get(
@@ -288,7 +288,7 @@ pub async fn get(
 }
 
 /// Change a robot account: description, disable, duration, permissions.
-#[utoipa::path(put, path = "/api/v2.0/robots/{robot_id}", tag = "robot", request_body = RobotUpdateReq,
+#[utoipa::path(put, path = "/api/v2.0/robots/{robot_id}", operation_id = "UpdateRobot", tag = "robot", request_body = RobotUpdateReq,
     params(("robot_id" = i64, Path, description = "The robot's id")),
     responses((status = 200), (status = 400, body = Errors), (status = 403, body = Errors),
         (status = 404, body = Errors)))]
@@ -312,7 +312,7 @@ pub async fn update(
 
 /// Give a robot a new secret: `{"secret": ""}` generates one and returns it, this once; a
 /// secret of your choosing is set and not echoed.
-#[utoipa::path(patch, path = "/api/v2.0/robots/{robot_id}", tag = "robot", request_body = RobotSec,
+#[utoipa::path(patch, path = "/api/v2.0/robots/{robot_id}", operation_id = "RefreshSec", tag = "robot", request_body = RobotSec,
     params(("robot_id" = i64, Path, description = "The robot's id")),
     responses((status = 200, body = RobotSec), (status = 400, body = Errors),
         (status = 403, body = Errors), (status = 404, body = Errors)))]
@@ -328,7 +328,7 @@ pub async fn refresh(
 }
 
 /// Delete a robot account; its tokens stop working.
-#[utoipa::path(delete, path = "/api/v2.0/robots/{robot_id}", tag = "robot",
+#[utoipa::path(delete, path = "/api/v2.0/robots/{robot_id}", operation_id = "DeleteRobot", tag = "robot",
     params(("robot_id" = i64, Path, description = "The robot's id")),
     responses((status = 200), (status = 403, body = Errors), (status = 404, body = Errors)))]
 pub async fn delete(

@@ -37,7 +37,7 @@ pub struct GeneralInfo {
 }
 
 /// General information about the server (no authentication needed).
-#[utoipa::path(get, path = "/api/v2.0/systeminfo", tag = "systeminfo",
+#[utoipa::path(get, path = "/api/v2.0/systeminfo", operation_id = "getSystemInfo", tag = "systeminfo",
     responses((status = 200, body = GeneralInfo)))]
 pub async fn info() -> Json<GeneralInfo> {
     Json(GeneralInfo {
@@ -75,7 +75,7 @@ pub struct OverallHealthStatus {
 }
 
 /// Health of the server's components (no authentication needed).
-#[utoipa::path(get, path = "/api/v2.0/health", tag = "health",
+#[utoipa::path(get, path = "/api/v2.0/health", operation_id = "getHealth", tag = "health",
     responses((status = 200, body = OverallHealthStatus)))]
 pub async fn health(State(s): State<Arc<AppState>>) -> Json<OverallHealthStatus> {
     let registry = match s.registry.check_ready().await {
@@ -104,7 +104,7 @@ pub async fn health(State(s): State<Arc<AppState>>) -> Json<OverallHealthStatus>
 }
 
 /// `Pong` (no authentication needed).
-#[utoipa::path(get, path = "/api/v2.0/ping", tag = "ping", responses((status = 200, body = String)))]
+#[utoipa::path(get, path = "/api/v2.0/ping", operation_id = "getPing", tag = "ping", responses((status = 200, body = String)))]
 pub async fn ping() -> &'static str {
     "Pong"
 }
@@ -130,7 +130,7 @@ pub struct Statistic {
 
 /// Counts of projects and repositories: everything for a system administrator, what the
 /// caller may see for anyone else.
-#[utoipa::path(get, path = "/api/v2.0/statistics", tag = "statistic",
+#[utoipa::path(get, path = "/api/v2.0/statistics", operation_id = "getStatistic", tag = "statistic",
     responses((status = 200, body = Statistic), (status = 401, body = Errors)))]
 pub async fn statistics(
     State(s): State<Arc<AppState>>,
@@ -183,7 +183,7 @@ pub struct SearchQuery {
 }
 
 /// Projects and repositories whose names contain `q`, of those the caller may see.
-#[utoipa::path(get, path = "/api/v2.0/search", tag = "search", params(SearchQuery),
+#[utoipa::path(get, path = "/api/v2.0/search", operation_id = "search", tag = "search", params(SearchQuery),
     responses((status = 200, body = Search), (status = 400, body = Errors)))]
 pub async fn search(
     State(s): State<Arc<AppState>>,

@@ -27,8 +27,7 @@ pub struct TagReq {
 }
 
 /// The tags of an artifact, by name (needs `tag:list`).
-#[utoipa::path(get,
-    path = "/api/v2.0/projects/{project_name}/repositories/{repository_name}/artifacts/{reference}/tags",
+#[utoipa::path(get, path = "/api/v2.0/projects/{project_name}/repositories/{repository_name}/artifacts/{reference}/tags", operation_id = "listTags",
     tag = "artifact",
     params(("project_name" = String, Path, description = "The project's name"),
         ("repository_name" = String, Path, description = "The name inside the project, `/` encoded twice"),
@@ -62,8 +61,7 @@ pub async fn list(
 }
 
 /// Add a tag to an artifact (needs `tag:create`).
-#[utoipa::path(post,
-    path = "/api/v2.0/projects/{project_name}/repositories/{repository_name}/artifacts/{reference}/tags",
+#[utoipa::path(post, path = "/api/v2.0/projects/{project_name}/repositories/{repository_name}/artifacts/{reference}/tags", operation_id = "createTag",
     tag = "artifact", request_body = TagReq,
     params(("project_name" = String, Path, description = "The project's name"),
         ("repository_name" = String, Path, description = "The name inside the project, `/` encoded twice"),
@@ -91,8 +89,7 @@ pub async fn create(
 }
 
 /// Remove a tag from an artifact; the artifact stays (needs `tag:delete`).
-#[utoipa::path(delete,
-    path = "/api/v2.0/projects/{project_name}/repositories/{repository_name}/artifacts/{reference}/tags/{tag_name}",
+#[utoipa::path(delete, path = "/api/v2.0/projects/{project_name}/repositories/{repository_name}/artifacts/{reference}/tags/{tag_name}", operation_id = "deleteTag",
     tag = "artifact",
     params(("project_name" = String, Path, description = "The project's name"),
         ("repository_name" = String, Path, description = "The name inside the project, `/` encoded twice"),

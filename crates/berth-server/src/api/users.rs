@@ -137,7 +137,7 @@ pub fn created(location: String) -> Response {
 }
 
 /// List users (system administrators). `q=username=~x` filters by name.
-#[utoipa::path(get, path = "/api/v2.0/users", tag = "user",
+#[utoipa::path(get, path = "/api/v2.0/users", operation_id = "listUsers", tag = "user",
     params(PageQuery, QParam),
     responses((status = 200, body = [UserResp], headers(("X-Total-Count" = u64), ("Link" = String))),
         (status = 401, body = Errors), (status = 403, body = Errors)))]
@@ -156,7 +156,7 @@ pub async fn list(
 }
 
 /// Search users by name (any signed-in caller; for picking members).
-#[utoipa::path(get, path = "/api/v2.0/users/search", tag = "user",
+#[utoipa::path(get, path = "/api/v2.0/users/search", operation_id = "searchUsers", tag = "user",
     params(PageQuery, UsernameParam),
     responses((status = 200, body = [UserSearchRespItem]), (status = 401, body = Errors)))]
 pub async fn search(
@@ -177,7 +177,7 @@ pub async fn search(
 }
 
 /// Create a local user (system administrators).
-#[utoipa::path(post, path = "/api/v2.0/users", tag = "user", request_body = UserCreationReq,
+#[utoipa::path(post, path = "/api/v2.0/users", operation_id = "createUser", tag = "user", request_body = UserCreationReq,
     responses((status = 201), (status = 400, body = Errors), (status = 401, body = Errors),
         (status = 403, body = Errors), (status = 409, body = Errors)))]
 pub async fn create(
@@ -197,7 +197,7 @@ pub async fn create(
 }
 
 /// The signed-in user.
-#[utoipa::path(get, path = "/api/v2.0/users/current", tag = "user",
+#[utoipa::path(get, path = "/api/v2.0/users/current", operation_id = "getCurrentUserInfo", tag = "user",
     responses((status = 200, body = UserResp), (status = 401, body = Errors), (status = 412, body = Errors)))]
 pub async fn current(
     State(s): State<Arc<AppState>>,
@@ -207,7 +207,7 @@ pub async fn current(
 }
 
 /// A user (itself or a system administrator).
-#[utoipa::path(get, path = "/api/v2.0/users/{user_id}", tag = "user",
+#[utoipa::path(get, path = "/api/v2.0/users/{user_id}", operation_id = "getUser", tag = "user",
     params(("user_id" = i64, Path, description = "The user's id")),
     responses((status = 200, body = UserResp), (status = 401, body = Errors),
         (status = 403, body = Errors), (status = 404, body = Errors)))]
@@ -220,7 +220,7 @@ pub async fn get(
 }
 
 /// Change a user's e-mail, full name or comment (itself or a system administrator).
-#[utoipa::path(put, path = "/api/v2.0/users/{user_id}", tag = "user", request_body = UserProfile,
+#[utoipa::path(put, path = "/api/v2.0/users/{user_id}", operation_id = "updateUserProfile", tag = "user", request_body = UserProfile,
     params(("user_id" = i64, Path, description = "The user's id")),
     responses((status = 200), (status = 400, body = Errors), (status = 401, body = Errors),
         (status = 403, body = Errors), (status = 404, body = Errors)))]
@@ -240,7 +240,7 @@ pub async fn update(
 }
 
 /// Delete a user (system administrators; not oneself). Its tokens stop working.
-#[utoipa::path(delete, path = "/api/v2.0/users/{user_id}", tag = "user",
+#[utoipa::path(delete, path = "/api/v2.0/users/{user_id}", operation_id = "deleteUser", tag = "user",
     params(("user_id" = i64, Path, description = "The user's id")),
     responses((status = 200), (status = 401, body = Errors), (status = 403, body = Errors),
         (status = 404, body = Errors)))]
@@ -255,7 +255,7 @@ pub async fn delete(
 
 /// Change a user's password: one's own with the old one, or anyone's as a system
 /// administrator.
-#[utoipa::path(put, path = "/api/v2.0/users/{user_id}/password", tag = "user",
+#[utoipa::path(put, path = "/api/v2.0/users/{user_id}/password", operation_id = "updateUserPassword", tag = "user",
     request_body = PasswordReq,
     params(("user_id" = i64, Path, description = "The user's id")),
     responses((status = 200), (status = 400, body = Errors), (status = 401, body = Errors),
@@ -273,7 +273,7 @@ pub async fn password(
 }
 
 /// Make a user a system administrator or not (system administrators).
-#[utoipa::path(put, path = "/api/v2.0/users/{user_id}/sysadmin", tag = "user",
+#[utoipa::path(put, path = "/api/v2.0/users/{user_id}/sysadmin", operation_id = "setUserSysAdmin", tag = "user",
     request_body = UserSysAdminFlag,
     params(("user_id" = i64, Path, description = "The user's id")),
     responses((status = 200), (status = 401, body = Errors), (status = 403, body = Errors),
