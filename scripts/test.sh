@@ -26,6 +26,13 @@ eval "$(bash scripts/s3-start.sh)"
 trap 'bash scripts/s3-stop.sh || true; bash scripts/pg-stop.sh || true' EXIT
 # A backend test that finds no server fails instead of skipping.
 export BERTH_REQUIRE_BACKENDS=1
+# The per-test databases on the cluster now (a reused development cluster may hold some from
+# runs before the tests cleaned up after themselves), to check afterwards that none was added.
+test_databases() {
+  psql "$BERTH_TEST_DATABASE_URL" -X -A -t -c \
+    "SELECT datname FROM pg_database WHERE datname ~ '^berth_(it|api)_' ORDER BY 1" | LC_ALL=C sort
+}
+databases_before=$(test_databases)
 
 cargo build --workspace --all-targets
 cargo test --workspace
@@ -34,6 +41,12 @@ cargo test --workspace
 BERTH_TEST_BACKEND=fleet cargo test -p berth --test it
 # The management API's handler tests again on PostgreSQL (a fresh database per test).
 BERTH_TEST_BACKEND=fleet cargo test -p berth-server --test it
+# Every test drops the databases it made, even when it fails: none may be left behind.
+leaked=$(test_databases | comm -13 <(printf '%s\n' "$databases_before") -)
+if [ -n "$leaked" ]; then
+  echo "the tests left databases behind:" $leaked >&2
+  exit 1
+fi
 # 200 clients push and pull small images through two instances over PostgreSQL + S3 for 60 s;
 # fails on any error or any image that does not verify afterwards through both instances.
 bash scripts/load.sh --fleet --skip-build --clients 200 --seconds 60

@@ -23,10 +23,37 @@ pub struct Env {
     pub app: Router,
     pub access: Arc<Access>,
     _dir: tempfile::TempDir,
+    /// Declared last, so dropped after the router (and its connection pool).
+    _database: Option<DropDatabase>,
+}
+
+/// Drops a test database when dropped, so that a long-lived development cluster does not
+/// collect one database per test run (`scripts/test.sh` checks that none is left).
+/// `BERTH_TEST_KEEP_DATABASES=1` keeps them, to look into a failure.
+struct DropDatabase {
+    admin: String,
+    name: String,
+}
+
+impl Drop for DropDatabase {
+    fn drop(&mut self) {
+        if std::env::var_os("BERTH_TEST_KEEP_DATABASES").is_some() {
+            return;
+        }
+        // Best effort; FORCE ends the connections the pool may still hold.
+        let _ = std::process::Command::new("psql")
+            .arg(&self.admin)
+            .args(["-X", "-q", "-c"])
+            .arg(format!(
+                "DROP DATABASE IF EXISTS {} WITH (FORCE)",
+                self.name
+            ))
+            .output();
+    }
 }
 
 /// A fresh database on the PostgreSQL server `BERTH_TEST_DATABASE_URL` names.
-async fn postgres() -> Arc<PgMeta> {
+async fn postgres() -> (Arc<PgMeta>, DropDatabase) {
     static N: AtomicU64 = AtomicU64::new(0);
     let admin = std::env::var("BERTH_TEST_DATABASE_URL")
         .expect("BERTH_TEST_BACKEND=fleet needs BERTH_TEST_DATABASE_URL (scripts/pg-start.sh)");
@@ -49,11 +76,10 @@ async fn postgres() -> Arc<PgMeta> {
         String::from_utf8_lossy(&out.stderr)
     );
     let base = admin.rsplit_once('/').expect("a database path").0;
-    Arc::new(
-        PgMeta::connect(&format!("{base}/{name}"), PgOptions::default())
-            .await
-            .expect("postgres"),
-    )
+    let meta = PgMeta::connect(&format!("{base}/{name}"), PgOptions::default())
+        .await
+        .expect("postgres");
+    (Arc::new(meta), DropDatabase { admin, name })
 }
 
 /// A router over SQLite, or over PostgreSQL with `BERTH_TEST_BACKEND=fleet` (as
@@ -61,8 +87,10 @@ async fn postgres() -> Arc<PgMeta> {
 pub async fn env() -> Env {
     let dir = tempfile::tempdir().expect("temp dir");
     if std::env::var("BERTH_TEST_BACKEND").as_deref() == Ok("fleet") {
-        let meta = postgres().await;
-        return env_on(dir, meta.clone(), meta).await;
+        let (meta, database) = postgres().await;
+        let mut env = env_on(dir, meta.clone(), meta).await;
+        env._database = Some(database);
+        return env;
     }
     let meta = Arc::new(
         SqliteMeta::open(&dir.path().join("meta.db"), Durability::Normal).expect("sqlite"),
@@ -97,6 +125,7 @@ async fn env_on(
         app,
         access,
         _dir: dir,
+        _database: None,
     }
 }
 

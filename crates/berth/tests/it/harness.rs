@@ -3,6 +3,7 @@
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use reqwest::{Client, Response, StatusCode};
@@ -36,12 +37,41 @@ fn need_env(name: &str) -> String {
 }
 
 /// A fresh PostgreSQL database and S3 key prefix, shared by every server started on it.
+/// The database is dropped when the last copy goes (see [`DropDatabase`]).
 #[derive(Debug, Clone)]
 pub struct FleetBackend {
     pub db_url: String,
     pub s3_prefix: String,
     /// Where servers reach S3; `None`: the test server itself (`BERTH_TEST_S3_ENDPOINT`).
     pub s3_endpoint: Option<String>,
+    _database: Arc<DropDatabase>,
+}
+
+/// Drops a test database when dropped, so that a long-lived development cluster does not
+/// collect one database per test run (`scripts/test.sh` checks that none is left).
+/// `BERTH_TEST_KEEP_DATABASES=1` keeps them, to look into a failure.
+#[derive(Debug)]
+struct DropDatabase {
+    admin: String,
+    name: String,
+}
+
+impl Drop for DropDatabase {
+    fn drop(&mut self) {
+        if std::env::var_os("BERTH_TEST_KEEP_DATABASES").is_some() {
+            return;
+        }
+        // Best effort: the cluster may be gone already (a fault test stops its own). FORCE
+        // ends connections a killed server's backend still holds.
+        let _ = Command::new("psql")
+            .arg(&self.admin)
+            .args(["-X", "-q", "-c"])
+            .arg(format!(
+                "DROP DATABASE IF EXISTS {} WITH (FORCE)",
+                self.name
+            ))
+            .output();
+    }
 }
 
 impl FleetBackend {
@@ -85,6 +115,10 @@ impl FleetBackend {
             db_url: format!("{base}/{name}"),
             s3_prefix: format!("t{short}/"),
             s3_endpoint: None,
+            _database: Arc::new(DropDatabase {
+                admin: admin.to_owned(),
+                name,
+            }),
         }
     }
 
