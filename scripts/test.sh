@@ -30,7 +30,7 @@ export BERTH_REQUIRE_BACKENDS=1
 # runs before the tests cleaned up after themselves), to check afterwards that none was added.
 test_databases() {
   psql "$BERTH_TEST_DATABASE_URL" -X -A -t -c \
-    "SELECT datname FROM pg_database WHERE datname ~ '^berth_(it|api)_' ORDER BY 1" | LC_ALL=C sort
+    "SELECT datname FROM pg_database WHERE datname ~ '^berth_(it|api|test)_' ORDER BY 1" | LC_ALL=C sort
 }
 databases_before=$(test_databases)
 

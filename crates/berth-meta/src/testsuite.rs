@@ -1303,3 +1303,73 @@ async fn gc_runs(meta: &dyn MetaStore) {
     assert_eq!(page.items.len(), 1);
     assert_eq!(page.items[0].id, third.id, "newest first");
 }
+
+/// A database made for one test on a PostgreSQL cluster, dropped when this value is dropped
+/// (also while a failing test unwinds), so that a long-lived development cluster does not
+/// collect one database per test run; `scripts/test.sh` checks that none is left.
+/// `BERTH_TEST_KEEP_DATABASES` (set to anything) keeps them, to look into a failure. Runs
+/// `psql`.
+#[derive(Debug)]
+pub struct ScratchDatabase {
+    admin: String,
+    name: String,
+    url: String,
+}
+
+impl ScratchDatabase {
+    /// Create database `name` (letters, digits and underscores only) on the cluster `admin`
+    /// names (a URL whose role may create databases), replacing one of that name.
+    ///
+    /// # Panics
+    /// If `name` is not such a name, or `psql` fails.
+    #[must_use]
+    pub fn create(admin: &str, name: &str) -> Self {
+        assert!(
+            !name.is_empty() && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_'),
+            "database name {name:?}"
+        );
+        let out = std::process::Command::new("psql")
+            .arg(admin)
+            .args(["-X", "-q", "-v", "ON_ERROR_STOP=1", "-c"])
+            .arg(format!("DROP DATABASE IF EXISTS {name}"))
+            .arg("-c")
+            .arg(format!("CREATE DATABASE {name}"))
+            .output()
+            .expect("run psql (postgresql-client)");
+        assert!(
+            out.status.success(),
+            "create database {name}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let base = admin.rsplit_once('/').expect("database URL has a path").0;
+        Self {
+            admin: admin.to_owned(),
+            name: name.to_owned(),
+            url: format!("{base}/{name}"),
+        }
+    }
+
+    /// The database's URL.
+    #[must_use]
+    pub fn url(&self) -> &str {
+        &self.url
+    }
+}
+
+impl Drop for ScratchDatabase {
+    fn drop(&mut self) {
+        if std::env::var_os("BERTH_TEST_KEEP_DATABASES").is_some() {
+            return;
+        }
+        // Best effort: the cluster may be gone already (a fault test stops its own). FORCE
+        // ends the connections a pool or a killed server's backend still holds.
+        let _ = std::process::Command::new("psql")
+            .arg(&self.admin)
+            .args(["-X", "-q", "-c"])
+            .arg(format!(
+                "DROP DATABASE IF EXISTS {} WITH (FORCE)",
+                self.name
+            ))
+            .output();
+    }
+}

@@ -10,6 +10,7 @@ use base64::Engine as _;
 use berth_core::{Access, AccessSettings, AuditLog, Limits, Registry};
 use berth_meta::postgres::{PgMeta, PgOptions};
 use berth_meta::sqlite::{Durability, SqliteMeta};
+use berth_meta::testsuite::ScratchDatabase;
 use berth_meta::{AccessStore, MetaStore};
 use berth_server::{router, AppState, AuthState};
 use berth_store::fs::{FsStore, SyncMode};
@@ -24,36 +25,11 @@ pub struct Env {
     pub access: Arc<Access>,
     _dir: tempfile::TempDir,
     /// Declared last, so dropped after the router (and its connection pool).
-    _database: Option<DropDatabase>,
-}
-
-/// Drops a test database when dropped, so that a long-lived development cluster does not
-/// collect one database per test run (`scripts/test.sh` checks that none is left).
-/// `BERTH_TEST_KEEP_DATABASES=1` keeps them, to look into a failure.
-struct DropDatabase {
-    admin: String,
-    name: String,
-}
-
-impl Drop for DropDatabase {
-    fn drop(&mut self) {
-        if std::env::var_os("BERTH_TEST_KEEP_DATABASES").is_some() {
-            return;
-        }
-        // Best effort; FORCE ends the connections the pool may still hold.
-        let _ = std::process::Command::new("psql")
-            .arg(&self.admin)
-            .args(["-X", "-q", "-c"])
-            .arg(format!(
-                "DROP DATABASE IF EXISTS {} WITH (FORCE)",
-                self.name
-            ))
-            .output();
-    }
+    _database: Option<ScratchDatabase>,
 }
 
 /// A fresh database on the PostgreSQL server `BERTH_TEST_DATABASE_URL` names.
-async fn postgres() -> (Arc<PgMeta>, DropDatabase) {
+async fn postgres() -> (Arc<PgMeta>, ScratchDatabase) {
     static N: AtomicU64 = AtomicU64::new(0);
     let admin = std::env::var("BERTH_TEST_DATABASE_URL")
         .expect("BERTH_TEST_BACKEND=fleet needs BERTH_TEST_DATABASE_URL (scripts/pg-start.sh)");
@@ -62,24 +38,11 @@ async fn postgres() -> (Arc<PgMeta>, DropDatabase) {
         std::process::id(),
         N.fetch_add(1, Ordering::Relaxed)
     );
-    let out = std::process::Command::new("psql")
-        .arg(&admin)
-        .args(["-X", "-q", "-v", "ON_ERROR_STOP=1", "-c"])
-        .arg(format!("DROP DATABASE IF EXISTS {name}"))
-        .arg("-c")
-        .arg(format!("CREATE DATABASE {name}"))
-        .output()
-        .expect("run psql");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let base = admin.rsplit_once('/').expect("a database path").0;
-    let meta = PgMeta::connect(&format!("{base}/{name}"), PgOptions::default())
+    let database = ScratchDatabase::create(&admin, &name);
+    let meta = PgMeta::connect(database.url(), PgOptions::default())
         .await
         .expect("postgres");
-    (Arc::new(meta), DropDatabase { admin, name })
+    (Arc::new(meta), database)
 }
 
 /// A router over SQLite, or over PostgreSQL with `BERTH_TEST_BACKEND=fleet` (as

@@ -6,6 +6,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use berth_meta::testsuite::ScratchDatabase;
 use reqwest::{Client, Response, StatusCode};
 use sha2::{Digest as _, Sha256};
 
@@ -37,41 +38,14 @@ fn need_env(name: &str) -> String {
 }
 
 /// A fresh PostgreSQL database and S3 key prefix, shared by every server started on it.
-/// The database is dropped when the last copy goes (see [`DropDatabase`]).
+/// The database is dropped when the last copy goes.
 #[derive(Debug, Clone)]
 pub struct FleetBackend {
     pub db_url: String,
     pub s3_prefix: String,
     /// Where servers reach S3; `None`: the test server itself (`BERTH_TEST_S3_ENDPOINT`).
     pub s3_endpoint: Option<String>,
-    _database: Arc<DropDatabase>,
-}
-
-/// Drops a test database when dropped, so that a long-lived development cluster does not
-/// collect one database per test run (`scripts/test.sh` checks that none is left).
-/// `BERTH_TEST_KEEP_DATABASES=1` keeps them, to look into a failure.
-#[derive(Debug)]
-struct DropDatabase {
-    admin: String,
-    name: String,
-}
-
-impl Drop for DropDatabase {
-    fn drop(&mut self) {
-        if std::env::var_os("BERTH_TEST_KEEP_DATABASES").is_some() {
-            return;
-        }
-        // Best effort: the cluster may be gone already (a fault test stops its own). FORCE
-        // ends connections a killed server's backend still holds.
-        let _ = Command::new("psql")
-            .arg(&self.admin)
-            .args(["-X", "-q", "-c"])
-            .arg(format!(
-                "DROP DATABASE IF EXISTS {} WITH (FORCE)",
-                self.name
-            ))
-            .output();
-    }
+    _database: Arc<ScratchDatabase>,
 }
 
 impl FleetBackend {
@@ -95,30 +69,16 @@ impl FleetBackend {
             nanos % 1_000_000_000,
             N.fetch_add(1, Ordering::Relaxed)
         );
-        let out = Command::new("psql")
-            .arg(admin)
-            .args(["-X", "-q", "-v", "ON_ERROR_STOP=1", "-c"])
-            .arg(format!("CREATE DATABASE {name}"))
-            .output()
-            .expect("run psql (postgresql-client)");
-        assert!(
-            out.status.success(),
-            "create database: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        let base = admin.rsplit_once('/').expect("database URL has a path").0;
+        let database = ScratchDatabase::create(admin, &name);
         // A short prefix: s3s-fs names a metadata file after the base64 of each whole key, so
         // keys longer than about 158 bytes (a sha512 blob key is 145 without a prefix) exceed
         // the filesystem's 255-byte file names there. Real S3 allows 1024-byte keys.
         let short = &sha256(name.as_bytes())["sha256:".len()..][..8];
         Self {
-            db_url: format!("{base}/{name}"),
+            db_url: database.url().to_owned(),
             s3_prefix: format!("t{short}/"),
             s3_endpoint: None,
-            _database: Arc::new(DropDatabase {
-                admin: admin.to_owned(),
-                name,
-            }),
+            _database: Arc::new(database),
         }
     }
 
