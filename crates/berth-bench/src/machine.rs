@@ -242,7 +242,13 @@ pub fn receive(out: &Out, dir: &Path, size: u64, repeat: u32) -> anyhow::Result<
         let gib = size as f64 / f64::from(1u32 << 30);
         out.emit(
             "machine-receive",
-            json!({ "receive_cpu_s_per_gib": r3(cpu / gib), "receive_mb_s": r3(size as f64 / secs / 1e6) }),
+            json!({
+                "receive_cpu_s_per_gib": r3(cpu / gib),
+                "receive_mb_s": r3(size as f64 / secs / 1e6),
+                // 0 when the scratch filesystem refused O_DIRECT and the writes went through
+                // the page cache: the report then says the reference is not comparable.
+                "receive_o_direct": u8::from(direct),
+            }),
             json!({ "bytes": size, "seconds": r3(secs), "cpu_seconds": r3(cpu), "o_direct": direct }),
         );
     }

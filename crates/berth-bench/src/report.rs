@@ -317,8 +317,20 @@ fn targets(s: &Samples) -> Vec<Target> {
         "s",
     );
     let pull = med(s, MACHINE, "sendfile_mb_s").map(|r| (r, "a bare sendfile loop"));
-    let push = med(s, MACHINE, "receive_cpu_s_per_gib")
-        .map(|r| (r, "receiving, hashing and writing alone"));
+    // A reference whose writes fell back to the page cache (a scratch filesystem without
+    // O_DIRECT) cost a different amount of CPU than the direct writes Berth makes.
+    let buffered = s
+        .get(MACHINE)
+        .and_then(|m| m.get("receive_o_direct"))
+        .is_some_and(|v| v.iter().any(|x| *x < 1.0));
+    let push = med(s, MACHINE, "receive_cpu_s_per_gib").map(|r| {
+        let what = if buffered {
+            "receiving, hashing and writing alone, BUT with buffered writes (the scratch filesystem refused O_DIRECT)"
+        } else {
+            "receiving, hashing and writing alone"
+        };
+        (r, what)
+    });
     for x in &mut t {
         if x.what == PULL_TARGET {
             x.reference = pull;
@@ -518,6 +530,38 @@ mod tests {
         let j: Value = serde_json::from_str(&std::fs::read_to_string(&out).unwrap()).unwrap();
         assert_eq!(j["medians"]["berth"]["push_mono_mb_s"], json!(400.0));
         assert_eq!(j["targets"][4]["beyond_reference"], json!(true));
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
+    fn a_push_reference_with_buffered_writes_is_flagged() {
+        let dir = std::env::temp_dir().join(format!(
+            "berth-bench-report-buffered-{}",
+            std::process::id()
+        ));
+        std::fs::create_dir_all(&dir).unwrap();
+        let input = dir.join("r.jsonl");
+        let run = |direct: &[u8]| {
+            let mut lines: Vec<String> = direct
+                .iter()
+                .map(|d| {
+                    format!(
+                        r#"{{"registry":"machine","metrics":{{"receive_cpu_s_per_gib":0.9,"receive_o_direct":{d}}}}}"#
+                    )
+                })
+                .collect();
+            lines.push(r#"{"registry":"berth","metrics":{"push_mono_cpu_s_per_gib":1.0}}"#.into());
+            std::fs::write(&input, lines.join("\n")).unwrap();
+            report(&input, &dir.join("o.json")).unwrap()
+        };
+        let flag = "BUT with buffered writes";
+        let md = run(&[1, 1, 1]);
+        assert!(!md.contains(flag), "{md}");
+        let md = run(&[1, 0, 1]);
+        assert!(
+            md.contains("receiving, hashing and writing alone, BUT with buffered writes (the scratch filesystem refused O_DIRECT): 0.90 s"),
+            "{md}"
+        );
         std::fs::remove_dir_all(dir).unwrap();
     }
 }
