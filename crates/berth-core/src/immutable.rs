@@ -5,7 +5,9 @@
 //! [`berth_meta::NewManifest::pinned_tags`]), deleted, or taken away with its manifest or
 //! its repository. Rules are managed through [`crate::Admin`].
 
-use berth_meta::ImmutableRule;
+use std::sync::Arc;
+
+use berth_meta::{ImmutableRule, MetaError, TagGuard};
 use berth_oci::{Digest, RepoName, Tag};
 use serde::{Deserialize, Serialize};
 
@@ -152,30 +154,49 @@ impl Registry {
             }))
     }
 
-    /// Refuse to delete `repo` if it holds an immutable tag.
-    pub(crate) async fn refuse_immutable_repository(&self, repo: &RepoName) -> Result<(), Error> {
-        let Some(rules) = self.immutability(repo).await? else {
-            return Ok(());
-        };
-        let mut last: Option<String> = None;
-        loop {
-            let page = berth_meta::Page {
-                last: last.as_deref(),
-                limit: 1000,
-            };
-            let Some(tags) = self.meta.list_tags(repo, page).await? else {
-                return Ok(());
-            };
-            if let Some((tag, rule)) = tags
-                .iter()
-                .find_map(|t| rules.protecting(repo, t).map(|r| (t, r)))
-            {
-                return Err(refusal(repo, tag, rule));
-            }
-            if tags.len() < 1000 {
-                return Ok(());
-            }
-            last = tags.last().cloned();
+    /// Delete manifest `digest` of `repo` with its tags, unless one of them is immutable.
+    /// The tags are judged inside the delete's transaction, so a push that tags the manifest
+    /// at the same moment cannot have its immutable tag taken away with it. Returns whether
+    /// the manifest existed.
+    pub(crate) async fn delete_manifest_unless_immutable(
+        &self,
+        repo: &RepoName,
+        digest: &Digest,
+    ) -> Result<bool, Error> {
+        let rules = self.immutability(repo).await?.map(Arc::new);
+        let keep = rules.as_ref().map(|r| guard(repo, r));
+        match self.meta.delete_manifest_keeping(repo, digest, keep).await {
+            Err(MetaError::TagImmutable(tag)) => Err(refused(repo, &tag, rules.as_deref())),
+            other => Ok(other?),
         }
+    }
+
+    /// Delete `repo` with all it holds, unless it holds an immutable tag (judged inside the
+    /// delete's transaction, as in [`Registry::delete_manifest_unless_immutable`]). Returns
+    /// whether the repository existed.
+    pub(crate) async fn delete_repository_unless_immutable(
+        &self,
+        repo: &RepoName,
+    ) -> Result<bool, Error> {
+        let rules = self.immutability(repo).await?.map(Arc::new);
+        let keep = rules.as_ref().map(|r| guard(repo, r));
+        match self.meta.delete_repository_keeping(repo, keep).await {
+            Err(MetaError::TagImmutable(tag)) => Err(refused(repo, &tag, rules.as_deref())),
+            other => Ok(other?),
+        }
+    }
+}
+
+/// The tags of `repo` that `rules` make immutable, as a metadata delete asks.
+fn guard(repo: &RepoName, rules: &Arc<Rules>) -> TagGuard {
+    let (repo, rules) = (repo.clone(), Arc::clone(rules));
+    Arc::new(move |tag: &str| rules.protecting(&repo, tag).is_some())
+}
+
+/// The refusal of a delete that would have taken immutable `tag`.
+fn refused(repo: &RepoName, tag: &str, rules: Option<&Rules>) -> Error {
+    match rules.and_then(|r| r.protecting(repo, tag)) {
+        Some(rule) => refusal(repo, tag, rule),
+        None => MetaError::TagImmutable(tag.to_owned()).into(),
     }
 }

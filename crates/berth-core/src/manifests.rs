@@ -180,13 +180,13 @@ impl Registry {
         reference: &Reference,
     ) -> Result<(), Error> {
         actor.require(repo, RepoActions::DELETE)?;
-        match reference {
-            Reference::Tag(t) => self.refuse_immutable_tag(repo, t).await?,
-            Reference::Digest(d) => self.refuse_immutable_manifest(repo, d).await?,
-        }
         let deleted = match reference {
-            Reference::Tag(t) => self.meta.delete_tag(repo, t).await?,
-            Reference::Digest(d) => self.meta.delete_manifest(repo, d).await?,
+            // Whether a tag is immutable depends on its name alone.
+            Reference::Tag(t) => {
+                self.refuse_immutable_tag(repo, t).await?;
+                self.meta.delete_tag(repo, t).await?
+            }
+            Reference::Digest(d) => self.delete_manifest_unless_immutable(repo, d).await?,
         };
         if !deleted {
             return Err(Error::ManifestUnknown);
@@ -214,8 +214,7 @@ impl Registry {
     #[tracing::instrument(skip(self))]
     pub async fn delete_repository(&self, actor: &Actor, repo: &RepoName) -> Result<(), Error> {
         actor.require(repo, RepoActions::DELETE)?;
-        self.refuse_immutable_repository(repo).await?;
-        if !self.meta.delete_repository(repo).await? {
+        if !self.delete_repository_unless_immutable(repo).await? {
             return Err(Error::NameUnknown(repo.to_string()));
         }
         tracing::info!(repo = %repo, "repository deleted");

@@ -28,6 +28,27 @@ pub use jobs::{
     ParseJobKindError, Retry, RunAt, UploadLease,
 };
 pub use policy::ImmutableRule;
+
+/// Which tag names a delete must not take (immutable tags): asked of each tag the delete
+/// would remove, inside its transaction ([`MetaStore::delete_manifest_keeping`]).
+pub type TagGuard = std::sync::Arc<dyn Fn(&str) -> bool + Send + Sync>;
+
+/// The first of `tags` that `keep` protects, as the refusal to return.
+///
+/// # Errors
+/// [`MetaError::TagImmutable`] naming that tag.
+pub fn check_kept<'a>(
+    keep: Option<&TagGuard>,
+    tags: impl IntoIterator<Item = &'a str>,
+) -> Result<(), MetaError> {
+    let Some(keep) = keep else {
+        return Ok(());
+    };
+    match tags.into_iter().find(|t| keep(t)) {
+        Some(t) => Err(MetaError::TagImmutable(t.to_owned())),
+        None => Ok(()),
+    }
+}
 pub use quota::{Quota, QuotaExceeded, QuotaKind, QuotaLimits};
 pub use retention::{
     RetentionArtifact, RetentionDelete, RetentionExecution, RetentionPolicy, RetentionStore,
@@ -273,7 +294,23 @@ pub trait MetaStore: RetentionStore + Send + Sync + 'static {
     ///
     /// # Errors
     /// Backend errors.
-    async fn delete_manifest(&self, repo: &RepoName, digest: &Digest) -> Result<bool, MetaError>;
+    async fn delete_manifest(&self, repo: &RepoName, digest: &Digest) -> Result<bool, MetaError> {
+        self.delete_manifest_keeping(repo, digest, None).await
+    }
+
+    /// [`MetaStore::delete_manifest`], unless a tag it would take is one `keep` protects:
+    /// the tags are read and judged inside the delete's transaction, so a push that tags the
+    /// manifest meanwhile is either seen here or waits for the delete (and then fails, the
+    /// manifest being gone). Nothing is deleted when it refuses.
+    ///
+    /// # Errors
+    /// [`MetaError::TagImmutable`] with the first protected tag; backend errors.
+    async fn delete_manifest_keeping(
+        &self,
+        repo: &RepoName,
+        digest: &Digest,
+        keep: Option<TagGuard>,
+    ) -> Result<bool, MetaError>;
 
     /// Delete repository `repo` with all it holds (manifests, tags, references, blob links)
     /// in one transaction. Returns whether it existed. Blobs themselves stay, for garbage
@@ -281,7 +318,20 @@ pub trait MetaStore: RetentionStore + Send + Sync + 'static {
     ///
     /// # Errors
     /// Backend errors.
-    async fn delete_repository(&self, repo: &RepoName) -> Result<bool, MetaError>;
+    async fn delete_repository(&self, repo: &RepoName) -> Result<bool, MetaError> {
+        self.delete_repository_keeping(repo, None).await
+    }
+
+    /// [`MetaStore::delete_repository`], unless the repository holds a tag `keep` protects
+    /// (judged inside the transaction, as in [`MetaStore::delete_manifest_keeping`]).
+    ///
+    /// # Errors
+    /// [`MetaError::TagImmutable`] with the first protected tag; backend errors.
+    async fn delete_repository_keeping(
+        &self,
+        repo: &RepoName,
+        keep: Option<TagGuard>,
+    ) -> Result<bool, MetaError>;
 
     /// Delete one tag (not the manifest). Returns whether it existed.
     ///

@@ -117,12 +117,13 @@ use futures::future::BoxFuture;
 use sqlx::postgres::{PgConnectOptions, PgConnection, PgPool, PgPoolOptions, PgRow};
 use sqlx::Row;
 
+use crate::check_kept;
 use crate::jobs::{duration_ms, epoch_ms};
 use crate::{
     ClaimedJob, GcBatch, GcItem, GcRun, GcScan, Job, JobFilter, JobId, JobKind, JobLease, JobState,
     LeaseHolder, Listing, MetaError, MetaStore, MissingRefs, NewJob, NewManifest, Page, Paging,
     Referrer, Retry, RunAt, ScrubBlob, ScrubFinding, ScrubManifests, ScrubRun, StoredManifest,
-    Upload, UploadLease, UploadSegment,
+    TagGuard, Upload, UploadLease, UploadSegment,
 };
 
 /// Schema migrations, applied in order; `berth_schema` records each version applied.
@@ -1043,6 +1044,28 @@ async fn first_missing<'a>(
         .map(|(d, _)| d))
 }
 
+/// Inside a delete's transaction: refuse if a tag of repository `id` (of manifest `digest`
+/// only, when given) is one `keep` protects.
+async fn refuse_kept_tags(
+    conn: &mut PgConnection,
+    id: i64,
+    digest: Option<&str>,
+    keep: Option<&TagGuard>,
+) -> Result<(), TxError> {
+    if keep.is_none() {
+        return Ok(());
+    }
+    let tags: Vec<String> = sqlx::query_scalar(
+        "SELECT name FROM tags WHERE repo_id = $1 AND ($2::text IS NULL OR digest = $2) \
+         ORDER BY name",
+    )
+    .bind(id)
+    .bind(digest)
+    .fetch_all(conn)
+    .await?;
+    Ok(check_kept(keep, tags.iter().map(String::as_str))?)
+}
+
 async fn put_manifest_step(
     conn: &mut PgConnection,
     (m, tags): &(NewManifest, Vec<String>),
@@ -1519,7 +1542,7 @@ impl MetaStore for PgMeta {
     ) -> Result<Option<StoredManifest>, MetaError> {
         let row = sqlx::query(
             "SELECT m.digest, m.media_type, m.content FROM repositories r \
-             JOIN manifests m ON m.repo_id = r.id WHERE r.name = $1 AND m.digest = $2",
+             JOIN manifests m ON m.repo_id = r.id WHERE r.name = $1 AND m.digest = $2 FOR UPDATE OF m",
         )
         .bind(repo.as_str())
         .bind(digest.to_string())
@@ -1529,31 +1552,52 @@ impl MetaStore for PgMeta {
         stored_manifest(row)
     }
 
-    async fn delete_manifest(&self, repo: &RepoName, digest: &Digest) -> Result<bool, MetaError> {
-        let arg = (repo.as_str(), digest.to_string());
-        // One statement, so one transaction: its tags and references go with it through
-        // ON DELETE CASCADE, atomically.
-        self.write(Scope::Statement, &arg, |c, (repo, digest)| {
+    async fn delete_manifest_keeping(
+        &self,
+        repo: &RepoName,
+        digest: &Digest,
+        keep: Option<TagGuard>,
+    ) -> Result<bool, MetaError> {
+        let arg = (repo.as_str(), digest.to_string(), keep);
+        self.write(Scope::Transaction, &arg, |c, (repo, digest, keep)| {
             Box::pin(async move {
-                let n = sqlx::query(
-                    "DELETE FROM manifests WHERE digest = $2 AND repo_id = \
-                     (SELECT id FROM repositories WHERE name = $1)",
+                // The row lock conflicts with the key-share lock a tag insert or move takes on
+                // the manifest it names: a push tagging this manifest has either committed
+                // (and its tag is read below) or waits until this delete is over.
+                let id: Option<i64> = sqlx::query_scalar(
+                    "SELECT m.repo_id FROM manifests m JOIN repositories r ON r.id = m.repo_id \
+                     WHERE r.name = $1 AND m.digest = $2 FOR UPDATE OF m",
                 )
                 .bind(*repo)
                 .bind(digest)
-                .execute(c)
-                .await?
-                .rows_affected();
-                Ok(n > 0)
+                .fetch_optional(&mut *c)
+                .await?;
+                let Some(id) = id else {
+                    return Ok(false);
+                };
+                refuse_kept_tags(c, id, Some(digest), keep.as_ref()).await?;
+                // Its tags and references go with it through ON DELETE CASCADE.
+                sqlx::query("DELETE FROM manifests WHERE repo_id = $1 AND digest = $2")
+                    .bind(id)
+                    .bind(digest)
+                    .execute(&mut *c)
+                    .await?;
+                Ok(true)
             })
         })
         .await
     }
 
-    async fn delete_repository(&self, repo: &RepoName) -> Result<bool, MetaError> {
-        let arg = repo.as_str();
-        self.write(Scope::Transaction, &arg, |c, repo| {
+    async fn delete_repository_keeping(
+        &self,
+        repo: &RepoName,
+        keep: Option<TagGuard>,
+    ) -> Result<bool, MetaError> {
+        let arg = (repo.as_str(), keep);
+        self.write(Scope::Transaction, &arg, |c, (repo, keep)| {
             Box::pin(async move {
+                // Every write into the repository takes a key-share lock on this row (its
+                // foreign keys), so the tags read below are all it holds until the commit.
                 let id: Option<i64> =
                     sqlx::query_scalar("SELECT id FROM repositories WHERE name = $1 FOR UPDATE")
                         .bind(*repo)
@@ -1562,6 +1606,7 @@ impl MetaStore for PgMeta {
                 let Some(id) = id else {
                     return Ok(false);
                 };
+                refuse_kept_tags(c, id, None, keep.as_ref()).await?;
                 // Tags and references go with the manifests (ON DELETE CASCADE).
                 for sql in [
                     "DELETE FROM manifests WHERE repo_id = $1",
@@ -2854,6 +2899,67 @@ mod tests {
                     assert_eq!(refs, layers.len() as i64, "tag {name}");
                 }
                 conn.close().await.unwrap();
+                meta.close().await;
+            },
+        )
+        .await;
+    }
+
+    /// A delete that keeps protected tags, racing a push that puts such a tag on the same
+    /// manifest: whichever commits first, a push that succeeded keeps its tag (the delete
+    /// either sees the tag and refuses, or goes first and the push puts the manifest back).
+    #[tokio::test]
+    async fn a_delete_racing_a_push_never_takes_a_protected_tag() {
+        with_fresh_database(
+            "a_delete_racing_a_push_never_takes_a_protected_tag",
+            |url| async move {
+                let meta = PgMeta::connect(&url, options(Migrate::Apply))
+                    .await
+                    .unwrap();
+                let r = repo("race/keep");
+                let keep: TagGuard = std::sync::Arc::new(|t: &str| t.starts_with("keep"));
+                let manifest = |i: usize, pinned: Vec<String>| {
+                    let content = format!("{{\"keep\":{i}}}").into_bytes();
+                    NewManifest {
+                        repo: r.clone(),
+                        digest: Digest::sha256_of(&content),
+                        media_type: "application/vnd.oci.image.manifest.v1+json".into(),
+                        artifact_type: None,
+                        subject: None,
+                        annotations: None,
+                        content,
+                        blobs: vec![],
+                        manifests: vec![],
+                        pinned_tags: pinned,
+                    }
+                };
+                let (mut refused, mut deleted) = (0, 0);
+                for i in 0..40 {
+                    let name = format!("keep{i}");
+                    meta.put_manifest(manifest(i, vec![]), &[]).await.unwrap();
+                    let digest = manifest(i, vec![]).digest;
+                    let tags = [tag(&name)];
+                    let push = meta.put_manifest(manifest(i, vec![name.clone()]), &tags);
+                    let delete = meta.delete_manifest_keeping(&r, &digest, Some(keep.clone()));
+                    let (pushed, removed) = futures::future::join(push, delete).await;
+                    match removed {
+                        Err(MetaError::TagImmutable(t)) => {
+                            assert_eq!(t, name);
+                            refused += 1;
+                        }
+                        Ok(true) => deleted += 1,
+                        other => panic!("round {i}: delete answered {other:?}"),
+                    }
+                    if pushed.is_ok() {
+                        let m = meta.manifest_by_tag(&r, &tag(&name)).await.unwrap();
+                        assert_eq!(
+                            m.map(|m| m.digest),
+                            Some(digest),
+                            "round {i}: a successful push lost its protected tag {name}"
+                        );
+                    }
+                }
+                println!("40 rounds: {refused} deletes refused, {deleted} went first");
                 meta.close().await;
             },
         )

@@ -18,12 +18,13 @@ use rusqlite::{
     params, params_from_iter, Connection, OpenFlags, OptionalExtension, TransactionBehavior,
 };
 
+use crate::check_kept;
 use crate::jobs::{duration_ms, epoch_ms};
 use crate::{
     ClaimedJob, GcBatch, GcItem, GcRun, GcScan, Job, JobFilter, JobId, JobKind, JobLease, JobState,
     LeaseHolder, Listing, MetaError, MetaStore, MissingRefs, NewJob, NewManifest, Page, Paging,
     Referrer, Retry, RunAt, ScrubBlob, ScrubFinding, ScrubManifests, ScrubRun, StoredManifest,
-    Upload, UploadLease, UploadSegment,
+    TagGuard, Upload, UploadLease, UploadSegment,
 };
 
 mod access;
@@ -1121,12 +1122,26 @@ impl MetaStore for SqliteMeta {
         })
     }
 
-    async fn delete_manifest(&self, repo: &RepoName, digest: &Digest) -> Result<bool, MetaError> {
+    async fn delete_manifest_keeping(
+        &self,
+        repo: &RepoName,
+        digest: &Digest,
+        keep: Option<TagGuard>,
+    ) -> Result<bool, MetaError> {
         let (repo, digest) = (repo.clone(), digest.to_string());
         self.write(move |tx| {
             let Some(id) = repo_id(tx, &repo).map_err(backend)? else {
                 return Ok(false);
             };
+            // One writer at a time: the tags read here are the ones the delete takes.
+            if keep.is_some() {
+                let tags = list_names(
+                    tx,
+                    "SELECT name FROM tags WHERE repo_id = ?1 AND digest = ?2 ORDER BY name",
+                    params![id, digest],
+                )?;
+                check_kept(keep.as_ref(), tags.iter().map(String::as_str))?;
+            }
             // Tags and references go with it (ON DELETE CASCADE), in this one transaction.
             let n = tx
                 .execute(
@@ -1139,12 +1154,24 @@ impl MetaStore for SqliteMeta {
         .await
     }
 
-    async fn delete_repository(&self, repo: &RepoName) -> Result<bool, MetaError> {
+    async fn delete_repository_keeping(
+        &self,
+        repo: &RepoName,
+        keep: Option<TagGuard>,
+    ) -> Result<bool, MetaError> {
         let repo = repo.clone();
         self.write(move |tx| {
             let Some(id) = repo_id(tx, &repo).map_err(backend)? else {
                 return Ok(false);
             };
+            if keep.is_some() {
+                let tags = list_names(
+                    tx,
+                    "SELECT name FROM tags WHERE repo_id = ?1 ORDER BY name",
+                    params![id],
+                )?;
+                check_kept(keep.as_ref(), tags.iter().map(String::as_str))?;
+            }
             // Tags and references go with the manifests (ON DELETE CASCADE).
             for sql in [
                 "DELETE FROM manifests WHERE repo_id = ?1",

@@ -1469,5 +1469,50 @@ async fn immutable_rules(meta: &dyn MetaStore, s: &dyn AccessStore) {
         meta.tags_of(&r, &latest.digest).await.unwrap(),
         vec!["latest".to_owned()]
     );
-    assert!(meta.delete_repository(&r).await.unwrap());
+
+    // Deletes that keep protected tags: the tags are judged in the delete's transaction, and
+    // a refused delete removes nothing.
+    let protect =
+        |name: &'static str| -> crate::TagGuard { std::sync::Arc::new(move |t| t == name) };
+    let second = Digest::sha256_of(b"{\"imm\":2}");
+    match meta
+        .delete_manifest_keeping(&r, &second, Some(protect("v1")))
+        .await
+    {
+        Err(MetaError::TagImmutable(t)) => assert_eq!(t, "v1"),
+        other => panic!("deleting the manifest of a protected tag: {other:?}"),
+    }
+    assert_eq!(
+        meta.tags_of(&r, &second).await.unwrap(),
+        vec!["v1".to_owned()]
+    );
+    match meta
+        .delete_repository_keeping(&r, Some(protect("latest")))
+        .await
+    {
+        Err(MetaError::TagImmutable(t)) => assert_eq!(t, "latest"),
+        other => panic!("deleting a repository with a protected tag: {other:?}"),
+    }
+    assert!(meta
+        .manifest_by_tag(&r, &tag("latest"))
+        .await
+        .unwrap()
+        .is_some());
+    // A guard that protects none of the tags lets both through; a missing manifest is false.
+    assert!(meta
+        .delete_manifest_keeping(&r, &latest.digest, Some(protect("v1")))
+        .await
+        .unwrap());
+    assert!(!meta
+        .delete_manifest_keeping(&r, &latest.digest, Some(protect("v1")))
+        .await
+        .unwrap());
+    assert!(meta
+        .delete_repository_keeping(&r, Some(protect("latest")))
+        .await
+        .unwrap());
+    assert!(!meta
+        .delete_repository_keeping(&r, Some(protect("latest")))
+        .await
+        .unwrap());
 }
