@@ -42,7 +42,7 @@ BERTH_TEST_BACKEND=fleet cargo test -p berth --test it
 # The management API's handler tests again on PostgreSQL (a fresh database per test).
 BERTH_TEST_BACKEND=fleet cargo test -p berth-server --test it
 # Every test drops the databases it made, even when it fails: none may be left behind.
-leaked=$(test_databases | comm -13 <(printf '%s\n' "$databases_before") -)
+leaked=$(test_databases | LC_ALL=C comm -13 <(printf '%s\n' "$databases_before") -)
 if [ -n "$leaked" ]; then
   echo "the tests left databases behind:" $leaked >&2
   exit 1

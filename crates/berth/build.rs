@@ -44,11 +44,18 @@ fn main() {
     // lies), and a path into the first checkout would break the second's link once the first
     // is gone.
     let order = PathBuf::from(env("OUT_DIR")).join("startup.order");
-    if std::fs::copy(&source, &order).is_err()
-        // `-Wl,` splits its argument at commas.
-        || order.to_string_lossy().contains(',')
-    {
-        println!("cargo:warning=could not copy startup.order to OUT_DIR: berth links without it");
+    // `-Wl,` splits its argument at commas.
+    if order.to_string_lossy().contains(',') {
+        println!("cargo:warning=OUT_DIR holds a comma: berth links without startup.order");
+        return;
+    }
+    // Removed first: a copy keeps the source's permissions, and a read-only one could not be
+    // copied over.
+    let _ = std::fs::remove_file(&order);
+    if let Err(e) = std::fs::copy(&source, &order) {
+        println!(
+            "cargo:warning=could not copy startup.order to OUT_DIR ({e}): berth links without it"
+        );
         return;
     }
     let arg = format!("-Wl,--symbol-ordering-file={}", order.display());

@@ -1363,7 +1363,7 @@ impl Drop for ScratchDatabase {
         }
         // Best effort: the cluster may be gone already (a fault test stops its own). FORCE
         // ends the connections a pool or a killed server's backend still holds.
-        let _ = std::process::Command::new("psql")
+        let dropped = std::process::Command::new("psql")
             .arg(&self.admin)
             .args(["-X", "-q", "-c"])
             .arg(format!(
@@ -1371,5 +1371,14 @@ impl Drop for ScratchDatabase {
                 self.name
             ))
             .output();
+        match dropped {
+            Ok(out) if out.status.success() => {}
+            Ok(out) => eprintln!(
+                "could not drop test database {}: {}",
+                self.name,
+                String::from_utf8_lossy(&out.stderr).trim()
+            ),
+            Err(e) => eprintln!("could not drop test database {}: {e}", self.name),
+        }
     }
 }

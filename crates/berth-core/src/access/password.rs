@@ -50,21 +50,33 @@ pub fn verify(secret: &str, hash: Option<&str>) -> bool {
 /// memory (argon2id's default `m`). Without a bound, a burst of basic-auth requests became a
 /// burst of blocking threads each holding that much: 16 concurrent clients took a server to
 /// 329 MB. Callers beyond the bound wait their turn instead.
+///
+/// The slot goes with the computation, not with the caller: a request dropped while argon2
+/// runs (a client that disconnects, an HTTP/2 stream reset) leaves the computation running
+/// on the blocking pool, and the slot stays taken until it ends.
 async fn argon2_slot<T: Send + 'static>(
     what: &str,
     f: impl FnOnce() -> T + Send + 'static,
 ) -> Result<T, Error> {
-    static SLOTS: std::sync::OnceLock<tokio::sync::Semaphore> = std::sync::OnceLock::new();
-    let slots = SLOTS.get_or_init(|| {
-        tokio::sync::Semaphore::new(std::thread::available_parallelism().map_or(2, |n| n.get()))
-    });
-    let _slot = slots
-        .acquire()
+    static SLOTS: std::sync::OnceLock<std::sync::Arc<tokio::sync::Semaphore>> =
+        std::sync::OnceLock::new();
+    let slots =
+        SLOTS.get_or_init(|| std::sync::Arc::new(tokio::sync::Semaphore::new(argon2_slots())));
+    let slot = std::sync::Arc::clone(slots)
+        .acquire_owned()
         .await
         .map_err(|e| Error::Internal(format!("{what}: {e}")))?;
-    tokio::task::spawn_blocking(f)
-        .await
-        .map_err(|e| Error::Internal(format!("{what}: {e}")))
+    tokio::task::spawn_blocking(move || {
+        let _slot = slot;
+        f()
+    })
+    .await
+    .map_err(|e| Error::Internal(format!("{what}: {e}")))
+}
+
+/// How many argon2 computations may run at once: one per CPU.
+fn argon2_slots() -> usize {
+    std::thread::available_parallelism().map_or(2, std::num::NonZeroUsize::get)
 }
 
 /// [`hash`] on tokio's blocking pool, at most one argon2 computation per CPU at a time.
@@ -157,11 +169,17 @@ impl VerifiedSecrets {
         self.count_run();
         let ok = verify_off_thread(secret, Some(hash)).await?;
         if ok {
+            // Stamped now, not when the check was asked for: it may have waited for a slot.
+            let now = Instant::now();
             let mut entries = self.entries.lock().unwrap_or_else(|e| e.into_inner());
             if entries.len() >= VERIFIED_MAX {
                 entries.retain(|_, at| now.duration_since(*at) < self.ttl);
-                if entries.len() >= VERIFIED_MAX {
-                    entries.clear();
+            }
+            if entries.len() >= VERIFIED_MAX {
+                // Still full of live entries: the oldest makes room. Each insert here follows
+                // an argon2 check, so this scan is never the expensive part.
+                if let Some(oldest) = entries.iter().min_by_key(|(_, at)| **at).map(|(k, _)| *k) {
+                    entries.remove(&oldest);
                 }
             }
             entries.insert(tag, now);
@@ -367,6 +385,73 @@ mod tests {
         // No account: an argon2 check against the dummy hash, and false.
         assert!(!cache.verify("Secret123", None).await.unwrap());
         assert_eq!(cache.argon2_runs(), 6);
+    }
+
+    /// Callers that give up while argon2 runs (a dropped request) do not free its slot: at
+    /// most one computation per CPU runs, however many callers come and go.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn abandoned_argon2_checks_keep_their_slot_until_they_end() {
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        use std::sync::Arc;
+        let running = Arc::new(AtomicUsize::new(0));
+        let most = Arc::new(AtomicUsize::new(0));
+        let callers = (0..16).map(|_| {
+            let (running, most) = (running.clone(), most.clone());
+            tokio::time::timeout(
+                Duration::from_millis(20),
+                argon2_slot("test", move || {
+                    let now = running.fetch_add(1, Ordering::SeqCst) + 1;
+                    most.fetch_max(now, Ordering::SeqCst);
+                    std::thread::sleep(Duration::from_millis(300));
+                    running.fetch_sub(1, Ordering::SeqCst);
+                }),
+            )
+        });
+        let outcomes = futures::future::join_all(callers).await;
+        assert!(outcomes.iter().all(Result::is_err), "every caller gave up");
+        // Wait for the computations that did start to end.
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while running.load(Ordering::SeqCst) > 0 && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let most = most.load(Ordering::SeqCst);
+        assert!(most >= 1, "some computation ran");
+        assert!(
+            most <= argon2_slots(),
+            "{most} argon2 computations ran at once, more than {}",
+            argon2_slots()
+        );
+    }
+
+    #[tokio::test]
+    async fn a_full_cache_makes_room_by_dropping_its_oldest_entry() {
+        let cache = VerifiedSecrets::new(Duration::from_secs(600)).expect("cache");
+        let h = hash("Secret123").expect("hash");
+        assert!(cache.verify("Secret123", Some(h.clone())).await.unwrap());
+        // Fill the rest with made-up entries, all newer than the real one.
+        {
+            let mut entries = cache.entries.lock().unwrap();
+            let now = Instant::now();
+            for i in 0..VERIFIED_MAX - 1 {
+                let mut tag = [0u8; 32];
+                tag[..8].copy_from_slice(&(i as u64).to_be_bytes());
+                tag[31] = 1;
+                entries.insert(tag, now + Duration::from_millis(1));
+            }
+            assert_eq!(entries.len(), VERIFIED_MAX);
+        }
+        let other = hash("Other4567").expect("hash");
+        assert!(cache
+            .verify("Other4567", Some(other.clone()))
+            .await
+            .unwrap());
+        assert_eq!(cache.entries.lock().unwrap().len(), VERIFIED_MAX);
+        // The newcomer stays cached; the oldest (Secret123's) went and is checked again.
+        let runs = cache.argon2_runs();
+        assert!(cache.verify("Other4567", Some(other)).await.unwrap());
+        assert_eq!(cache.argon2_runs(), runs);
+        assert!(cache.verify("Secret123", Some(h)).await.unwrap());
+        assert_eq!(cache.argon2_runs(), runs + 1);
     }
 
     #[tokio::test]
