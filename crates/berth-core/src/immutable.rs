@@ -48,6 +48,12 @@ impl RuleSelectors {
 struct Rules(Vec<(i64, Selection)>);
 
 impl Rules {
+    /// Whether any rule selects `repo` at all (else none of its tags is immutable).
+    fn cover(&self, repo: &RepoName) -> bool {
+        let name = name_in_project(repo.as_str());
+        self.0.iter().any(|(_, s)| s.selects_repo(name))
+    }
+
     /// The rule that makes `tag` of `repo` immutable, if any.
     fn protecting(&self, repo: &RepoName, tag: &str) -> Option<i64> {
         let name = name_in_project(repo.as_str());
@@ -154,6 +160,16 @@ impl Registry {
             }))
     }
 
+    /// The enabled rules of `repo`'s project, if any of them selects `repo` (a delete then
+    /// needs its tags judged; otherwise it need not read them).
+    async fn covering_rules(&self, repo: &RepoName) -> Result<Option<Arc<Rules>>, Error> {
+        Ok(self
+            .immutability(repo)
+            .await?
+            .filter(|r| r.cover(repo))
+            .map(Arc::new))
+    }
+
     /// Delete manifest `digest` of `repo` with its tags, unless one of them is immutable.
     /// The tags are judged inside the delete's transaction, so a push that tags the manifest
     /// at the same moment cannot have its immutable tag taken away with it. Returns whether
@@ -163,7 +179,7 @@ impl Registry {
         repo: &RepoName,
         digest: &Digest,
     ) -> Result<bool, Error> {
-        let rules = self.immutability(repo).await?.map(Arc::new);
+        let rules = self.covering_rules(repo).await?;
         let keep = rules.as_ref().map(|r| guard(repo, r));
         match self.meta.delete_manifest_keeping(repo, digest, keep).await {
             Err(MetaError::TagImmutable(tag)) => Err(refused(repo, &tag, rules.as_deref())),
@@ -178,7 +194,7 @@ impl Registry {
         &self,
         repo: &RepoName,
     ) -> Result<bool, Error> {
-        let rules = self.immutability(repo).await?.map(Arc::new);
+        let rules = self.covering_rules(repo).await?;
         let keep = rules.as_ref().map(|r| guard(repo, r));
         match self.meta.delete_repository_keeping(repo, keep).await {
             Err(MetaError::TagImmutable(tag)) => Err(refused(repo, &tag, rules.as_deref())),

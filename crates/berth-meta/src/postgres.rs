@@ -63,9 +63,14 @@
 //! Each write that touches several rows runs in one transaction, at isolation level
 //! `READ COMMITTED` whatever the server's default is (each statement sees what committed
 //! before it began; row locks and unique indexes order the writers). A write of one statement
-//! (deleting a tag or a manifest, moving an upload's offset and recording its new segment) is
-//! a transaction by itself: a deleted manifest's tags and references go with it in that
-//! statement (`ON DELETE CASCADE`).
+//! (deleting a tag, moving an upload's offset and recording its new segment) is a transaction
+//! by itself. A deleted manifest's tags and references go with it (`ON DELETE CASCADE`); a
+//! manifest delete first locks the manifest's row (`FOR UPDATE`) and a repository delete the
+//! repository's, and judges the tags it would take inside its transaction
+//! ([`MetaStore::delete_manifest_keeping`]). Every manifest put and blob link locks its
+//! repository's row (`FOR KEY SHARE`, in `ensure_repo`) and every tag write the manifest it
+//! names (its foreign key), so such a write either commits before the delete reads the tags or
+//! waits for the delete to end.
 //!
 //! `put_manifest` checks the manifest's references inside its transaction and locks the rows
 //! it found (`FOR KEY SHARE`), so a concurrent unlink or delete either waits for it or
@@ -961,9 +966,12 @@ async fn repo_id(conn: &mut PgConnection, name: &str) -> Result<Option<i64>, sql
 
 /// The id of repository `name`, creating it if needed.
 async fn ensure_repo(conn: &mut PgConnection, name: &str) -> Result<i64, TxError> {
-    // One round trip in the common cases (it exists; nobody else is creating it).
+    // One round trip in the common cases (it exists; nobody else is creating it). The row is
+    // locked FOR KEY SHARE (writers into one repository do not wait for each other), so a
+    // repository delete, which locks it FOR UPDATE, either ends before this write goes on (and
+    // the repository is made again) or waits for it, and then sees what it wrote.
     let id: Option<i64> = sqlx::query_scalar(
-        "WITH found AS (SELECT id FROM repositories WHERE name = $1), \
+        "WITH found AS (SELECT id FROM repositories WHERE name = $1 FOR KEY SHARE), \
          made AS (INSERT INTO repositories (name, created_at, project) \
                   SELECT $1, $2, split_part($1, '/', 1) WHERE NOT EXISTS (SELECT 1 FROM found) \
                   ON CONFLICT (name) DO NOTHING RETURNING id) \
@@ -978,7 +986,9 @@ async fn ensure_repo(conn: &mut PgConnection, name: &str) -> Result<i64, TxError
     }
     // Another transaction created it after this statement's snapshot was taken; a new
     // statement sees it.
-    repo_id(conn, name)
+    sqlx::query_scalar("SELECT id FROM repositories WHERE name = $1 FOR KEY SHARE")
+        .bind(name)
+        .fetch_optional(&mut *conn)
         .await?
         .ok_or(TxError::Again("a new repository was not found"))
 }
@@ -1055,14 +1065,25 @@ async fn refuse_kept_tags(
     if keep.is_none() {
         return Ok(());
     }
-    let tags: Vec<String> = sqlx::query_scalar(
-        "SELECT name FROM tags WHERE repo_id = $1 AND ($2::text IS NULL OR digest = $2) \
-         ORDER BY name",
-    )
-    .bind(id)
-    .bind(digest)
-    .fetch_all(conn)
-    .await?;
+    // Two statements rather than one with `$2 IS NULL OR ...`, whose generic plan could not
+    // use the (repo_id, digest) index.
+    let tags: Vec<String> = match digest {
+        Some(digest) => {
+            sqlx::query_scalar(
+                "SELECT name FROM tags WHERE repo_id = $1 AND digest = $2 ORDER BY name",
+            )
+            .bind(id)
+            .bind(digest)
+            .fetch_all(conn)
+            .await?
+        }
+        None => {
+            sqlx::query_scalar("SELECT name FROM tags WHERE repo_id = $1 ORDER BY name")
+                .bind(id)
+                .fetch_all(conn)
+                .await?
+        }
+    };
     Ok(check_kept(keep, tags.iter().map(String::as_str))?)
 }
 
@@ -1542,7 +1563,7 @@ impl MetaStore for PgMeta {
     ) -> Result<Option<StoredManifest>, MetaError> {
         let row = sqlx::query(
             "SELECT m.digest, m.media_type, m.content FROM repositories r \
-             JOIN manifests m ON m.repo_id = r.id WHERE r.name = $1 AND m.digest = $2 FOR UPDATE OF m",
+             JOIN manifests m ON m.repo_id = r.id WHERE r.name = $1 AND m.digest = $2",
         )
         .bind(repo.as_str())
         .bind(digest.to_string())
@@ -1596,8 +1617,8 @@ impl MetaStore for PgMeta {
         let arg = (repo.as_str(), keep);
         self.write(Scope::Transaction, &arg, |c, (repo, keep)| {
             Box::pin(async move {
-                // Every write into the repository takes a key-share lock on this row (its
-                // foreign keys), so the tags read below are all it holds until the commit.
+                // Every manifest put and blob link takes a key-share lock on this row
+                // (`ensure_repo`), so the tags read below are all it holds until the commit.
                 let id: Option<i64> =
                     sqlx::query_scalar("SELECT id FROM repositories WHERE name = $1 FOR UPDATE")
                         .bind(*repo)
@@ -2905,63 +2926,74 @@ mod tests {
         .await;
     }
 
-    /// A delete that keeps protected tags, racing a push that puts such a tag on the same
-    /// manifest: whichever commits first, a push that succeeded keeps its tag (the delete
-    /// either sees the tag and refuses, or goes first and the push puts the manifest back).
-    #[tokio::test]
-    async fn a_delete_racing_a_push_never_takes_a_protected_tag() {
-        with_fresh_database(
-            "a_delete_racing_a_push_never_takes_a_protected_tag",
-            |url| async move {
-                let meta = PgMeta::connect(&url, options(Migrate::Apply))
-                    .await
-                    .unwrap();
-                let r = repo("race/keep");
-                let keep: TagGuard = std::sync::Arc::new(|t: &str| t.starts_with("keep"));
-                let manifest = |i: usize, pinned: Vec<String>| {
-                    let content = format!("{{\"keep\":{i}}}").into_bytes();
-                    NewManifest {
-                        repo: r.clone(),
-                        digest: Digest::sha256_of(&content),
-                        media_type: "application/vnd.oci.image.manifest.v1+json".into(),
-                        artifact_type: None,
-                        subject: None,
-                        annotations: None,
-                        content,
-                        blobs: vec![],
-                        manifests: vec![],
-                        pinned_tags: pinned,
+    /// A delete that keeps protected tags (of a manifest, or of its whole repository), racing
+    /// a push that puts such a tag on a manifest the repository already holds: whichever
+    /// commits first, the push succeeds and keeps its tag (the delete either sees the tag and
+    /// refuses, or goes first and the push puts the manifest back).
+    async fn race_retags_against_deletes(test: &'static str, whole_repository: bool) {
+        with_fresh_database(test, |url| async move {
+            let meta = PgMeta::connect(&url, options(Migrate::Apply))
+                .await
+                .unwrap();
+            let keep: TagGuard = std::sync::Arc::new(|t: &str| t.starts_with("keep"));
+            let (mut refused, mut deleted) = (0, 0);
+            for i in 0..40 {
+                let r = repo(&format!("race/repo{i}"));
+                let content = format!("{{\"retag\":{i}}}").into_bytes();
+                let m = crate::testsuite::manifest(&r, &content, vec![], vec![]);
+                meta.put_manifest(m.clone(), &[tag("rc")]).await.unwrap();
+                let name = format!("keep{i}");
+                let tags = [tag(&name)];
+                let retag = NewManifest {
+                    pinned_tags: vec![name.clone()],
+                    ..m.clone()
+                };
+                let push = meta.put_manifest(retag, &tags);
+                let delete = async {
+                    if whole_repository {
+                        meta.delete_repository_keeping(&r, Some(keep.clone())).await
+                    } else {
+                        meta.delete_manifest_keeping(&r, &m.digest, Some(keep.clone()))
+                            .await
                     }
                 };
-                let (mut refused, mut deleted) = (0, 0);
-                for i in 0..40 {
-                    let name = format!("keep{i}");
-                    meta.put_manifest(manifest(i, vec![]), &[]).await.unwrap();
-                    let digest = manifest(i, vec![]).digest;
-                    let tags = [tag(&name)];
-                    let push = meta.put_manifest(manifest(i, vec![name.clone()]), &tags);
-                    let delete = meta.delete_manifest_keeping(&r, &digest, Some(keep.clone()));
-                    let (pushed, removed) = futures::future::join(push, delete).await;
-                    match removed {
-                        Err(MetaError::TagImmutable(t)) => {
-                            assert_eq!(t, name);
-                            refused += 1;
-                        }
-                        Ok(true) => deleted += 1,
-                        other => panic!("round {i}: delete answered {other:?}"),
+                let (pushed, removed) = futures::future::join(push, delete).await;
+                match removed {
+                    Err(MetaError::TagImmutable(t)) => {
+                        assert_eq!(t, name);
+                        refused += 1;
                     }
-                    if pushed.is_ok() {
-                        let m = meta.manifest_by_tag(&r, &tag(&name)).await.unwrap();
-                        assert_eq!(
-                            m.map(|m| m.digest),
-                            Some(digest),
-                            "round {i}: a successful push lost its protected tag {name}"
-                        );
-                    }
+                    Ok(true) => deleted += 1,
+                    other => panic!("round {i}: delete answered {other:?}"),
                 }
-                println!("40 rounds: {refused} deletes refused, {deleted} went first");
-                meta.close().await;
-            },
+                pushed.unwrap_or_else(|e| panic!("round {i}: the push failed: {e}"));
+                let found = meta.manifest_by_tag(&r, &tag(&name)).await.unwrap();
+                assert_eq!(
+                    found.map(|f| f.digest),
+                    Some(m.digest),
+                    "round {i}: a successful push lost its protected tag {name}"
+                );
+            }
+            println!("{test}: 40 rounds, {refused} deletes refused, {deleted} went first");
+            meta.close().await;
+        })
+        .await;
+    }
+
+    #[tokio::test]
+    async fn a_manifest_delete_racing_a_retag_never_takes_a_protected_tag() {
+        race_retags_against_deletes(
+            "a_manifest_delete_racing_a_retag_never_takes_a_protected_tag",
+            false,
+        )
+        .await;
+    }
+
+    #[tokio::test]
+    async fn a_repository_delete_racing_a_retag_never_takes_a_protected_tag() {
+        race_retags_against_deletes(
+            "a_repository_delete_racing_a_retag_never_takes_a_protected_tag",
+            true,
         )
         .await;
     }
