@@ -28,27 +28,6 @@ pub use jobs::{
     ParseJobKindError, Retry, RunAt, UploadLease,
 };
 pub use policy::ImmutableRule;
-
-/// Which tag names a delete must not take (immutable tags): asked of each tag the delete
-/// would remove, inside its transaction ([`MetaStore::delete_manifest_keeping`]).
-pub type TagGuard = std::sync::Arc<dyn Fn(&str) -> bool + Send + Sync>;
-
-/// The first of `tags` that `keep` protects, as the refusal to return.
-///
-/// # Errors
-/// [`MetaError::TagImmutable`] naming that tag.
-pub fn check_kept<'a>(
-    keep: Option<&TagGuard>,
-    tags: impl IntoIterator<Item = &'a str>,
-) -> Result<(), MetaError> {
-    let Some(keep) = keep else {
-        return Ok(());
-    };
-    match tags.into_iter().find(|t| keep(t)) {
-        Some(t) => Err(MetaError::TagImmutable(t.to_owned())),
-        None => Ok(()),
-    }
-}
 pub use quota::{Quota, QuotaExceeded, QuotaKind, QuotaLimits};
 pub use retention::{
     RetentionArtifact, RetentionDelete, RetentionExecution, RetentionPolicy, RetentionStore,
@@ -57,6 +36,21 @@ pub use retention::{
 pub use scrub::{
     MissingRefs, ScrubBlob, ScrubFinding, ScrubFindingKind, ScrubManifest, ScrubManifests, ScrubRun,
 };
+
+/// Which tag names a delete must not take (immutable tags): asked of each tag the delete
+/// would remove, inside its transaction ([`MetaStore::delete_manifest_keeping`]).
+pub type TagGuard = std::sync::Arc<dyn Fn(&str) -> bool + Send + Sync>;
+
+/// Refuse with the first of `tags` that `keep` protects (for the backends' deletes).
+fn check_kept<'a>(
+    keep: &TagGuard,
+    tags: impl IntoIterator<Item = &'a str>,
+) -> Result<(), MetaError> {
+    match tags.into_iter().find(|t| keep(t)) {
+        Some(t) => Err(MetaError::TagImmutable(t.to_owned())),
+        None => Ok(()),
+    }
+}
 
 pub mod access;
 pub mod gc;

@@ -1062,9 +1062,9 @@ async fn refuse_kept_tags(
     digest: Option<&str>,
     keep: Option<&TagGuard>,
 ) -> Result<(), TxError> {
-    if keep.is_none() {
+    let Some(keep) = keep else {
         return Ok(());
-    }
+    };
     // Two statements rather than one with `$2 IS NULL OR ...`, whose generic plan could not
     // use the (repo_id, digest) index.
     let tags: Vec<String> = match digest {

@@ -884,6 +884,32 @@ fn stored_manifest(
     .transpose()
 }
 
+/// Inside a delete's write: refuse if a tag of repository `id` (of manifest `digest` only,
+/// when given) is one `keep` protects.
+fn refuse_kept_tags(
+    conn: &Connection,
+    id: i64,
+    digest: Option<&str>,
+    keep: Option<&TagGuard>,
+) -> Result<(), MetaError> {
+    let Some(keep) = keep else {
+        return Ok(());
+    };
+    let tags = match digest {
+        Some(digest) => list_names(
+            conn,
+            "SELECT name FROM tags WHERE repo_id = ?1 AND digest = ?2 ORDER BY name",
+            params![id, digest],
+        )?,
+        None => list_names(
+            conn,
+            "SELECT name FROM tags WHERE repo_id = ?1 ORDER BY name",
+            params![id],
+        )?,
+    };
+    check_kept(keep, tags.iter().map(String::as_str))
+}
+
 fn list_names(
     conn: &Connection,
     sql: &str,
@@ -1134,14 +1160,7 @@ impl MetaStore for SqliteMeta {
                 return Ok(false);
             };
             // One writer at a time: the tags read here are the ones the delete takes.
-            if keep.is_some() {
-                let tags = list_names(
-                    tx,
-                    "SELECT name FROM tags WHERE repo_id = ?1 AND digest = ?2 ORDER BY name",
-                    params![id, digest],
-                )?;
-                check_kept(keep.as_ref(), tags.iter().map(String::as_str))?;
-            }
+            refuse_kept_tags(tx, id, Some(&digest), keep.as_ref())?;
             // Tags and references go with it (ON DELETE CASCADE), in this one transaction.
             let n = tx
                 .execute(
@@ -1164,14 +1183,7 @@ impl MetaStore for SqliteMeta {
             let Some(id) = repo_id(tx, &repo).map_err(backend)? else {
                 return Ok(false);
             };
-            if keep.is_some() {
-                let tags = list_names(
-                    tx,
-                    "SELECT name FROM tags WHERE repo_id = ?1 ORDER BY name",
-                    params![id],
-                )?;
-                check_kept(keep.as_ref(), tags.iter().map(String::as_str))?;
-            }
+            refuse_kept_tags(tx, id, None, keep.as_ref())?;
             // Tags and references go with the manifests (ON DELETE CASCADE).
             for sql in [
                 "DELETE FROM manifests WHERE repo_id = ?1",
